@@ -5,42 +5,10 @@ from __future__ import annotations
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.python import usage
 
+from udpupper.options import OneLineUsageErrors, port_number
 from udpupper.service import UpperService
 
 DEFAULT_PORT = 12000
-
-
-def port_number(value: str) -> int:
-    """A UDP port: 0 (pick a free one) to 65535."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"not a port number: {value!r}") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"port must be 0 to 65535, not {number}")
-    return number
-
-
-port_number.coerceDoc = "0 to 65535; 0 picks a free port."  # type: ignore[attr-defined]
-
-
-class OneLineUsageErrors:
-    """Mix-in: a bad command line exits 1 with one line, not a help page.
-
-    twistd prints its whole help text before a subcommand's usage error;
-    raising ``SystemExit`` with the message instead gives one clear line on
-    stderr and a non-zero exit.
-    """
-
-    command = ""
-
-    def parseOptions(self, options=None) -> None:
-        try:
-            super().parseOptions(options)  # type: ignore[misc]
-        except usage.UsageError as error:
-            raise SystemExit(
-                f"{self.command}: error: {error} (see {self.command} --help)"
-            ) from None
 
 
 class Options(OneLineUsageErrors, usage.Options):
@@ -53,7 +21,7 @@ class Options(OneLineUsageErrors, usage.Options):
         "that are not UTF-8 come back unchanged)."
     )
     optParameters = [
-        ["port", "p", DEFAULT_PORT, "UDP port to listen on.", port_number],
+        ["port", "p", DEFAULT_PORT, "UDP port to listen on; 0 picks a free one."],
         [
             "interface",
             "i",
@@ -63,7 +31,10 @@ class Options(OneLineUsageErrors, usage.Options):
         ],
     ]
 
+    checks = {"port": port_number}
+
     def postOptions(self) -> None:
+        super().postOptions()
         interface = self["interface"]
         if interface is not None and not (
             isIPAddress(interface) or isIPv6Address(interface)

@@ -1,0 +1,289 @@
+"""The client protocol: send lines as datagrams, print replies in order.
+
+Several lines may be in flight at once (the window), so piped input goes at
+the speed of the network rather than one round trip per line.  A reply is
+matched to its line by content: the client knows what the upper-cased line
+should be.  That is how a late reply to an earlier line (after a retry) is
+recognised and never printed as the answer to a later one.  A reply that
+matches no line in flight (a server that upper-cases differently) is taken
+as the answer to the oldest line still waiting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import DatagramProtocol, Protocol
+
+from udpupper.transform import upper
+
+PROMPT = b"Input lowercase sentence:"
+
+# At most this many bytes of requests in flight (one line always may go),
+# so a window of large lines does not overflow the server's receive buffer.
+MAX_BYTES_IN_FLIGHT = 128 * 1024
+
+# Above this many queued lines stdin is paused, below the low mark resumed:
+# piping a huge file does not read it all into memory.
+QUEUE_HIGH, QUEUE_LOW = 10_000, 1_000
+
+
+@dataclass(eq=False)
+class Request:
+    """One line on its way: what was sent, what should come back."""
+
+    number: int
+    line: bytes
+    expected: bytes
+    tries: int = 0
+    reply: bytes | None = None
+    failed: bool = False
+    timer: IDelayedCall | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.reply is not None or self.failed
+
+
+class UpperClient(DatagramProtocol):
+    """Sends each line to ``server`` and writes each reply, in input order.
+
+    ``write_out`` takes each reply line (with its newline); ``report`` takes
+    a message for the user about a line that got no answer; ``on_idle`` is
+    called whenever every line so far is settled and more input may come
+    (the moment to prompt), and ``when_done`` with the exit status once the
+    input has ended and every line is settled.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        clock: IReactorTime,
+        write_out: Callable[[bytes], object],
+        report: Callable[[str], object],
+        timeout: float = 1.0,
+        retries: int = 3,
+        window: int = 32,
+        max_datagram: int = 65_507,
+        on_idle: Callable[[], object] | None = None,
+    ) -> None:
+        self.server = server
+        self.clock = clock
+        self.write_out = write_out
+        self.report = report
+        self.timeout = timeout
+        self.retries = retries
+        self.window = window
+        self.max_datagram = max_datagram
+        self.on_idle = on_idle
+        self.queue: deque[Request] = deque()
+        self.in_flight: deque[Request] = deque()
+        self.bytes_in_flight = 0
+        self.recent: deque[bytes] = deque(maxlen=4 * window)
+        self.lines = 0
+        self.unanswered = 0
+        self.input_ended = False
+        self.when_done: Callable[[int], object] | None = None
+        self.on_drain: Callable[[], object] | None = None
+        self.on_busy: Callable[[], object] | None = None
+
+    # -- input side -------------------------------------------------------
+
+    def start(self) -> None:
+        """Say that the client is ready for its first line."""
+        if self.on_idle is not None:
+            self.on_idle()
+
+    def send_line(self, line: bytes) -> None:
+        """Queue one line (without its line ending) to be sent."""
+        if len(line) > self.max_datagram:
+            self.skip_line(len(line))
+            return
+        self.lines += 1
+        self.queue.append(Request(self.lines, line, upper(line)))
+        if len(self.queue) >= QUEUE_HIGH and self.on_busy is not None:
+            self.on_busy()
+        self._pump()
+
+    def skip_line(self, length: int) -> None:
+        """Report a line too long for one datagram; it counts as unanswered."""
+        self.lines += 1
+        self.unanswered += 1
+        self.report(
+            f"line {self.lines}: {length} bytes is more than the largest "
+            f"datagram ({self.max_datagram} bytes); skipped"
+        )
+        self._settle()
+
+    def end_input(self) -> None:
+        """No more lines will come: finish when the last one is settled."""
+        self.input_ended = True
+        self._settle()
+
+    # -- network side -----------------------------------------------------
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if addr != self.server:
+            return  # not our server's: ignore it
+        request = self._match(datagram)
+        if request is None:
+            return  # a late answer to a line already settled
+        request.reply = datagram
+        self._finish(request)
+        self._settle()
+
+    def _match(self, datagram: bytes) -> Request | None:
+        waiting = [request for request in self.in_flight if not request.done]
+        for request in waiting:
+            if request.expected == datagram:
+                return request
+        if datagram in self.recent or not waiting:
+            return None
+        return waiting[0]
+
+    def _pump(self) -> None:
+        while self.queue and len(self.in_flight) < self.window:
+            request = self.queue[0]
+            if self.in_flight and (
+                self.bytes_in_flight + len(request.line) > MAX_BYTES_IN_FLIGHT
+            ):
+                break
+            self.queue.popleft()
+            self.in_flight.append(request)
+            self.bytes_in_flight += len(request.line)
+            self._send(request)
+        if len(self.queue) <= QUEUE_LOW and self.on_drain is not None:
+            self.on_drain()
+
+    def _send(self, request: Request) -> None:
+        request.tries += 1
+        request.timer = self.clock.callLater(self.timeout, self._timed_out, request)
+        try:
+            self.transport.write(request.line, self.server)
+        except OSError:
+            pass  # e.g. a full send buffer: the timer asks again
+
+    def _timed_out(self, request: Request) -> None:
+        request.timer = None
+        if request.tries <= self.retries:
+            self._send(request)
+            return
+        request.failed = True
+        self.unanswered += 1
+        self._finish(request)
+        self.report(
+            f"line {request.number}: no reply from {format_address(self.server)} "
+            f"after {request.tries} tries"
+        )
+        self._settle()
+
+    def _finish(self, request: Request) -> None:
+        if request.timer is not None:
+            request.timer.cancel()
+            request.timer = None
+        self.recent.append(request.expected)
+        self.bytes_in_flight -= len(request.line)
+
+    def _settle(self) -> None:
+        """Print what is answered, in order; send more; end when all is."""
+        while self.in_flight and self.in_flight[0].done:
+            request = self.in_flight.popleft()
+            if request.reply is not None:
+                self.write_out(request.reply + b"\n")
+        self._pump()
+        if self.in_flight or self.queue:
+            return
+        if self.input_ended:
+            if self.when_done is not None:
+                done, self.when_done = self.when_done, None
+                done(1 if self.unanswered else 0)
+        elif self.on_idle is not None:
+            self.on_idle()
+
+    def abort(self) -> None:
+        """Give up: cancel every timer, send nothing more, finish with 1."""
+        for request in self.in_flight:
+            if request.timer is not None:
+                request.timer.cancel()
+                request.timer = None
+        self.in_flight.clear()
+        self.queue.clear()
+        if self.when_done is not None:
+            done, self.when_done = self.when_done, None
+            done(1)
+
+
+def format_address(addr: tuple[str, int]) -> str:
+    host, port = addr[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@implementer(IHalfCloseableProtocol)
+class LineReader(Protocol):
+    """Reads stdin line by line for the client and writes its output.
+
+    Lines go to the client without their LF or CRLF.  A line too long for a
+    datagram is not kept in memory: its length is counted until its end, and
+    the client reports it.
+    """
+
+    def __init__(self, client: UpperClient) -> None:
+        self.client = client
+        self.buffer = b""
+        self.overlong = 0  # bytes so far of a line too long to send
+        self.output_lost = False
+        self.when_closed: Callable[[], object] | None = None
+
+    def connectionMade(self) -> None:
+        self.client.on_busy = self.transport.pauseProducing
+        self.client.on_drain = self.transport.resumeProducing
+
+    def dataReceived(self, data: bytes) -> None:
+        *lines, rest = (self.buffer + data).split(b"\n")
+        for line in lines:
+            if self.overlong:
+                self.client.skip_line(self.overlong + len(line.removesuffix(b"\r")))
+                self.overlong = 0
+            else:
+                self.client.send_line(line.removesuffix(b"\r"))
+        # One byte of slack: a CR may end a line of exactly the maximum.
+        if self.overlong or len(rest) > self.client.max_datagram + 1:
+            self.overlong += len(rest)
+            rest = b""
+        self.buffer = rest
+
+    def readConnectionLost(self) -> None:
+        """End of input: a last line without a newline still counts."""
+        if self.buffer or self.overlong:
+            self.dataReceived(b"\n")
+        self.client.end_input()
+
+    def writeConnectionLost(self) -> None:
+        """Nobody reads our output any more: stop sending."""
+        self.output_lost = True
+        self.client.abort()
+
+    def close(self, then: Callable[[], object]) -> None:
+        """Flush what is left to write, close stdin and stdout, then ``then()``."""
+        if self.output_lost:
+            then()
+            return
+        self.when_closed = then
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self.client.abort()
+        if self.when_closed is not None:
+            then, self.when_closed = self.when_closed, None
+            then()

@@ -1,0 +1,147 @@
+"""``udpupper-client``: read lines from stdin, print each upper-cased reply."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from twisted.internet import fdesc, stdio
+from twisted.python import usage
+
+from udpupper.client import PROMPT, LineReader, UpperClient, format_address
+from udpupper.options import OneLineUsageErrors, count, port_number, positive_float
+from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD
+
+COMMAND = "udpupper-client"
+
+# Exit statuses: every line answered, some line not, bad command line or
+# host, interrupted (128 + SIGINT, as a shell reports it).
+EXIT_OK, EXIT_UNANSWERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def server_port(value: str) -> int:
+    number = port_number(value)
+    if number == 0:
+        raise ValueError("the server's port cannot be 0")
+    return number
+
+
+def window_size(value: str) -> int:
+    number = count(value)
+    if not 1 <= number <= 1024:
+        raise ValueError(f"must be 1 to 1024, not {number}")
+    return number
+
+
+class Options(OneLineUsageErrors, usage.Options):
+    """Options of ``udpupper-client``."""
+
+    command = COMMAND
+    usage_status = EXIT_USAGE
+    synopsis = (
+        f"Usage: {COMMAND} [--host HOST] [--port PORT] [--timeout SECONDS] "
+        "[--retries N] [--window N]"
+    )
+    longdesc = (
+        "Send each line of standard input (without its line ending) to a "
+        "udpupper server as one datagram and print each reply on its own "
+        "line, in input order. Exit status: 0 when every line was answered, "
+        "1 when any was not, 2 for a usage error or a host that does not "
+        "resolve."
+    )
+    optParameters = [
+        ["host", "H", "localhost", "Server name or IPv4/IPv6 address (a name is "
+         "resolved once, IPv4 first)."],
+        ["port", "p", 12000, "Server UDP port."],
+        ["timeout", "t", 1.0, "Seconds to wait for a reply before asking again."],
+        ["retries", "r", 3, "How many times to ask again before reporting a line "
+         "as unanswered."],
+        ["window", "w", 32, "Lines in flight at once (1 sends a line only after "
+         "the last is settled)."],
+    ]
+    checks = {
+        "port": server_port,
+        "timeout": positive_float,
+        "retries": count,
+        "window": window_size,
+    }
+
+    def parseArgs(self, *args: str) -> None:
+        if args:
+            raise usage.UsageError(f"unexpected argument: {args[0]!r}")
+
+
+def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
+    """Resolve ``host`` once: its address family and an IP literal address.
+
+    A name with both IPv4 and IPv6 addresses gives the IPv4 one, as the
+    textbook client does, so an IPv4-only server on ``localhost`` works.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, sockaddr = min(infos, key=lambda info: info[0] != socket.AF_INET)
+    return family, (sockaddr[0], sockaddr[1])
+
+
+def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
+    """Run the client on ``reactor`` until stdin ends; return the exit status."""
+    interactive = os.isatty(0)
+    status: list[int] = []
+
+    def report(message: str) -> None:
+        print(f"{COMMAND}: {message}", file=sys.stderr, flush=True)
+
+    def when_done(code: int) -> None:
+        status.append(code)
+        reader.close(then=reactor.stop)
+
+    def on_idle() -> None:
+        if interactive:
+            reader.transport.write(PROMPT)
+
+    client = UpperClient(
+        server,
+        reactor,
+        write_out=lambda data: reader.transport.write(data),
+        report=report,
+        timeout=options["timeout"],
+        retries=options["retries"],
+        window=options["window"],
+        max_datagram=MAX_IPV6_PAYLOAD if family == socket.AF_INET6 else MAX_IPV4_PAYLOAD,
+        on_idle=on_idle,
+    )
+    client.when_done = when_done
+    interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    reactor.listenUDP(0, client, interface=interface, maxPacketSize=65_535)
+    reader = LineReader(client)
+    stdio.StandardIO(reader, reactor=reactor)
+    reactor.callWhenRunning(client.start)
+    reactor.run()
+    return status[0] if status else EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    options = Options()
+    options.parseOptions(sys.argv[1:] if argv is None else argv)
+    try:
+        family, server = resolve(options["host"], options["port"])
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        print(f"{COMMAND}: cannot resolve {options['host']!r}: {reason}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    from twisted.internet import reactor
+
+    try:
+        code = run(reactor, options, family, server)
+    finally:
+        # StandardIO made stdin and stdout non-blocking; the shell that
+        # shares them expects them back as they were.
+        for fd in (0, 1):
+            try:
+                fdesc.setBlocking(fd)
+            except OSError:
+                pass
+    if code == EXIT_INTERRUPTED:
+        print(file=sys.stderr)
+    raise SystemExit(code)

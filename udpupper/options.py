@@ -1,0 +1,72 @@
+"""Command-line pieces that the daemon and the client share."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from twisted.python import usage
+
+
+def port_number(value: str) -> int:
+    """A UDP port number, 0 to 65535."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"not a port number: {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"must be 0 to 65535, not {number}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """A number of seconds greater than zero."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"must be a finite number greater than 0, not {value}")
+    return number
+
+
+def count(value: str) -> int:
+    """A whole number, zero or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise ValueError(f"must be 0 or more, not {number}")
+    return number
+
+
+class OneLineUsageErrors:
+    """Mix-in for ``usage.Options``: a bad command line gives one line.
+
+    twistd prints its whole help page before a subcommand's usage error; this
+    prints only the error, on stderr, and exits with ``usage_status``.
+    ``checks`` maps an option to the function that converts and checks its
+    value, so that the error names the option.
+    """
+
+    command = ""
+    usage_status = 1
+    checks: dict[str, Callable[[str], object]] = {}
+
+    def postOptions(self) -> None:
+        for name, check in self.checks.items():
+            try:
+                self[name] = check(self[name])  # type: ignore[index]
+            except ValueError as error:
+                raise usage.UsageError(f"--{name}: {error}") from None
+
+    def parseOptions(self, options=None) -> None:
+        try:
+            super().parseOptions(options)  # type: ignore[misc]
+        except usage.UsageError as error:
+            print(
+                f"{self.command}: error: {error} (see {self.command} --help)",
+                file=sys.stderr,
+            )
+            raise SystemExit(self.usage_status) from None
