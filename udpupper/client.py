@@ -89,6 +89,9 @@ class UpperClient(DatagramProtocol):
         self.on_idle = on_idle
         self.queue: deque[Request] = deque()
         self.in_flight: deque[Request] = deque()
+        # Lines in flight and unanswered, by the reply each expects.
+        self.waiting: dict[bytes, deque[Request]] = {}
+        self.paused = False
         self.bytes_in_flight = 0
         self.recent: deque[bytes] = deque(maxlen=4 * window)
         self.lines = 0
@@ -112,7 +115,8 @@ class UpperClient(DatagramProtocol):
             return
         self.lines += 1
         self.queue.append(Request(self.lines, line, upper(line)))
-        if len(self.queue) >= QUEUE_HIGH and self.on_busy is not None:
+        if len(self.queue) >= QUEUE_HIGH and not self.paused and self.on_busy:
+            self.paused = True
             self.on_busy()
         self._pump()
 
@@ -144,13 +148,12 @@ class UpperClient(DatagramProtocol):
         self._settle()
 
     def _match(self, datagram: bytes) -> Request | None:
-        waiting = [request for request in self.in_flight if not request.done]
-        for request in waiting:
-            if request.expected == datagram:
-                return request
-        if datagram in self.recent or not waiting:
+        same = self.waiting.get(datagram)
+        if same:
+            return same[0]
+        if datagram in self.recent:
             return None
-        return waiting[0]
+        return next((request for request in self.in_flight if not request.done), None)
 
     def _pump(self) -> None:
         while self.queue and len(self.in_flight) < self.window:
@@ -161,9 +164,11 @@ class UpperClient(DatagramProtocol):
                 break
             self.queue.popleft()
             self.in_flight.append(request)
+            self.waiting.setdefault(request.expected, deque()).append(request)
             self.bytes_in_flight += len(request.line)
             self._send(request)
-        if len(self.queue) <= QUEUE_LOW and self.on_drain is not None:
+        if self.paused and len(self.queue) <= QUEUE_LOW and self.on_drain:
+            self.paused = False
             self.on_drain()
 
     def _send(self, request: Request) -> None:
@@ -192,6 +197,10 @@ class UpperClient(DatagramProtocol):
         if request.timer is not None:
             request.timer.cancel()
             request.timer = None
+        same = self.waiting[request.expected]
+        same.remove(request)
+        if not same:
+            del self.waiting[request.expected]
         self.recent.append(request.expected)
         self.bytes_in_flight -= len(request.line)
 
@@ -218,6 +227,7 @@ class UpperClient(DatagramProtocol):
                 request.timer.cancel()
                 request.timer = None
         self.in_flight.clear()
+        self.waiting.clear()
         self.queue.clear()
         if self.when_done is not None:
             done, self.when_done = self.when_done, None

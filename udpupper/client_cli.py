@@ -10,6 +10,7 @@ from twisted.internet import fdesc, stdio
 from twisted.python import usage
 
 from udpupper.client import PROMPT, LineReader, UpperClient, format_address
+from udpupper.port import UpperPort
 from udpupper.options import OneLineUsageErrors, count, port_number, positive_float
 from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD
 
@@ -86,14 +87,23 @@ def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
 def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
     """Run the client on ``reactor`` until stdin ends; return the exit status."""
     interactive = os.isatty(0)
-    status: list[int] = []
+    outcome: dict[str, int] = {}
 
     def report(message: str) -> None:
         print(f"{COMMAND}: {message}", file=sys.stderr, flush=True)
 
     def when_done(code: int) -> None:
-        status.append(code)
-        reader.close(then=reactor.stop)
+        outcome.setdefault("status", code)
+        reader.close(then=stop)
+
+    def stop() -> None:
+        if "stopping" not in outcome:
+            reactor.stop()
+
+    def on_shutdown() -> None:
+        # Ctrl-C (or SIGTERM) stops the reactor before the input has ended.
+        outcome["stopping"] = 1
+        outcome.setdefault("status", EXIT_INTERRUPTED)
 
     def on_idle() -> None:
         if interactive:
@@ -112,12 +122,13 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
     )
     client.when_done = when_done
     interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    reactor.listenUDP(0, client, interface=interface, maxPacketSize=65_535)
+    UpperPort(0, client, interface, reactor).startListening()
     reader = LineReader(client)
     stdio.StandardIO(reader, reactor=reactor)
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
     reactor.callWhenRunning(client.start)
     reactor.run()
-    return status[0] if status else EXIT_INTERRUPTED
+    return outcome.get("status", EXIT_INTERRUPTED)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,3 +156,5 @@ def main(argv: list[str] | None = None) -> None:
     if code == EXIT_INTERRUPTED:
         print(file=sys.stderr)
     raise SystemExit(code)
+if __name__ == "__main__":
+    main()

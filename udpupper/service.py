@@ -36,6 +36,8 @@ class UpperService(service.Service):
     def __init__(
         self, port: int, interface: str | None = None, reactor=None
     ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
         self.port_number = port
         self.interface = interface
         self.reactor = reactor
@@ -45,10 +47,6 @@ class UpperService(service.Service):
 
     def privilegedStartService(self) -> None:
         self.port = self._listen()
-        host, port = self.port.socket.getsockname()[:2]
-        self.log.info(
-            "udpupper listening on {endpoint}", endpoint=format_endpoint(host, port)
-        )
         super().privilegedStartService()
 
     def _listen(self) -> UpperPort:
@@ -71,6 +69,16 @@ class UpperService(service.Service):
         if self.port is None:  # started without twistd's privileged step
             self.privilegedStartService()
         super().startService()
+        # Once the reactor runs, signals are handled too: only then say so.
+        self.reactor.callWhenRunning(self._announce)
+
+    def _announce(self) -> None:
+        if self.port is None:
+            return
+        host, port = self.port.socket.getsockname()[:2]
+        self.log.info(
+            "udpupper listening on {endpoint}", endpoint=format_endpoint(host, port)
+        )
 
     def stopService(self):
         super().stopService()

@@ -1,0 +1,1 @@
+"""Tests of udpupper, one module per module of the package."""

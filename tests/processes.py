@@ -1,0 +1,139 @@
+"""Run the real programs as a user would: twistd and udpupper-client."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+BIN = os.path.dirname(sys.executable)
+
+
+def command(script: str, fallback: list[str]) -> list[str]:
+    """The installed console script beside this Python, else ``fallback``."""
+    path = os.path.join(BIN, script)
+    return [path] if os.access(path, os.X_OK) else [sys.executable, *fallback]
+
+
+TWISTD = command("twistd", ["-c", "from twisted.scripts.twistd import run; run()"])
+CLIENT = command("udpupper-client", ["-m", "udpupper.client_cli"])
+
+LISTENING = re.compile(r"udpupper listening on (\S+):(\d+)/udp")
+
+
+class Daemon:
+    """``twistd -n udpupper`` in a subprocess, its log read line by line."""
+
+    def __init__(self, *options: str) -> None:
+        self.process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "udpupper", *options],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # A shell's background job ignores SIGINT, and twistd keeps an
+            # ignored SIGINT ignored: give the daemon the default, as a
+            # terminal or systemd would.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.log: list[str] = []
+        self.ended = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for raw in self.process.stdout:
+            self.lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, pattern: re.Pattern[str] | str, timeout: float = 15.0) -> re.Match:
+        """Read the log until a line matches; fail if it ends or time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                raise AssertionError(f"no {pattern!r} in the log: {self.log}") from None
+            if line is None:
+                raise AssertionError(f"twistd ended before {pattern!r}: {self.log}")
+            self.log.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def start(self) -> int:
+        """Wait until it listens; return the port it bound."""
+        return int(self.wait_for(LISTENING).group(2))
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal it, wait for it to end, keep the rest of its log."""
+        if self.ended:
+            return self.process.returncode
+        self.ended = True
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            self.log.append(line)
+        return code
+
+
+def run_client(*options: str, stdin: bytes = b"", timeout: float = 60.0):
+    """Run ``udpupper-client`` with ``stdin`` piped in; a CompletedProcess."""
+    return subprocess.run(
+        [*CLIENT, *options], input=stdin, capture_output=True, timeout=timeout
+    )
+
+
+class Terminal:
+    """``udpupper-client`` on a pseudo-terminal, as a person would use it."""
+
+    def __init__(self, *options: str) -> None:
+        import pty
+
+        self.master, replica = pty.openpty()
+        self.process = subprocess.Popen(
+            [*CLIENT, *options],
+            stdin=replica,
+            stdout=replica,
+            stderr=replica,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        os.close(replica)
+        self.screen = b""
+
+    def read_until(self, expected: bytes, timeout: float = 15.0) -> bytes:
+        """Read the terminal until ``expected`` shows; return all read so far."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while expected not in self.screen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {expected!r} on the terminal: {self.screen!r}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    self.screen += os.read(self.master, 4096)
+                except OSError:  # the client has closed the terminal
+                    raise AssertionError(f"no {expected!r}: {self.screen!r}") from None
+        return self.screen
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
+
+    def close(self) -> int:
+        if self.process.poll() is None:
+            self.process.kill()
+        code = self.process.wait(15)
+        os.close(self.master)
+        return code

@@ -1,0 +1,199 @@
+"""The installed programs, run as subprocesses over loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from twisted.trial import unittest
+
+from tests.processes import CLIENT, TWISTD, Daemon, Terminal, run_client
+from tests.support import NO_IPV6, exchange
+
+
+class DaemonTestCase(unittest.TestCase):
+    def start_daemon(self, *options: str) -> int:
+        self.daemon = Daemon("--port", "0", *options)
+        self.addCleanup(self.daemon.stop)
+        return self.daemon.start()
+
+
+class ServerTests(DaemonTestCase):
+    def test_textbook_style_client(self) -> None:
+        port = self.start_daemon()
+        reply, source = exchange("127.0.0.1", port, b"input lowercase sentence")
+        self.assertEqual(reply, b"INPUT LOWERCASE SENTENCE")
+        self.assertEqual(source, ("127.0.0.1", port))
+
+    def test_default_bind_answers_ipv6_too(self) -> None:
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        port = self.start_daemon()
+        self.assertEqual(exchange("::1", port, b"six")[0], b"SIX")
+        self.assertEqual(exchange("127.0.0.1", port, b"four")[0], b"FOUR")
+
+    def test_largest_datagram_and_bad_bytes(self) -> None:
+        port = self.start_daemon()
+        self.assertEqual(exchange("127.0.0.1", port, b"q" * 65_507)[0], b"Q" * 65_507)
+        self.assertEqual(exchange("127.0.0.1", port, b"\x80\xffok")[0], b"\x80\xffOK")
+        self.assertEqual(exchange("127.0.0.1", port, b"alive")[0], b"ALIVE")
+
+    def test_sigterm_stops_it_with_a_summary(self) -> None:
+        port = self.start_daemon()
+        exchange("127.0.0.1", port, b"abc")
+        self.daemon.stop(signal.SIGTERM)
+        summary = [line for line in self.daemon.log if "udpupper stopped:" in line]
+        self.assertEqual(len(summary), 1, self.daemon.log)
+        self.assertIn("received=1 replied=1 bytes_in=3 bytes_out=3 dropped=0", summary[0])
+        self.assertFalse(any("Traceback" in line for line in self.daemon.log))
+
+    def test_sigint_stops_it(self) -> None:
+        self.start_daemon()
+        self.daemon.stop(signal.SIGINT)
+        self.assertTrue(
+            any("udpupper stopped:" in line for line in self.daemon.log), self.daemon.log
+        )
+
+    def test_port_in_use_is_one_clear_line(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
+                 "--port", str(port)],
+                capture_output=True, timeout=60,
+            )
+        output = (result.stdout + result.stderr).decode()
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}/udp: Address already in use", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_bad_options_exit_non_zero_without_traceback(self) -> None:
+        for options in (["--port", "70000"], ["--port", "abc"], ["--interface", "nonsense"]):
+            result = subprocess.run(
+                [*TWISTD, "-n", "--pidfile=", "udpupper", *options],
+                capture_output=True, timeout=60,
+            )
+            self.assertEqual(result.returncode, 1, options)
+            self.assertEqual(result.stdout, b"", options)
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+            self.assertNotIn(b"Traceback", result.stderr)
+
+
+class ClientTests(DaemonTestCase):
+    def test_piped_lines(self) -> None:
+        port = self.start_daemon()
+        result = run_client(
+            "--port", str(port), stdin=b"hello\r\nstra\xc3\x9fe\n\n\xff\xfeabc\nno newline"
+        )
+        self.assertEqual(result.stdout, b"HELLO\nSTRASSE\n\n\xff\xfeABC\nNO NEWLINE\n")
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+
+    def test_many_lines_keep_their_order(self) -> None:
+        port = self.start_daemon()
+        lines = [f"line {n} ü".encode() for n in range(2_000)]
+        result = run_client("--port", str(port), stdin=b"\n".join(lines) + b"\n")
+        self.assertEqual(result.stdout.splitlines(), [line.decode().upper().encode() for line in lines])
+        self.assertEqual(result.returncode, 0)
+
+    def test_ipv6_host(self) -> None:
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        port = self.start_daemon()
+        result = run_client("--host", "::1", "--port", str(port), stdin=b"six\n")
+        self.assertEqual((result.stdout, result.returncode), (b"SIX\n", 0))
+
+    def test_line_too_long_is_skipped(self) -> None:
+        port = self.start_daemon()
+        result = run_client("--port", str(port), stdin=b"a\n" + b"x" * 70_000 + b"\nb\n")
+        self.assertEqual(result.stdout, b"A\nB\n")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"line 2: 70000 bytes is more than the largest datagram", result.stderr)
+
+
+    def test_terminal_prompts_and_ctrl_c_ends_quietly(self) -> None:
+        port = self.start_daemon()
+        terminal = Terminal("--port", str(port))
+        self.addCleanup(terminal.close)
+        terminal.read_until(b"Input lowercase sentence:")
+        terminal.type(b"hello tty\n")
+        screen = terminal.read_until(b"HELLO TTY\r\nInput lowercase sentence:")
+        self.assertEqual(screen.count(b"Input lowercase sentence:"), 2)
+        terminal.process.send_signal(signal.SIGINT)
+        self.assertEqual(terminal.process.wait(15), 130)
+        self.assertNotIn(b"Traceback", terminal.screen)
+
+    def test_output_closed_early(self) -> None:
+        """``udpupper-client < big | head -1``: it stops, without a traceback."""
+        port = self.start_daemon()
+        with tempfile.TemporaryFile() as lines:
+            lines.write(b"line\n" * 100_000)
+            lines.seek(0)
+            reader, writer = os.pipe()
+            client = subprocess.Popen(
+                [*CLIENT, "--port", str(port)],
+                stdin=lines, stdout=writer, stderr=subprocess.PIPE,
+            )
+            os.close(writer)
+            with os.fdopen(reader, "rb") as output:
+                self.assertEqual(output.readline(), b"LINE\n")
+            _, stderr = client.communicate(timeout=60)
+        self.assertEqual(client.returncode, 1)
+        self.assertNotIn(b"Traceback", stderr)
+
+
+class ClientWithoutServerTests(unittest.TestCase):
+    def test_dead_port_gives_up_in_time(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        started = time.monotonic()
+        result = run_client(
+            "--port", str(port), "--timeout", "0.5", "--retries", "2", stdin=b"a\nb\nc\n"
+        )
+        elapsed = time.monotonic() - started
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertLess(elapsed, 3 * 0.5 + 1.0 + 1.0)  # + interpreter start-up
+        self.assertEqual(len(result.stderr.splitlines()), 3, result.stderr)
+        self.assertIn(b"line 3: no reply from 127.0.0.1:", result.stderr)
+
+    def test_textbook_style_server(self) -> None:
+        """Our client against a blocking loop like the textbook's UDPServer.py."""
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(30)
+        self.addCleanup(server.close)
+
+        def serve(count: int) -> None:
+            for _ in range(count):
+                message, client = server.recvfrom(2048)
+                server.sendto(message.decode().upper().encode(), client)
+
+        thread = threading.Thread(target=serve, args=(2,), daemon=True)
+        thread.start()
+        result = run_client(
+            "--port", str(server.getsockname()[1]), stdin="hello\ngrüße\n".encode()
+        )
+        self.assertEqual((result.stdout, result.returncode), ("HELLO\nGRÜSSE\n".encode(), 0))
+
+    def test_bad_options_and_hosts(self) -> None:
+        for options in (
+            ["--port", "0"], ["--port", "x"], ["--timeout", "0"], ["--retries", "-1"],
+            ["--bogus"], ["--host", "no-such-host.invalid"],
+        ):
+            result = run_client(*options, stdin=b"a\n")
+            self.assertEqual(result.returncode, 2, options)
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+            self.assertNotIn(b"Traceback", result.stderr)
+            self.assertEqual(result.stdout, b"")
+
+    def test_help(self) -> None:
+        result = run_client("--help")
+        self.assertEqual(result.returncode, 0)
+        for option in (b"--host", b"--port", b"--timeout", b"--retries"):
+            self.assertIn(option, result.stdout)

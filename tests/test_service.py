@@ -1,0 +1,116 @@
+"""The service over real sockets on loopback, in this process's reactor."""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import defer, reactor, task
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from tests.support import NO_IPV6, exchange, exchange_in_thread
+from udpupper.service import UpperService, format_endpoint
+
+
+class ServiceTests(unittest.TestCase):
+    def start(self, interface: str | None = None) -> int:
+        service = UpperService(0, interface, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.service = service
+        return service.port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_ipv4(self):
+        port = self.start("127.0.0.1")
+        reply, source = yield exchange_in_thread("127.0.0.1", port, b"hello")
+        self.assertEqual((reply, source), (b"HELLO", ("127.0.0.1", port)))
+
+    @defer.inlineCallbacks
+    def test_default_bind_serves_ipv4_and_ipv6(self):
+        port = self.start()
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"four")
+        self.assertEqual(reply, b"FOUR")
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        reply, _ = yield exchange_in_thread("::1", port, b"six")
+        self.assertEqual(reply, b"SIX")
+
+    @defer.inlineCallbacks
+    def test_ipv6_loopback(self):
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        port = self.start("::1")
+        reply, source = yield exchange_in_thread("::1", port, b"x" * 65_527)
+        self.assertEqual(reply, b"X" * 65_527)
+        self.assertEqual(source[:2], ("::1", port))
+
+    @defer.inlineCallbacks
+    def test_largest_ipv4_datagram_arrives_whole(self):
+        port = self.start("127.0.0.1")
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"a" * 65_507)
+        self.assertEqual(reply, b"A" * 65_507)
+
+    @defer.inlineCallbacks
+    def test_mixed_scripts_10000_bytes(self):
+        port = self.start("127.0.0.1")
+        text = ("Grüße ελληνικά кириллица 日本語 abc ß " * 400).encode()[:10_000]
+        text = text.decode("utf-8", "ignore").encode()
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, text)
+        self.assertEqual(reply, text.decode().upper().encode())
+
+    @defer.inlineCallbacks
+    def test_invalid_utf8_then_keeps_serving(self):
+        port = self.start("127.0.0.1")
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"\xff\xc3(abc")
+        self.assertEqual(reply, b"\xff\xc3(ABC")
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"still here")
+        self.assertEqual(reply, b"STILL HERE")
+
+    @defer.inlineCallbacks
+    def test_reply_too_large_is_dropped_and_counted(self):
+        port = self.start("127.0.0.1")
+        # 30,000 x U+0390 is 60,000 bytes; upper-cased it is 180,000.
+        with self.assertRaises(TimeoutError):
+            yield exchange_in_thread("127.0.0.1", port, "\u0390".encode() * 30_000, 0.5)
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"next")
+        self.assertEqual(reply, b"NEXT")
+        stats = self.service.stats
+        self.assertEqual(dict(stats.drops), {"too_large": 1})
+        self.assertEqual((stats.received, stats.replied), (2, 1))
+
+    def test_port_in_use_exits_with_one_line(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            service = UpperService(port, "127.0.0.1", reactor)
+            with self.assertRaises(SystemExit) as raised:
+                service.startService()
+        self.assertEqual(
+            raised.exception.code,
+            f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use",
+        )
+
+    @defer.inlineCallbacks
+    def test_listening_line_names_the_bound_port(self):
+        seen: list[str] = []
+
+        def observer(event):
+            if "endpoint" in event:
+                seen.append(event["endpoint"])
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        port = self.start("127.0.0.1")
+        yield task.deferLater(reactor, 0, lambda: None)  # the reactor runs
+        self.assertEqual(seen, [f"127.0.0.1:{port}/udp"])
+
+    def test_format_endpoint(self):
+        self.assertEqual(format_endpoint("::", 12000), "[::]:12000/udp")
+        self.assertEqual(format_endpoint("0.0.0.0", 1), "0.0.0.0:1/udp")
+
+    def test_blocking_helper_times_out(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            with self.assertRaises(TimeoutError):
+                exchange("127.0.0.1", silent.getsockname()[1], b"x", timeout=0.2)

@@ -1,0 +1,69 @@
+"""The transform: exactly str.upper() for text, every other byte kept."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD, max_payload, upper
+
+
+class UpperTests(unittest.TestCase):
+    def test_ascii(self) -> None:
+        self.assertEqual(upper(b"hello, World 123!"), b"HELLO, WORLD 123!")
+
+    def test_empty(self) -> None:
+        self.assertEqual(upper(b""), b"")
+
+    def test_text_grows_as_str_upper_says(self) -> None:
+        self.assertEqual(upper("straße".encode()), b"STRASSE")
+        # U+0390 is 2 bytes and upper-cases to three code points, 6 bytes.
+        self.assertEqual(upper("\u0390".encode()), "\u0399\u0308\u0301".encode())
+
+    def test_mixed_scripts(self) -> None:
+        text = "Ünïcödé ελληνικά кириллица 日本語 ǆ ﬁ"
+        self.assertEqual(upper(text.encode()), text.upper().encode())
+
+    def test_invalid_utf8_bytes_are_kept(self) -> None:
+        self.assertEqual(upper(b"\xff\xfeabc\xc3"), b"\xff\xfeABC\xc3")
+
+    def test_encoded_surrogates_are_kept(self) -> None:
+        # UTF-8 forbids encoded surrogates: they are bytes, not text.
+        self.assertEqual(upper(b"\xed\xa0\x80x"), b"\xed\xa0\x80X")
+
+    @given(st.binary(max_size=2048))
+    def test_any_bytes(self, payload: bytes) -> None:
+        expected = (
+            payload.decode("utf-8", "surrogateescape")
+            .upper()
+            .encode("utf-8", "surrogateescape")
+        )
+        self.assertEqual(upper(payload), expected)
+
+    @given(st.binary(max_size=512), st.text(max_size=64), st.binary(max_size=64))
+    def test_no_invalid_byte_is_lost(self, before, text, after) -> None:
+        """The bytes that are not UTF-8 come back, in order, whatever surrounds them."""
+        payload = before + b"\xff" + text.encode() + b"\x80" + after
+        self.assertEqual(not_utf8(upper(payload)), not_utf8(payload))
+
+
+def not_utf8(data: bytes) -> list[str]:
+    """The bytes of ``data`` that are not part of valid UTF-8, in order."""
+    return [
+        char
+        for char in data.decode("utf-8", "surrogateescape")
+        if "\udc80" <= char <= "\udcff"
+    ]
+
+
+class TextTests(unittest.TestCase):
+    @given(st.text())
+    def test_any_text(self, text: str) -> None:
+        self.assertEqual(upper(text.encode()), text.upper().encode())
+
+
+class MaxPayloadTests(unittest.TestCase):
+    def test_by_family(self) -> None:
+        self.assertEqual(max_payload("127.0.0.1"), MAX_IPV4_PAYLOAD)
+        self.assertEqual(max_payload("::1"), MAX_IPV6_PAYLOAD)
+        self.assertEqual(max_payload("::ffff:127.0.0.1"), MAX_IPV4_PAYLOAD)
+        self.assertEqual((MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD), (65_507, 65_527))
