@@ -13,7 +13,8 @@ class StatsTests(unittest.TestCase):
             (0, 0, 0, 0, 0),
         )
         self.assertEqual(
-            stats.summary(), "received=0 replied=0 bytes_in=0 bytes_out=0 dropped=0"
+            stats.summary(),
+            "received=0 replied=0 bytes_in=0 bytes_out=0 dropped=0 kernel_drops=0",
         )
 
     def test_drops_by_reason(self) -> None:
@@ -30,5 +31,5 @@ class StatsTests(unittest.TestCase):
         self.assertEqual(
             stats.summary(),
             "received=5 replied=2 bytes_in=50 bytes_out=20 dropped=3 "
-            "(send_buffer_full=1, too_large=2)",
+            "(send_buffer_full=1, too_large=2) kernel_drops=0",
         )

@@ -10,8 +10,8 @@ from twisted.internet import fdesc, stdio
 from twisted.python import usage
 
 from udpupper.client import PROMPT, LineReader, UpperClient, format_address
-from udpupper.port import UpperPort
 from udpupper.options import OneLineUsageErrors, count, port_number, positive_float
+from udpupper.port import UDPPort
 from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD
 
 COMMAND = "udpupper-client"
@@ -122,7 +122,7 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
     )
     client.when_done = when_done
     interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    UpperPort(0, client, interface, reactor).startListening()
+    UDPPort(0, client, interface, reactor).startListening()
     reader = LineReader(client)
     stdio.StandardIO(reader, reactor=reactor)
     reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable
 
@@ -28,6 +29,33 @@ def positive_float(value: str) -> float:
     if not number > 0 or number == float("inf"):
         raise ValueError(f"must be a finite number greater than 0, not {value}")
     return number
+
+
+def non_negative_float(value: str) -> float:
+    """A finite number, zero or more."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"must be a finite number, 0 or more, not {value}")
+    return number
+
+
+def unicast_interface(value: str | None) -> str | None:
+    """An IPv4 or IPv6 address to listen on, not broadcast or multicast.
+
+    A wildcard (``::``, ``0.0.0.0``) serves every local address.
+    """
+    if value is None:
+        return None
+    try:
+        address = ipaddress.ip_address(value.partition("%")[0])
+    except ValueError:
+        raise ValueError(f"must be an IPv4 or IPv6 address, not {value!r}") from None
+    if address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"must be a unicast address, not {value!r}")
+    return value
 
 
 def count(value: str) -> int:

@@ -1,9 +1,13 @@
-"""The listening port: a lean ``udp.Port`` for a server that only answers.
+"""The listening ports: lean ``udp.Port`` subclasses for udpupper.
 
 Twisted's ``udp.Port`` is general: it truncates at 8,192 bytes by default and
-re-validates the address of every datagram it writes.  A reply goes back to an
-address that ``recvfrom`` has just given, so this port skips that check, reads
-datagrams of any size UDP can carry, and serves IPv4 and IPv6 on one socket.
+re-validates the address of every datagram it writes.  :class:`UDPPort` reads
+any datagram UDP can carry, serves IPv4 and IPv6 on one socket, and writes
+without the check (the client's address was resolved once, the server's
+come from the kernel).  :class:`ServerPort` adds what a server bound to a
+wildcard address needs: the destination of each datagram (IP_PKTINFO), so it
+never answers a broadcast or multicast datagram and always answers from the
+address it was asked on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from errno import ECONNREFUSED, EINTR
 from twisted.internet import udp
 from twisted.logger import Logger
 
+from udpupper.kernel import IP_PKTINFO, set_receive_buffer
+
 # Enough for the largest UDP payload, IPv4 or IPv6.
 MAX_DATAGRAM = 65_535
 
@@ -21,9 +27,16 @@ MAX_DATAGRAM = 65_535
 # timers and signals are never starved by a flood.
 READ_BUDGET = 256
 
+WILDCARDS = ("", "::", "0.0.0.0")
 
-class UpperPort(udp.Port):
-    """A UDP port that reads whole datagrams and writes replies directly."""
+# Room for an IPV6_PKTINFO and an IP_PKTINFO message together.
+PKTINFO_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(12)
+
+Ancillary = list[tuple[int, int, bytes]]
+
+
+class UDPPort(udp.Port):
+    """A UDP port that reads whole datagrams and writes them directly."""
 
     log = Logger()
 
@@ -33,40 +46,129 @@ class UpperPort(udp.Port):
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
         if self.addressFamily == socket.AF_INET6:
-            # One socket for both families: IPv4 clients appear as
+            # One socket for both families: IPv4 peers appear as
             # ::ffff:a.b.c.d, whatever net.ipv6.bindv6only says.
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         return skt
 
     def write(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        """Send ``datagram`` to ``addr``; an ``OSError`` is the caller's.
-
-        ``addr`` must be an IP literal of this socket's family, as every
-        address that ``recvfrom`` gives is.
-        """
+        """Send ``datagram`` to ``addr``, an IP literal; ``OSError`` is the caller's."""
         self.socket.sendto(datagram, addr)
+
+    def _receive_failed(self, error: OSError) -> bool:
+        """Whether to go on reading after ``error`` from a receive call."""
+        if error.errno in (ECONNREFUSED, EINTR):
+            # A pending ICMP error surfaces here on some systems; it says
+            # nothing about the next datagram.
+            return True
+        # Anything else is the host's trouble, not a stranger's: say so and
+        # try again on the next readiness event, never close the port.
+        self.log.error("receive failed: {error}", error=error)
+        return False
 
     def doRead(self) -> None:
         recvfrom = self.socket.recvfrom
         received = self.protocol.datagramReceived
-        ipv6 = self.addressFamily == socket.AF_INET6
         for _ in range(READ_BUDGET):
             try:
                 datagram, addr = recvfrom(MAX_DATAGRAM)
             except BlockingIOError:
                 return
             except OSError as error:
-                # A pending ICMP error surfaces here on some systems; it
-                # says nothing about the next datagram.
-                if error.errno in (ECONNREFUSED, EINTR):
+                if self._receive_failed(error):
                     continue
-                # Anything else is the host's trouble, not a stranger's:
-                # say so and try again on the next readiness event.
-                self.log.error("receive failed: {error}", error=error)
                 return
-            if ipv6:
-                addr = addr[:2]
             try:
-                received(datagram, addr)
+                received(datagram, addr[:2])
             except Exception:
-                self.log.failure("unexpected error answering {addr}", addr=addr)
+                self.log.failure("unexpected error handling {addr}", addr=addr)
+
+
+def reply_ancillary(ancdata: Ancillary) -> Ancillary | None:
+    """How to answer a datagram that came with ``ancdata``; None: do not.
+
+    None for a datagram sent to a broadcast or multicast address.  Else the
+    ancillary data that makes the reply leave from the address the datagram
+    was sent to.  For IPv4, IP_PKTINFO gives the header's destination and the
+    local address the kernel would answer from: they differ for a subnet
+    broadcast.
+    """
+    ipv6 = ipv4 = None
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            ipv6 = data
+        elif level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+            ipv4 = data
+    if ipv4 is not None:
+        # struct in_pktinfo: ifindex, local address, header destination
+        local, destination = ipv4[4:8], ipv4[8:12]
+        if destination != local or destination[0] >= 224:
+            return None  # broadcast, multicast (224/4) or class E
+        if ipv6 is None:
+            return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local + bytes(4))]
+    if ipv6 is not None:
+        # struct in6_pktinfo: destination address, ifindex
+        if ipv6[0] == 0xFF:
+            return None  # IPv6 multicast, ff00::/8
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ipv6)]
+    return []
+
+
+class ServerPort(UDPPort):
+    """The daemon's port: answers through ``protocol.answer``.
+
+    Bound to a wildcard address, it learns each datagram's destination;
+    bound to one address, it needs not (the kernel delivers only unicast
+    datagrams sent to that address).  ``rcvbuf`` bytes of receive buffer
+    are asked for (0 leaves the kernel's default); ``rcvbuf_granted`` says
+    what the kernel gave.
+    """
+
+    def __init__(
+        self, port: int, protocol, interface: str = "", reactor=None, rcvbuf: int = 0
+    ):
+        super().__init__(port, protocol, interface, reactor)
+        self.rcvbuf = rcvbuf
+        self.rcvbuf_granted: int | None = None
+        self.pktinfo = interface in WILDCARDS
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        if self.pktinfo:
+            skt.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if self.addressFamily == socket.AF_INET6:
+                skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        if self.rcvbuf:
+            self.rcvbuf_granted = set_receive_buffer(skt, self.rcvbuf)
+        return skt
+
+    def doRead(self) -> None:
+        recvmsg = self.socket.recvmsg
+        space = PKTINFO_SPACE if self.pktinfo else 0
+        sendmsg = self.socket.sendmsg
+        protocol = self.protocol
+        answer = protocol.answer
+        stats = protocol.stats
+        for _ in range(READ_BUDGET):
+            try:
+                datagram, ancdata, _, addr = recvmsg(MAX_DATAGRAM, space)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if self._receive_failed(error):
+                    continue
+                return
+            ancillary = reply_ancillary(ancdata)
+            if ancillary is None:
+                protocol.refuse(datagram, "not_unicast_destination")
+                continue
+            reply = answer(datagram, addr[0], addr[1])
+            if reply is None:
+                continue
+            try:
+                sendmsg((reply,), ancillary, 0, addr)
+            except OSError as error:
+                stats.send_failed(error)
+            else:
+                stats.replied += 1
+                stats.bytes_out += len(reply)

@@ -1,50 +1,116 @@
-"""The server protocol: answer each datagram to its sender, upper-cased."""
+"""The server protocol: answer each datagram to its sender, upper-cased.
+
+One datagram meets, in order: the loop guard, the rate limit, the transform
+and the amplification cap; whatever is not answered is counted by reason.
+"""
 
 from __future__ import annotations
 
-from errno import EAGAIN, ECONNREFUSED, EMSGSIZE, ENOBUFS, EWOULDBLOCK
+from collections.abc import Iterable
 
 from twisted.internet.error import MessageLengthError
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
+from udpupper.policy import (
+    DEFAULT_EXEMPT,
+    Network,
+    Sources,
+    lowest_port,
+    parse_networks,
+)
+from udpupper.ratelimit import RateLimiter
 from udpupper.stats import Stats
 from udpupper.transform import upper
 
-# Why a reply could not be sent, by the errno that sendto() gave.
-SEND_ERRORS = {
-    EMSGSIZE: "too_large",
-    EAGAIN: "send_buffer_full",
-    EWOULDBLOCK: "send_buffer_full",
-    ENOBUFS: "send_buffer_full",
-    ECONNREFUSED: "refused",
-}
+DEFAULT_RATE = 200.0  # replies a second per prefix: NSD's default
+DEFAULT_RATE_TABLE = 65_536  # prefixes remembered by the rate limiter
 
 
 class UpperProtocol(DatagramProtocol):
-    """Upper-cases every datagram back to where it came from.
+    """Upper-cases every datagram back to where it came from, safely.
 
-    Works over any datagram transport.  A reply that cannot be sent is
-    counted under its reason in ``stats`` and never raises: what a stranger
-    sends must not produce a traceback.
+    ``rate`` replies a second per source prefix (0: no limit), with bursts up
+    to ``burst`` (default twice the rate); sources in ``exempt`` are spared
+    the limit and the amplification cap; a reply may be at most
+    ``max_amplification`` times its request.  Works over any datagram
+    transport; a reply that cannot be sent is counted, never raised.
     """
 
     noisy = False
 
-    def __init__(self, stats: Stats | None = None) -> None:
+    def __init__(
+        self,
+        stats: Stats | None = None,
+        clock: IReactorTime | None = None,
+        *,
+        rate: float = DEFAULT_RATE,
+        burst: float | None = None,
+        rate_table: int = DEFAULT_RATE_TABLE,
+        exempt: Iterable[Network] | None = None,
+        max_amplification: float = 1.0,
+        allow_low_ports: bool = False,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.stats = Stats() if stats is None else stats
+        self.clock = clock
+        self.sources = Sources(
+            parse_networks(DEFAULT_EXEMPT) if exempt is None else exempt
+        )
+        self.limiter = (
+            RateLimiter(rate, 2 * rate if burst is None else burst, rate_table)
+            if rate
+            else None
+        )
+        self.max_amplification = max_amplification
+        self.lowest_port = lowest_port(allow_low_ports)
 
-    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+    def answer(self, datagram: bytes, host: str, port: int) -> bytes | None:
+        """The reply owed to ``datagram`` from ``host``/``port``, or None.
+
+        Counts the datagram, and the reason when it gets no reply.
+        """
         stats = self.stats
         stats.received += 1
         stats.bytes_in += len(datagram)
+        source = self.sources.get(host)
+        if source.bad:
+            stats.drop("bad_source")
+            return None
+        if port < self.lowest_port:
+            stats.drop("low_source_port")
+            return None
+        if source.exempt:
+            return upper(datagram)
+        limiter = self.limiter
+        if limiter is not None and not limiter.allow(source.prefix, self.clock.seconds()):
+            stats.drop("rate_limited")
+            return None
         reply = upper(datagram)
+        if len(reply) > self.max_amplification * len(datagram):
+            stats.drop("amplification")
+            return None
+        return reply
+
+    def refuse(self, datagram: bytes, reason: str) -> None:
+        """Count a datagram the port will not answer, for ``reason``."""
+        stats = self.stats
+        stats.received += 1
+        stats.bytes_in += len(datagram)
+        stats.drop(reason)
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        reply = self.answer(datagram, addr[0], addr[1])
+        if reply is None:
+            return
         try:
             self.transport.write(reply, addr)
         except MessageLengthError:
             # Twisted's own udp.Port turns EMSGSIZE into this.
-            stats.drop("too_large")
+            self.stats.drop("too_large")
         except OSError as error:
-            stats.drop(SEND_ERRORS.get(error.errno, "send_error"))
+            self.stats.send_failed(error)
         else:
-            stats.replied += 1
-            stats.bytes_out += len(reply)
+            self.stats.replied += 1
+            self.stats.bytes_out += len(reply)

@@ -1,21 +1,29 @@
-"""The service twistd runs: bind the port, serve, log a summary at the end."""
+"""The service twistd runs: bind the port, serve, log what happens."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from errno import EADDRNOTAVAIL, EAFNOSUPPORT
 from os import strerror
 
 from twisted.application import service
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from udpupper.port import UpperPort
-from udpupper.protocol import UpperProtocol
+from udpupper.droplog import DropLog
+from udpupper.kernel import socket_drops
+from udpupper.policy import Network
+from udpupper.port import ServerPort
+from udpupper.protocol import DEFAULT_RATE, DEFAULT_RATE_TABLE, UpperProtocol
 from udpupper.stats import Stats
 
 # Serve IPv4 and IPv6 together when the host has IPv6, else IPv4 alone.
 DUAL_STACK = "::"
 IPV4_ANY = "0.0.0.0"
+
+DEFAULT_RCVBUF = 4 * 1024 * 1024  # bytes: rides out bursts at full speed
+CHECK_INTERVAL = 1.0  # seconds between two looks at the kernel's drops
 
 
 def format_endpoint(host: str, port: int) -> str:
@@ -27,32 +35,60 @@ class UpperService(service.Service):
     """Listens on one UDP port and answers with :class:`UpperProtocol`.
 
     The socket is bound in ``privilegedStartService``, so twistd can bind a
-    port below 1024 as root before it drops privileges.
+    port below 1024 as root before it drops privileges.  Every second it
+    reads the kernel's drops on the socket and logs drop reasons (each at
+    most once per 30 seconds); at the end, one summary line.
     """
 
     name = "udpupper"
     log = Logger()
 
     def __init__(
-        self, port: int, interface: str | None = None, reactor=None
+        self,
+        port: int,
+        interface: str | None = None,
+        reactor=None,
+        *,
+        rate: float = DEFAULT_RATE,
+        burst: float | None = None,
+        rate_table: int = DEFAULT_RATE_TABLE,
+        exempt: Iterable[Network] | None = None,
+        max_amplification: float = 1.0,
+        allow_low_ports: bool = False,
+        rcvbuf: int = DEFAULT_RCVBUF,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.port_number = port
         self.interface = interface
         self.reactor = reactor
+        self.rcvbuf = rcvbuf
         self.stats = Stats()
-        self.protocol = UpperProtocol(self.stats)
-        self.port: UpperPort | None = None
+        self.protocol = UpperProtocol(
+            self.stats,
+            reactor,
+            rate=rate,
+            burst=burst,
+            rate_table=rate_table,
+            exempt=exempt,
+            max_amplification=max_amplification,
+            allow_low_ports=allow_low_ports,
+        )
+        self.port: ServerPort | None = None
+        self.drop_log = DropLog(self.stats, self.log)
+        self.checker = LoopingCall(self.check)
+        self.checker.clock = reactor
 
     def privilegedStartService(self) -> None:
         self.port = self._listen()
         super().privilegedStartService()
 
-    def _listen(self) -> UpperPort:
+    def _listen(self) -> ServerPort:
         interfaces = [self.interface] if self.interface else [DUAL_STACK, IPV4_ANY]
         for interface in interfaces:
-            port = UpperPort(self.port_number, self.protocol, interface, self.reactor)
+            port = ServerPort(
+                self.port_number, self.protocol, interface, self.reactor, self.rcvbuf
+            )
             try:
                 port.startListening()
                 return port
@@ -63,7 +99,7 @@ class UpperService(service.Service):
                 reason = strerror(errno) if errno else str(error.socketError)
                 endpoint = format_endpoint(interface, self.port_number)
                 raise SystemExit(f"udpupper: cannot listen on {endpoint}: {reason}")
-        raise AssertionError("unreachable: the IPv4 fallback either binds or exits")
+        raise AssertionError("unreachable: the IPv4 fallback binds or exits")
 
     def startService(self) -> None:
         if self.port is None:  # started without twistd's privileged step
@@ -71,6 +107,7 @@ class UpperService(service.Service):
         super().startService()
         # Once the reactor runs, signals are handled too: only then say so.
         self.reactor.callWhenRunning(self._announce)
+        self.checker.start(CHECK_INTERVAL, now=False)
 
     def _announce(self) -> None:
         if self.port is None:
@@ -79,9 +116,28 @@ class UpperService(service.Service):
         self.log.info(
             "udpupper listening on {endpoint}", endpoint=format_endpoint(host, port)
         )
+        granted = self.port.rcvbuf_granted
+        if granted is not None and granted < self.rcvbuf:
+            self.log.warn(
+                "udpupper asked for a {requested}-byte receive buffer and the "
+                "kernel granted {granted} (raise net.core.rmem_max, or run as root)",
+                requested=self.rcvbuf,
+                granted=granted,
+            )
+
+    def check(self) -> None:
+        """Read the kernel's drops on our socket; log drop reasons."""
+        if self.port is not None:
+            drops = socket_drops(self.port.socket)
+            if drops is not None:
+                self.stats.kernel_drops = drops
+        self.drop_log.check(self.reactor.seconds())
 
     def stopService(self):
         super().stopService()
+        if self.checker.running:
+            self.checker.stop()
+        self.check()
         self.log.info("udpupper stopped: {summary}", summary=self.stats.summary())
         if self.port is not None:
             port, self.port = self.port, None

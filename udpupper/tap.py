@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.python import usage
 
-from udpupper.options import OneLineUsageErrors, port_number
-from udpupper.service import UpperService
+from udpupper.options import (
+    OneLineUsageErrors,
+    count,
+    non_negative_float,
+    port_number,
+    positive_float,
+    unicast_interface,
+)
+from udpupper.policy import DEFAULT_EXEMPT, parse_networks
+from udpupper.protocol import DEFAULT_RATE, DEFAULT_RATE_TABLE
+from udpupper.service import DEFAULT_RCVBUF, UpperService
 
 DEFAULT_PORT = 12000
+
+
+def table_size(value: str) -> int:
+    number = count(value)
+    if number < 1:
+        raise ValueError("must be 1 or more")
+    return number
 
 
 class Options(OneLineUsageErrors, usage.Options):
     """Options of ``twistd udpupper``."""
 
     command = "twistd udpupper"
-    synopsis = "[--port PORT] [--interface ADDRESS]"
+    synopsis = (
+        "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
+        "[--rate-table N] [--exempt CIDR,...] [--max-amplification F] "
+        "[--allow-low-ports] [--rcvbuf BYTES]"
+    )
     longdesc = (
         "Answer every UDP datagram with its text in upper case (UTF-8; bytes "
-        "that are not UTF-8 come back unchanged)."
+        "that are not UTF-8 come back unchanged), safely on a public address: "
+        "no reply to low source ports, bad sources, or broadcast and multicast "
+        "destinations; replies limited per source prefix and never larger than "
+        "their requests, except for the exempt sources."
     )
+    optFlags = [
+        ["allow-low-ports", None, "Answer source ports 1-1023 too (port 0 never)."],
+    ]
     optParameters = [
         ["port", "p", DEFAULT_PORT, "UDP port to listen on; 0 picks a free one."],
         [
@@ -29,21 +54,51 @@ class Options(OneLineUsageErrors, usage.Options):
             "IPv4 or IPv6 address to listen on "
             "[default: :: serving IPv4 and IPv6, or 0.0.0.0 without IPv6].",
         ],
+        ["rate", None, DEFAULT_RATE,
+         "Replies a second per source /24 (IPv4) or /56 (IPv6); 0: no limit."],
+        ["burst", None, None, "Replies a prefix may get at once [default: 2 x rate]."],
+        ["rate-table", None, DEFAULT_RATE_TABLE,
+         "Prefixes the rate limiter remembers; the least recent is forgotten."],
+        ["exempt", None, DEFAULT_EXEMPT,
+         "Comma-separated networks never rate limited or capped; '' for none."],
+        ["max-amplification", None, 1.0,
+         "A reply to a source not exempt may be at most this many times its "
+         "request's size."],
+        ["rcvbuf", None, DEFAULT_RCVBUF,
+         "Bytes of socket receive buffer to ask for; 0: the kernel's default."],
     ]
-
-    checks = {"port": port_number}
+    checks = {
+        "port": port_number,
+        "interface": unicast_interface,
+        "rate": non_negative_float,
+        "rate-table": table_size,
+        "exempt": parse_networks,
+        "max-amplification": positive_float,
+        "rcvbuf": count,
+    }
 
     def postOptions(self) -> None:
         super().postOptions()
-        interface = self["interface"]
-        if interface is not None and not (
-            isIPAddress(interface) or isIPv6Address(interface)
-        ):
-            raise usage.UsageError(
-                f"--interface must be an IPv4 or IPv6 address, not {interface!r}"
-            )
+        if self["burst"] is not None:
+            try:
+                burst = positive_float(self["burst"])
+            except ValueError as error:
+                raise usage.UsageError(f"--burst: {error}") from None
+            if burst < 1:
+                raise usage.UsageError(f"--burst: must be 1 or more, not {burst:g}")
+            self["burst"] = burst
 
 
 def makeService(config: Options) -> UpperService:
     """Make the service that ``twistd udpupper`` runs."""
-    return UpperService(config["port"], config["interface"])
+    return UpperService(
+        config["port"],
+        config["interface"],
+        rate=config["rate"],
+        burst=config["burst"],
+        rate_table=config["rate-table"],
+        exempt=config["exempt"],
+        max_amplification=config["max-amplification"],
+        allow_low_ports=bool(config["allow-low-ports"]),
+        rcvbuf=config["rcvbuf"],
+    )

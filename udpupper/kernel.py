@@ -1,0 +1,48 @@
+"""What the Linux kernel can tell and grant about a UDP socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+# Linux values that Python's socket module does not name on every version.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a ``size``-byte receive buffer; return the size granted.
+
+    As root (CAP_NET_ADMIN) SO_RCVBUFFORCE goes past net.core.rmem_max, as
+    Unbound does; otherwise the kernel caps SO_RCVBUF at rmem_max.  Linux
+    reports twice the size it was asked for (the double is its bookkeeping).
+    """
+    try:
+        if not sys.platform.startswith("linux"):
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted // 2 if sys.platform.startswith("linux") else granted
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on ``sock`` (its receive buffer was full).
+
+    Read from the ``drops`` column of /proc/net/udp or /proc/net/udp6, found
+    by the socket's inode; None where there is no such file.
+    """
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    name = "udp6" if sock.family == socket.AF_INET6 else "udp"
+    try:
+        with open(f"/proc/net/{name}", encoding="ascii") as table:
+            next(table)  # the header
+            for line in table:
+                fields = line.split()
+                if fields[9] == inode:
+                    return int(fields[-1])
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return None
