@@ -24,14 +24,15 @@ TWISTD = command("twistd", ["-c", "from twisted.scripts.twistd import run; run()
 CLIENT = command("udpupper-client", ["-m", "udpupper.client_cli"])
 
 LISTENING = re.compile(r"udpupper listening on (\S+):(\d+)/udp")
+SUMMARY_FIELD = re.compile(r"(\w+)=(\d+)")
 
 
 class Daemon:
     """``twistd -n udpupper`` in a subprocess, its log read line by line."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, prefix: tuple[str, ...] = ()) -> None:
         self.process = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "udpupper", *options],
+            [*prefix, *TWISTD, "-n", "--pidfile=", "udpupper", *options],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -69,6 +70,14 @@ class Daemon:
     def start(self) -> int:
         """Wait until it listens; return the port it bound."""
         return int(self.wait_for(LISTENING).group(2))
+
+    def summary(self) -> dict[str, int]:
+        """Stop it and read its counters from the summary line it logs."""
+        self.stop()
+        for line in self.log:
+            if "udpupper stopped:" in line:
+                return {key: int(value) for key, value in SUMMARY_FIELD.findall(line)}
+        raise AssertionError(f"no summary line in the log: {self.log}")
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Signal it, wait for it to end, keep the rest of its log."""

@@ -6,13 +6,15 @@ import errno
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet import task
 from twisted.internet.error import MessageLengthError
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial import unittest
 
 from udpupper.protocol import UpperProtocol
 
-CLIENT = ("192.0.2.7", 40000)
+CLIENT = ("192.0.2.7", 40000)  # neither exempt nor suspicious
+LOCAL = ("127.0.0.1", 40000)  # exempt by default
 
 
 class FailingTransport:
@@ -25,8 +27,8 @@ class FailingTransport:
         raise self.fail_with
 
 
-def connected(transport=None) -> tuple[UpperProtocol, object]:
-    protocol = UpperProtocol()
+def connected(transport=None, **options) -> tuple[UpperProtocol, object]:
+    protocol = UpperProtocol(clock=options.pop("clock", task.Clock()), **options)
     transport = FakeDatagramTransport() if transport is None else transport
     protocol.makeConnection(transport)
     return protocol, transport
@@ -60,13 +62,122 @@ class AnswerTests(unittest.TestCase):
     @given(st.binary(max_size=4096))
     def test_any_bytes_get_the_transform(self, payload: bytes) -> None:
         protocol, transport = connected()
-        protocol.datagramReceived(payload, CLIENT)
+        protocol.datagramReceived(payload, LOCAL)
         expected = (
             payload.decode("utf-8", "surrogateescape")
             .upper()
             .encode("utf-8", "surrogateescape")
         )
-        self.assertEqual(transport.written, [(expected, CLIENT)])
+        self.assertEqual(transport.written, [(expected, LOCAL)])
+
+    @given(
+        st.binary(max_size=2048),
+        st.one_of(st.ip_addresses().map(str), st.just("::ffff:224.0.0.1")),
+        st.integers(0, 65535),
+        st.booleans(),
+    )
+    def test_nothing_a_stranger_sends_raises(self, payload, host, port, exempt):
+        protocol, transport = connected(exempt=[] if not exempt else None, rate=5)
+        for _ in range(3):
+            protocol.datagramReceived(payload, (host, port))
+        stats = protocol.stats
+        self.assertEqual(stats.received, 3)
+        self.assertEqual(stats.replied + stats.dropped, 3)
+        self.assertEqual(len(transport.written), stats.replied)
+
+
+class LoopGuardTests(unittest.TestCase):
+    def test_low_source_ports_get_no_reply(self) -> None:
+        protocol, transport = connected()
+        for port in (0, 7, 19, 53, 1023):
+            protocol.datagramReceived(b"x", ("192.0.2.1", port))
+        protocol.datagramReceived(b"x", ("192.0.2.1", 1024))
+        self.assertEqual(transport.written, [(b"X", ("192.0.2.1", 1024))])
+        self.assertEqual(dict(protocol.stats.drops), {"low_source_port": 5})
+
+    def test_allow_low_ports_still_refuses_port_0(self) -> None:
+        protocol, transport = connected(allow_low_ports=True)
+        protocol.datagramReceived(b"x", ("192.0.2.1", 7))
+        protocol.datagramReceived(b"x", ("192.0.2.1", 0))
+        self.assertEqual(transport.written, [(b"X", ("192.0.2.1", 7))])
+
+    def test_loopback_low_ports_are_refused_too(self) -> None:
+        protocol, transport = connected()
+        protocol.datagramReceived(b"x", ("127.0.0.1", 7))
+        self.assertEqual(transport.written, [])
+
+    def test_impossible_sources(self) -> None:
+        protocol, transport = connected()
+        for host in ("0.0.0.0", "224.0.0.251", "255.255.255.255", "ff02::1",
+                     "::ffff:255.255.255.255"):
+            protocol.datagramReceived(b"x", (host, 5353))
+        self.assertEqual(transport.written, [])
+        self.assertEqual(dict(protocol.stats.drops), {"bad_source": 5})
+
+
+class RateLimitTests(unittest.TestCase):
+    def test_limit_per_prefix_with_refill(self) -> None:
+        clock = task.Clock()
+        protocol, transport = connected(clock=clock, rate=10, burst=20)
+        for _ in range(50):
+            protocol.datagramReceived(b"a", ("192.0.2.1", 5000))
+            protocol.datagramReceived(b"b", ("192.0.2.200", 5000))  # same /24
+        self.assertEqual(len(transport.written), 20)
+        self.assertEqual(protocol.stats.drops["rate_limited"], 80)
+        protocol.datagramReceived(b"c", ("198.51.100.1", 5000))  # another /24
+        self.assertEqual(transport.written[-1], (b"C", ("198.51.100.1", 5000)))
+        clock.advance(1.0)
+        for _ in range(50):
+            protocol.datagramReceived(b"a", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 21 + 10)
+
+    def test_exempt_sources_are_not_limited(self) -> None:
+        protocol, transport = connected(rate=1, burst=1)
+        for _ in range(100):
+            protocol.datagramReceived(b"x", LOCAL)
+            protocol.datagramReceived(b"x", ("::1", 5000))
+        self.assertEqual(len(transport.written), 200)
+
+    def test_rate_0_turns_it_off(self) -> None:
+        protocol, transport = connected(rate=0)
+        for _ in range(1000):
+            protocol.datagramReceived(b"x", CLIENT)
+        self.assertEqual(len(transport.written), 1000)
+
+    def test_no_exemptions(self) -> None:
+        protocol, transport = connected(rate=1, burst=2, exempt=[])
+        for _ in range(10):
+            protocol.datagramReceived(b"x", LOCAL)
+        self.assertEqual(len(transport.written), 2)
+
+
+class AmplificationTests(unittest.TestCase):
+    GROWS = "\u0390".encode()  # 2 bytes that upper-case to 6
+
+    def test_capped_for_sources_not_exempt(self) -> None:
+        protocol, transport = connected()
+        protocol.datagramReceived(self.GROWS, CLIENT)
+        protocol.datagramReceived("straße".encode(), CLIENT)  # 7 bytes to 7
+        self.assertEqual(transport.written, [(b"STRASSE", CLIENT)])
+        self.assertEqual(dict(protocol.stats.drops), {"amplification": 1})
+
+    def test_exempt_sources_get_their_reply(self) -> None:
+        protocol, transport = connected()
+        protocol.datagramReceived(self.GROWS, LOCAL)
+        self.assertEqual(transport.written, [("\u0399\u0308\u0301".encode(), LOCAL)])
+
+    def test_factor(self) -> None:
+        protocol, transport = connected(max_amplification=3.0)
+        protocol.datagramReceived(self.GROWS, CLIENT)
+        self.assertEqual(len(transport.written), 1)
+
+    def test_refuse_counts(self) -> None:
+        protocol, _ = connected()
+        protocol.refuse(b"abc", "not_unicast_destination")
+        self.assertEqual(
+            (protocol.stats.received, protocol.stats.bytes_in, dict(protocol.stats.drops)),
+            (1, 3, {"not_unicast_destination": 1}),
+        )
 
 
 class SendFailureTests(unittest.TestCase):

@@ -8,13 +8,14 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from tests.support import NO_IPV6, exchange, exchange_in_thread
+from tests.support import NO_IPV6, can_bind_low_ports, exchange, exchange_in_thread
+from udpupper.policy import parse_networks
 from udpupper.service import UpperService, format_endpoint
 
 
 class ServiceTests(unittest.TestCase):
-    def start(self, interface: str | None = None) -> int:
-        service = UpperService(0, interface, reactor)
+    def start(self, interface: str | None = None, **options) -> int:
+        service = UpperService(0, interface, reactor, **options)
         service.startService()
         self.addCleanup(service.stopService)
         self.service = service
@@ -114,3 +115,76 @@ class ServiceTests(unittest.TestCase):
             silent.bind(("127.0.0.1", 0))
             with self.assertRaises(TimeoutError):
                 exchange("127.0.0.1", silent.getsockname()[1], b"x", timeout=0.2)
+
+
+class ProtectionTests(unittest.TestCase):
+    """The protections over real sockets: 127.0.0.0/8 is all local on Linux,
+    so 127.0.0.1 and 127.1.0.1 are two sources in two /24 prefixes."""
+
+    def start(self, **options) -> UpperService:
+        service = UpperService(0, None, reactor, **options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.port = service.port.getHost().port
+        return service
+
+    def ask(self, payload: bytes = b"x", source: str = "127.0.0.1", **kwargs):
+        kwargs.setdefault("timeout", 2.0)
+        return exchange_in_thread("127.0.0.1", self.port, payload, source=source, **kwargs)
+
+    @defer.inlineCallbacks
+    def test_reply_comes_from_the_address_asked(self):
+        self.start()
+        for destination in ("127.0.0.1", "127.1.0.1", "127.0.0.53"):
+            reply, source = yield exchange_in_thread(destination, self.port, b"where")
+            self.assertEqual((reply, source), (b"WHERE", (destination, self.port)))
+
+    @defer.inlineCallbacks
+    def test_low_source_port_refused(self):
+        if not can_bind_low_ports():
+            raise unittest.SkipTest("binding a port below 1024 needs root")
+        service = self.start()
+        with self.assertRaises(TimeoutError):
+            yield self.ask(source_port=1000, timeout=0.5)
+        self.assertEqual(dict(service.stats.drops), {"low_source_port": 1})
+
+    @defer.inlineCallbacks
+    def test_allow_low_ports(self):
+        if not can_bind_low_ports():
+            raise unittest.SkipTest("binding a port below 1024 needs root")
+        self.start(allow_low_ports=True)
+        reply, _ = yield self.ask(b"low", source_port=1001)
+        self.assertEqual(reply, b"LOW")
+
+    @defer.inlineCallbacks
+    def test_rate_limit_without_exemptions(self):
+        service = self.start(exempt=[], rate=1, burst=3)
+        answered = 0
+        for _ in range(6):
+            try:
+                yield self.ask(timeout=0.3)
+                answered += 1
+            except TimeoutError:
+                pass
+        self.assertIn(answered, (3, 4))  # the burst, plus one refilled token at most
+        # Another /24 prefix still gets full service.
+        reply, _ = yield self.ask(b"other", source="127.1.0.1")
+        self.assertEqual(reply, b"OTHER")
+        self.assertEqual(service.stats.drops["rate_limited"], 6 - answered)
+
+    @defer.inlineCallbacks
+    def test_amplification_cap(self):
+        grows = "\u0390".encode()  # 2 bytes, 6 upper-cased
+        service = self.start(exempt=parse_networks("127.0.0.1/32"))
+        reply, _ = yield self.ask(grows)  # exempt: answered
+        self.assertEqual(reply, "\u0390".upper().encode())
+        with self.assertRaises(TimeoutError):
+            yield self.ask(grows, source="127.1.0.1", timeout=0.5)
+        self.assertEqual(dict(service.stats.drops), {"amplification": 1})
+
+    @defer.inlineCallbacks
+    def test_receive_buffer(self):
+        service = self.start(rcvbuf=1 << 20)
+        self.assertGreater(service.port.rcvbuf_granted, 0)
+        reply, _ = yield self.ask(b"ok")
+        self.assertEqual(reply, b"OK")

@@ -10,6 +10,7 @@ from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
 from udpupper import tap
+from udpupper.policy import parse_networks
 from udpupper.service import UpperService
 
 
@@ -24,6 +25,27 @@ class OptionsTests(unittest.TestCase):
         options = parse()
         self.assertEqual(options["port"], 12000)
         self.assertIsNone(options["interface"])
+        self.assertEqual(
+            (options["rate"], options["burst"], options["rate-table"],
+             options["max-amplification"], options["allow-low-ports"], options["rcvbuf"]),
+            (200.0, None, 65_536, 1.0, 0, 4 * 1024 * 1024),
+        )
+        self.assertEqual(options["exempt"], parse_networks("127.0.0.0/8,::1/128"))
+
+    def test_protection_options(self) -> None:
+        options = parse(
+            "--rate", "0", "--burst", "5", "--rate-table", "10", "--exempt", "",
+            "--max-amplification", "3", "--allow-low-ports", "--rcvbuf", "0",
+        )
+        self.assertEqual(
+            (options["rate"], options["burst"], options["rate-table"], options["exempt"],
+             options["max-amplification"], options["allow-low-ports"], options["rcvbuf"]),
+            (0.0, 5.0, 10, [], 3.0, 1, 0),
+        )
+        self.assertEqual(
+            parse("--exempt", "10.0.0.0/8, 2001:db8::/32")["exempt"],
+            parse_networks("10.0.0.0/8,2001:db8::/32"),
+        )
 
     def test_port_and_interface(self) -> None:
         self.assertEqual(parse("--port", "0")["port"], 0)
@@ -47,13 +69,30 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--interface", "nonsense", says="--interface")
         self.assert_usage_error("--interface", "localhost", says="--interface")
         self.assert_usage_error("--bogus", says="--bogus")
+        self.assert_usage_error("--interface", "224.0.0.1", says="unicast")
+        self.assert_usage_error("--interface", "255.255.255.255", says="unicast")
+        self.assert_usage_error("--rate", "-1", says="--rate")
+        self.assert_usage_error("--rate", "fast", says="--rate")
+        self.assert_usage_error("--burst", "0.5", says="--burst: must be 1 or more")
+        self.assert_usage_error("--burst", "x", says="--burst")
+        self.assert_usage_error("--rate-table", "0", says="--rate-table")
+        self.assert_usage_error("--exempt", "10.0.0.0/33", says="--exempt")
+        self.assert_usage_error("--max-amplification", "0", says="--max-amplification")
+        self.assert_usage_error("--rcvbuf", "-5", says="--rcvbuf")
 
 
 class MakeServiceTests(unittest.TestCase):
     def test_service_from_options(self) -> None:
-        service = tap.makeService(parse("--port", "0", "--interface", "127.0.0.1"))
+        service = tap.makeService(parse("--port", "0", "--interface", "127.0.0.1",
+                                        "--rate", "10", "--rcvbuf", "0"))
         self.assertIsInstance(service, UpperService)
         self.assertEqual((service.port_number, service.interface), (0, "127.0.0.1"))
+        self.assertEqual((service.protocol.limiter.rate, service.protocol.limiter.burst),
+                         (10.0, 20.0))
+        self.assertEqual(service.rcvbuf, 0)
+
+    def test_rate_0_means_no_limiter(self) -> None:
+        self.assertIsNone(tap.makeService(parse("--rate", "0")).protocol.limiter)
 
 
 class PluginTests(unittest.TestCase):

@@ -1,0 +1,71 @@
+"""A one-shot UDP peer to run in another network namespace.
+
+    python -m tests.peer HOST PORT PAYLOAD [--broadcast] [--timeout S]
+    python -m tests.peer HOST PORT PAYLOAD --flood SECONDS [--source ADDRESS]
+
+Sends PAYLOAD once and prints one JSON line: the reply and where it came
+from, or that none came in time.  With --flood, sends it as fast as the
+socket takes it for SECONDS and prints how many datagrams went out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("payload")
+    parser.add_argument("--broadcast", action="store_true")
+    parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--flood", type=float, metavar="SECONDS")
+    parser.add_argument("--source", default="")
+    args = parser.parse_args()
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    if args.flood:
+        print(json.dumps({"sent": flood(args, family)}))
+        return
+    with socket.socket(family, socket.SOCK_DGRAM) as peer:
+        peer.settimeout(args.timeout)
+        if args.broadcast:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        peer.sendto(args.payload.encode(), (args.host, args.port))
+        try:
+            reply, source = peer.recvfrom(65_535)
+        except TimeoutError:
+            print(json.dumps({"reply": None}))
+            return
+    print(json.dumps({"reply": reply.decode(), "source": list(source[:2])}))
+
+
+def flood(args: argparse.Namespace, family: int) -> int:
+    """Send for ``args.flood`` seconds; return how many sends succeeded."""
+    payload = args.payload.encode()
+    destination = (args.host, args.port)
+    sent = 0
+    with socket.socket(family, socket.SOCK_DGRAM) as peer:
+        peer.bind((args.source, 0))
+        peer.setblocking(False)
+        deadline = time.monotonic() + args.flood
+        while time.monotonic() < deadline:
+            for _ in range(100):
+                try:
+                    peer.sendto(payload, destination)
+                    sent += 1
+                except BlockingIOError:
+                    break
+            try:
+                while peer.recv(65_535):  # replies: read, so they cost no memory
+                    pass
+            except BlockingIOError:
+                pass
+    return sent
+
+
+if __name__ == "__main__":
+    main()

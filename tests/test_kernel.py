@@ -1,0 +1,43 @@
+"""Receive buffers and the kernel's drop counter, on real sockets."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from twisted.trial import unittest
+
+from udpupper.kernel import set_receive_buffer, socket_drops
+
+LINUX = None if sys.platform.startswith("linux") else "Linux only"
+
+
+class KernelTests(unittest.TestCase):
+    skip = LINUX
+
+    def socket(self, family=socket.AF_INET) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+        return sock
+
+    def test_receive_buffer_is_granted_something(self) -> None:
+        granted = set_receive_buffer(self.socket(), 1 << 20)
+        self.assertGreater(granted, 0)
+        self.assertLessEqual(granted, 1 << 20)
+
+    def test_drops_counted_when_the_buffer_overflows(self) -> None:
+        receiver = self.socket()
+        set_receive_buffer(receiver, 4096)
+        self.assertEqual(socket_drops(receiver), 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(200):
+                sender.sendto(b"x" * 1000, receiver.getsockname())
+        self.assertGreater(socket_drops(receiver), 0)
+
+    def test_ipv6_socket(self) -> None:
+        try:
+            receiver = self.socket(socket.AF_INET6)
+        except OSError:
+            raise unittest.SkipTest("no IPv6 loopback")
+        self.assertEqual(socket_drops(receiver), 0)

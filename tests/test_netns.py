@@ -1,0 +1,78 @@
+"""What needs real interfaces: several addresses, broadcast and multicast.
+
+Each test builds two hosts in network namespaces joined by a veth pair (as
+root, with iproute2, as CI runs), starts ``twistd -n udpupper`` on one with
+its defaults, and sends from the other.  Skipped where that cannot be done.
+"""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from tests.netns import Link, why_not
+from tests.processes import Daemon
+
+SERVER_ADDRESSES = ["10.77.0.1/24", "10.77.0.2/24", "2001:db8:77::1/64", "2001:db8:77::2/64"]
+CLIENT_ADDRESSES = ["10.77.0.3/24", "2001:db8:77::3/64"]
+
+
+class NetnsTestCase(unittest.TestCase):
+    skip = why_not()
+    options: tuple[str, ...] = ()
+
+    def setUp(self) -> None:
+        self.link = Link(self.id()[-3:].replace(".", ""), SERVER_ADDRESSES, CLIENT_ADDRESSES)
+        self.addCleanup(self.link.remove)
+        self.daemon = Daemon(
+            "--port", "0", *self.options, prefix=tuple(self.link.in_server())
+        )
+        self.addCleanup(self.daemon.stop)
+        self.port = self.daemon.start()
+
+    def ask_not_unicast(self) -> list[dict]:
+        return [
+            self.link.ask("10.77.0.255", self.port, "subnet", broadcast=True, timeout=1),
+            self.link.ask("255.255.255.255", self.port, "all", broadcast=True, timeout=1),
+            self.link.ask("224.0.0.1", self.port, "all hosts", timeout=1),
+            self.link.ask(f"ff02::1%{self.link.client_device}", self.port, "all nodes",
+                          timeout=1),
+        ]
+
+
+class ReplySourceTests(NetnsTestCase):
+    def test_each_address_answers_from_itself(self) -> None:
+        for address in ("10.77.0.1", "10.77.0.2", "2001:db8:77::1", "2001:db8:77::2"):
+            answer = self.link.ask(address, self.port, f"to {address}")
+            self.assertEqual(answer["reply"], f"TO {address}".upper(), address)
+            self.assertEqual(answer["source"], [address, self.port])
+        counters = self.daemon.summary()
+        self.assertEqual((counters["received"], counters["replied"]), (4, 4))
+
+
+class NoBroadcastTests(NetnsTestCase):
+    def test_broadcast_and_multicast_get_no_reply(self) -> None:
+        refused = self.ask_not_unicast()
+        self.assertEqual([answer["reply"] for answer in refused], [None] * 4)
+        # The daemon still answers unicast, and counted what it refused.
+        self.assertEqual(self.link.ask("10.77.0.1", self.port, "ok")["reply"], "OK")
+        counters = self.daemon.summary()
+        # Both broadcasts and ff02::1 reach the dual-stack socket; 224.0.0.1
+        # reaches it only if it joined the group, which it has no reason to.
+        self.assertGreaterEqual(counters["not_unicast_destination"], 3)
+        self.assertEqual(counters["received"] - 1, counters["not_unicast_destination"])
+        self.assertEqual(counters["replied"], 1)
+
+
+class NoBroadcastIPv4Tests(NetnsTestCase):
+    """An IPv4 wildcard socket receives multicast for the host's groups."""
+
+    options = ("--interface", "0.0.0.0")
+
+    def test_broadcast_and_multicast_get_no_reply(self) -> None:
+        refused = self.ask_not_unicast()[:3]
+        self.assertEqual([answer["reply"] for answer in refused], [None] * 3)
+        answer = self.link.ask("10.77.0.2", self.port, "ok")
+        self.assertEqual((answer["reply"], answer["source"]), ("OK", ["10.77.0.2", self.port]))
+        counters = self.daemon.summary()
+        self.assertEqual(counters["not_unicast_destination"], 3)
+        self.assertEqual((counters["received"], counters["replied"]), (4, 1))

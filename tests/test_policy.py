@@ -1,0 +1,88 @@
+"""The pure policies: which sources are bad, exempt, and their prefixes."""
+
+from ipaddress import ip_network
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from udpupper.policy import (
+    DEFAULT_EXEMPT,
+    Sources,
+    classify,
+    lowest_port,
+    parse_networks,
+)
+
+LOOPBACK = parse_networks(DEFAULT_EXEMPT)
+
+
+class ParseNetworksTests(unittest.TestCase):
+    def test_default(self) -> None:
+        self.assertEqual(LOOPBACK, [ip_network("127.0.0.0/8"), ip_network("::1/128")])
+
+    def test_empty_means_none(self) -> None:
+        self.assertEqual(parse_networks(""), [])
+        self.assertEqual(parse_networks(" , "), [])
+
+    def test_host_bits_are_allowed(self) -> None:
+        self.assertEqual(parse_networks("10.1.2.3/8"), [ip_network("10.0.0.0/8")])
+
+    def test_bad_entries(self) -> None:
+        for bad in ("10.0.0.0/33", "nonsense", "::1/129", "10.0.0.0/8,x"):
+            self.assertRaises(ValueError, parse_networks, bad)
+
+
+class ClassifyTests(unittest.TestCase):
+    def test_bad_sources(self) -> None:
+        for host in (
+            "0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.255", "255.255.255.255",
+            "::", "ff02::1", "::ffff:0.0.0.0", "::ffff:224.0.0.1",
+            "::ffff:255.255.255.255",
+        ):
+            self.assertTrue(classify(host, LOOPBACK).bad, host)
+
+    def test_good_sources(self) -> None:
+        for host in ("1.0.0.1", "192.0.2.1", "255.255.255.254", "2001:db8::1",
+                     "::ffff:192.0.2.1", "fe80::1%eth0"):
+            self.assertFalse(classify(host, LOOPBACK).bad, host)
+
+    def test_exempt_includes_ipv4_mapped(self) -> None:
+        self.assertTrue(classify("127.0.0.1", LOOPBACK).exempt)
+        self.assertTrue(classify("::ffff:127.3.2.1", LOOPBACK).exempt)
+        self.assertTrue(classify("::1", LOOPBACK).exempt)
+        self.assertFalse(classify("::2", LOOPBACK).exempt)
+        self.assertFalse(classify("127.0.0.1", []).exempt)
+
+    def test_prefixes(self) -> None:
+        def prefix(host):
+            return classify(host, []).prefix
+
+        self.assertEqual(prefix("192.0.2.1"), prefix("192.0.2.254"))
+        self.assertEqual(prefix("192.0.2.1"), prefix("::ffff:192.0.2.9"))
+        self.assertNotEqual(prefix("192.0.2.1"), prefix("192.0.3.1"))
+        # /56: the first byte of the fourth group still counts.
+        self.assertEqual(prefix("2001:db8:0:ff00::1"), prefix("2001:db8:0:ffab::2"))
+        self.assertNotEqual(prefix("2001:db8:0:ff00::1"), prefix("2001:db8:0:fe00::1"))
+
+    @given(st.ip_addresses())
+    def test_any_address(self, address) -> None:
+        source = classify(str(address), LOOPBACK)
+        self.assertEqual(source.exempt, any(address in net for net in LOOPBACK
+                                            if net.version == address.version))
+
+
+class SourcesTests(unittest.TestCase):
+    def test_remembers_within_bound(self) -> None:
+        sources = Sources([], size=10)
+        first = sources.get("192.0.2.1")
+        self.assertIs(sources.get("192.0.2.1"), first)
+        for n in range(100):
+            sources.get(f"10.0.0.{n}")
+        self.assertLessEqual(len(sources.known), 10)
+
+
+class LowestPortTests(unittest.TestCase):
+    def test_lowest_port(self) -> None:
+        self.assertEqual(lowest_port(False), 1024)
+        self.assertEqual(lowest_port(True), 1)  # port 0 is never answered

@@ -1,0 +1,69 @@
+"""The token buckets, on a clock that only moves when the test says so."""
+
+from twisted.trial import unittest
+
+from udpupper.ratelimit import RateLimiter
+
+A, B = b"\xc0\x00\x02", b"\xc6\x33\x64"  # two /24 prefixes
+
+
+def replies(limiter: RateLimiter, prefix: bytes, count: int, now: float) -> int:
+    return sum(limiter.allow(prefix, now) for _ in range(count))
+
+
+class RateLimiterTests(unittest.TestCase):
+    def test_burst_then_nothing(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20)
+        self.assertEqual(replies(limiter, A, 100, now=0.0), 20)
+
+    def test_burst_at_a_bucket_boundary(self) -> None:
+        """BIND's test shape: the count is right, plus or minus one."""
+        limiter = RateLimiter(rate=100, burst=200)
+        first = replies(limiter, A, 1000, now=0.0)
+        # Just before and just after one second has passed: about 100 more.
+        before = replies(limiter, A, 1000, now=0.999)
+        after = replies(limiter, A, 1000, now=1.001)
+        self.assertEqual(first, 200)
+        self.assertLessEqual(abs(before + after - 100), 1)
+
+    def test_refill_over_time(self) -> None:
+        limiter = RateLimiter(rate=5, burst=5)
+        replies(limiter, A, 5, now=0.0)
+        self.assertFalse(limiter.allow(A, 0.0))
+        self.assertTrue(limiter.allow(A, 0.2))  # one token back after 1/5 s
+        self.assertFalse(limiter.allow(A, 0.2))
+        self.assertEqual(replies(limiter, A, 100, now=100.0), 5)  # capped at burst
+
+    def test_sustained_rate(self) -> None:
+        limiter = RateLimiter(rate=200, burst=400)
+        answered = sum(
+            replies(limiter, A, 10, now=tick / 1000) for tick in range(10_000)
+        )  # 10,000 a second for 10 s
+        self.assertLessEqual(abs(answered - (400 + 200 * 10)), 1)
+
+    def test_flooded_prefix_beside_a_quiet_one(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20)
+        for tick in range(1000):  # A sends 1,000 a second for 10 s
+            now = tick / 100
+            replies(limiter, A, 10, now)
+            if tick % 10 == 0:  # B sends 10 a second: every one answered
+                self.assertTrue(limiter.allow(B, now))
+
+    def test_table_stays_bounded_under_a_million_prefixes(self) -> None:
+        limiter = RateLimiter(rate=1, burst=1, size=1000)
+        for n in range(1_000_000):
+            limiter.allow(n.to_bytes(3, "big"), now=n / 1e6)
+        self.assertEqual(len(limiter), 1000)
+
+    def test_least_recently_seen_is_forgotten_first(self) -> None:
+        limiter = RateLimiter(rate=1, burst=1, size=2)
+        self.assertTrue(limiter.allow(A, 0))
+        self.assertTrue(limiter.allow(B, 0))
+        self.assertFalse(limiter.allow(A, 0))  # A is now the most recent
+        self.assertTrue(limiter.allow(b"new", 0))  # forgets B, not A
+        self.assertFalse(limiter.allow(A, 0))
+        self.assertTrue(limiter.allow(B, 0))  # B starts again, full
+
+    def test_bad_settings(self) -> None:
+        for rate, burst, size in ((0, 1, 1), (1, 0.5, 1), (1, 1, 0)):
+            self.assertRaises(ValueError, RateLimiter, rate, burst, size)
