@@ -7,19 +7,18 @@ import socket
 from twisted.internet import threads
 
 
-def ipv6_loopback_available() -> bool:
-    """Whether this host can bind a UDP socket to ::1."""
-    if not socket.has_ipv6:
-        return False
+def can_bind(host: str, port: int = 0) -> bool:
+    """Whether this process may bind a UDP socket to ``host`` and ``port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, port))
     except OSError:
         return False
     return True
 
 
-NO_IPV6 = None if ipv6_loopback_available() else "this host has no IPv6 loopback"
+NO_IPV6 = None if can_bind("::1") else "this host has no IPv6 loopback"
 
 
 def exchange(
@@ -50,11 +49,7 @@ def exchange_in_thread(*args, **kwargs):
     return threads.deferToThread(exchange, *args, **kwargs)
 
 
+
 def can_bind_low_ports() -> bool:
     """Whether this process may bind a port below 1024 (root may)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 1000))
-    except OSError:
-        return False
-    return True
+    return can_bind("127.0.0.1", 1000)

@@ -11,6 +11,7 @@ from twisted.internet.error import MessageLengthError
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial import unittest
 
+from udpupper.policy import Protections
 from udpupper.protocol import UpperProtocol
 
 CLIENT = ("192.0.2.7", 40000)  # neither exempt nor suspicious
@@ -28,7 +29,8 @@ class FailingTransport:
 
 
 def connected(transport=None, **options) -> tuple[UpperProtocol, object]:
-    protocol = UpperProtocol(clock=options.pop("clock", task.Clock()), **options)
+    clock = options.pop("clock", task.Clock())
+    protocol = UpperProtocol(clock=clock, protections=Protections(**options))
     transport = FakeDatagramTransport() if transport is None else transport
     protocol.makeConnection(transport)
     return protocol, transport
@@ -77,7 +79,7 @@ class AnswerTests(unittest.TestCase):
         st.booleans(),
     )
     def test_nothing_a_stranger_sends_raises(self, payload, host, port, exempt):
-        protocol, transport = connected(exempt=[] if not exempt else None, rate=5)
+        protocol, transport = connected(exempt=() if not exempt else Protections.exempt, rate=5)
         for _ in range(3):
             protocol.datagramReceived(payload, (host, port))
         stats = protocol.stats
@@ -145,7 +147,7 @@ class RateLimitTests(unittest.TestCase):
         self.assertEqual(len(transport.written), 1000)
 
     def test_no_exemptions(self) -> None:
-        protocol, transport = connected(rate=1, burst=2, exempt=[])
+        protocol, transport = connected(rate=1, burst=2, exempt=())
         for _ in range(10):
             protocol.datagramReceived(b"x", LOCAL)
         self.assertEqual(len(transport.written), 2)

@@ -9,13 +9,13 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from tests.support import NO_IPV6, can_bind_low_ports, exchange, exchange_in_thread
-from udpupper.policy import parse_networks
+from udpupper.policy import Protections, parse_networks
 from udpupper.service import UpperService, format_endpoint
 
 
 class ServiceTests(unittest.TestCase):
-    def start(self, interface: str | None = None, **options) -> int:
-        service = UpperService(0, interface, reactor, **options)
+    def start(self, interface: str | None = None) -> int:
+        service = UpperService(0, interface, reactor)
         service.startService()
         self.addCleanup(service.stopService)
         self.service = service
@@ -121,8 +121,8 @@ class ProtectionTests(unittest.TestCase):
     """The protections over real sockets: 127.0.0.0/8 is all local on Linux,
     so 127.0.0.1 and 127.1.0.1 are two sources in two /24 prefixes."""
 
-    def start(self, **options) -> UpperService:
-        service = UpperService(0, None, reactor, **options)
+    def start(self, rcvbuf: int = 0, **options) -> UpperService:
+        service = UpperService(0, None, reactor, Protections(**options), rcvbuf)
         service.startService()
         self.addCleanup(service.stopService)
         self.port = service.port.getHost().port
@@ -158,7 +158,7 @@ class ProtectionTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_rate_limit_without_exemptions(self):
-        service = self.start(exempt=[], rate=1, burst=3)
+        service = self.start(exempt=(), rate=1, burst=3)
         answered = 0
         for _ in range(6):
             try:
@@ -175,7 +175,7 @@ class ProtectionTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_amplification_cap(self):
         grows = "\u0390".encode()  # 2 bytes, 6 upper-cased
-        service = self.start(exempt=parse_networks("127.0.0.1/32"))
+        service = self.start(exempt=tuple(parse_networks("127.0.0.1/32")))
         reply, _ = yield self.ask(grows)  # exempt: answered
         self.assertEqual(reply, "\u0390".upper().encode())
         with self.assertRaises(TimeoutError):

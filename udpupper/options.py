@@ -9,34 +9,32 @@ from collections.abc import Callable
 from twisted.python import usage
 
 
+def _convert(value: str, kind: type, what: str):
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"not {what}: {value!r}") from None
+
+
 def port_number(value: str) -> int:
     """A UDP port number, 0 to 65535."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"not a port number: {value!r}") from None
+    number = _convert(value, int, "a port number")
     if not 0 <= number <= 65535:
         raise ValueError(f"must be 0 to 65535, not {number}")
     return number
 
 
 def positive_float(value: str) -> float:
-    """A number of seconds greater than zero."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"not a number: {value!r}") from None
-    if not number > 0 or number == float("inf"):
+    """A finite number greater than zero (seconds, a factor)."""
+    number = _convert(value, float, "a number")
+    if not 0 < number < float("inf"):
         raise ValueError(f"must be a finite number greater than 0, not {value}")
     return number
 
 
 def non_negative_float(value: str) -> float:
     """A finite number, zero or more."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"not a number: {value!r}") from None
+    number = _convert(value, float, "a number")
     if not 0 <= number < float("inf"):
         raise ValueError(f"must be a finite number, 0 or more, not {value}")
     return number
@@ -60,10 +58,7 @@ def unicast_interface(value: str | None) -> str | None:
 
 def count(value: str) -> int:
     """A whole number, zero or more."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"not a whole number: {value!r}") from None
+    number = _convert(value, int, "a whole number")
     if number < 0:
         raise ValueError(f"must be 0 or more, not {number}")
     return number

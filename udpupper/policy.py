@@ -19,6 +19,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_EXEMPT = "127.0.0.0/8,::1/128"
+DEFAULT_RATE = 200.0  # replies a second per prefix: NSD's default
+DEFAULT_RATE_TABLE = 65_536  # prefixes remembered by the rate limiter
 
 # Ports below this are where services live, not clients (RFC 6335).
 FIRST_CLIENT_PORT = 1024
@@ -114,3 +116,21 @@ def lowest_port(allow_low_ports: bool) -> int:
     """The lowest source port the loop guard answers: port 0 never is."""
     return 1 if allow_low_ports else FIRST_CLIENT_PORT
 
+
+
+@dataclass(frozen=True)
+class Protections:
+    """The protections' settings, as ``twistd udpupper``'s options give them.
+
+    ``rate`` replies a second per source prefix (0: no limit), with bursts up
+    to ``burst`` (None: twice the rate), ``rate_table`` prefixes remembered;
+    sources in ``exempt`` are spared the limit and the amplification cap; a
+    reply may be at most ``max_amplification`` times its request.
+    """
+
+    rate: float = DEFAULT_RATE
+    burst: float | None = None
+    rate_table: int = DEFAULT_RATE_TABLE
+    exempt: tuple[Network, ...] = tuple(parse_networks(DEFAULT_EXEMPT))
+    max_amplification: float = 1.0
+    allow_low_ports: bool = False

@@ -6,35 +6,22 @@ and the amplification cap; whatever is not answered is counted by reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
-from udpupper.policy import (
-    DEFAULT_EXEMPT,
-    Network,
-    Sources,
-    lowest_port,
-    parse_networks,
-)
+from udpupper.policy import Protections, Sources, lowest_port
 from udpupper.ratelimit import RateLimiter
 from udpupper.stats import Stats
 from udpupper.transform import upper
-
-DEFAULT_RATE = 200.0  # replies a second per prefix: NSD's default
-DEFAULT_RATE_TABLE = 65_536  # prefixes remembered by the rate limiter
 
 
 class UpperProtocol(DatagramProtocol):
     """Upper-cases every datagram back to where it came from, safely.
 
-    ``rate`` replies a second per source prefix (0: no limit), with bursts up
-    to ``burst`` (default twice the rate); sources in ``exempt`` are spared
-    the limit and the amplification cap; a reply may be at most
-    ``max_amplification`` times its request.  Works over any datagram
-    transport; a reply that cannot be sent is counted, never raised.
+    Applies ``protections`` (the daemon's defaults unless told otherwise) on
+    ``clock``'s time.  Works over any datagram transport; a reply that
+    cannot be sent is counted, never raised.
     """
 
     noisy = False
@@ -43,28 +30,25 @@ class UpperProtocol(DatagramProtocol):
         self,
         stats: Stats | None = None,
         clock: IReactorTime | None = None,
-        *,
-        rate: float = DEFAULT_RATE,
-        burst: float | None = None,
-        rate_table: int = DEFAULT_RATE_TABLE,
-        exempt: Iterable[Network] | None = None,
-        max_amplification: float = 1.0,
-        allow_low_ports: bool = False,
+        protections: Protections = Protections(),
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.stats = Stats() if stats is None else stats
         self.clock = clock
-        self.sources = Sources(
-            parse_networks(DEFAULT_EXEMPT) if exempt is None else exempt
-        )
+        self.sources = Sources(protections.exempt)
+        rate = protections.rate
         self.limiter = (
-            RateLimiter(rate, 2 * rate if burst is None else burst, rate_table)
+            RateLimiter(
+                rate,
+                2 * rate if protections.burst is None else protections.burst,
+                protections.rate_table,
+            )
             if rate
             else None
         )
-        self.max_amplification = max_amplification
-        self.lowest_port = lowest_port(allow_low_ports)
+        self.max_amplification = protections.max_amplification
+        self.lowest_port = lowest_port(protections.allow_low_ports)
 
     def answer(self, datagram: bytes, host: str, port: int) -> bytes | None:
         """The reply owed to ``datagram`` from ``host``/``port``, or None.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from errno import EADDRNOTAVAIL, EAFNOSUPPORT
 from os import strerror
 
@@ -13,9 +12,9 @@ from twisted.logger import Logger
 
 from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
-from udpupper.policy import Network
+from udpupper.policy import Protections
 from udpupper.port import ServerPort
-from udpupper.protocol import DEFAULT_RATE, DEFAULT_RATE_TABLE, UpperProtocol
+from udpupper.protocol import UpperProtocol
 from udpupper.stats import Stats
 
 # Serve IPv4 and IPv6 together when the host has IPv6, else IPv4 alone.
@@ -48,13 +47,7 @@ class UpperService(service.Service):
         port: int,
         interface: str | None = None,
         reactor=None,
-        *,
-        rate: float = DEFAULT_RATE,
-        burst: float | None = None,
-        rate_table: int = DEFAULT_RATE_TABLE,
-        exempt: Iterable[Network] | None = None,
-        max_amplification: float = 1.0,
-        allow_low_ports: bool = False,
+        protections: Protections = Protections(),
         rcvbuf: int = DEFAULT_RCVBUF,
     ) -> None:
         if reactor is None:
@@ -64,16 +57,7 @@ class UpperService(service.Service):
         self.reactor = reactor
         self.rcvbuf = rcvbuf
         self.stats = Stats()
-        self.protocol = UpperProtocol(
-            self.stats,
-            reactor,
-            rate=rate,
-            burst=burst,
-            rate_table=rate_table,
-            exempt=exempt,
-            max_amplification=max_amplification,
-            allow_low_ports=allow_low_ports,
-        )
+        self.protocol = UpperProtocol(self.stats, reactor, protections)
         self.port: ServerPort | None = None
         self.drop_log = DropLog(self.stats, self.log)
         self.checker = LoopingCall(self.check)

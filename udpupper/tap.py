@@ -12,8 +12,13 @@ from udpupper.options import (
     positive_float,
     unicast_interface,
 )
-from udpupper.policy import DEFAULT_EXEMPT, parse_networks
-from udpupper.protocol import DEFAULT_RATE, DEFAULT_RATE_TABLE
+from udpupper.policy import (
+    DEFAULT_EXEMPT,
+    DEFAULT_RATE,
+    DEFAULT_RATE_TABLE,
+    Protections,
+    parse_networks,
+)
 from udpupper.service import DEFAULT_RCVBUF, UpperService
 
 DEFAULT_PORT = 12000
@@ -91,14 +96,14 @@ class Options(OneLineUsageErrors, usage.Options):
 
 def makeService(config: Options) -> UpperService:
     """Make the service that ``twistd udpupper`` runs."""
-    return UpperService(
-        config["port"],
-        config["interface"],
+    protections = Protections(
         rate=config["rate"],
         burst=config["burst"],
         rate_table=config["rate-table"],
-        exempt=config["exempt"],
+        exempt=tuple(config["exempt"]),
         max_amplification=config["max-amplification"],
         allow_low_ports=bool(config["allow-low-ports"]),
-        rcvbuf=config["rcvbuf"],
+    )
+    return UpperService(
+        config["port"], config["interface"], protections=protections, rcvbuf=config["rcvbuf"]
     )
