@@ -7,7 +7,7 @@ PYTHON ?= python3
 PORT ?= 12000
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := $(shell find udpupper twisted -name '*.py') setup.cfg pyproject.toml
+SOURCES := $(shell find udpupper twisted -name '*.py' -o -name '*.c') setup.py setup.cfg pyproject.toml
 
 .PHONY: run test clean
 
@@ -26,8 +26,10 @@ $(VENV)/installed: $(BIN)/python $(SOURCES)
 	touch $@
 
 $(VENV)/installed-test: $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]" setuptools
+	# The tests import udpupper from this tree: build its C helper here too.
+	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis udpupper/*.so

@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from tests.support import NO_IPV6, can_bind_low_ports, exchange, exchange_in_thread
 from udpupper.policy import Protections, parse_networks
+from udpupper.port import ServerPort
 from udpupper.service import UpperService, format_endpoint
 
 
@@ -188,3 +189,18 @@ class ProtectionTests(unittest.TestCase):
         self.assertGreater(service.port.rcvbuf_granted, 0)
         reply, _ = yield self.ask(b"ok")
         self.assertEqual(reply, b"OK")
+
+
+class OneByOneMixin:
+    """The same tests without the C helper: one system call per datagram."""
+
+    def setUp(self) -> None:
+        self.patch(ServerPort, "batch", None)
+
+
+class OneByOneServiceTests(OneByOneMixin, ServiceTests):
+    pass
+
+
+class OneByOneProtectionTests(OneByOneMixin, ProtectionTests):
+    pass

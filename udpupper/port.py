@@ -20,6 +20,11 @@ from twisted.logger import Logger
 
 from udpupper.kernel import IP_PKTINFO, set_receive_buffer
 
+try:  # recvmmsg/sendmmsg, where the C helper could be built
+    from udpupper import _batch
+except ImportError:  # pragma: no cover - depends on the build
+    _batch = None
+
 # Enough for the largest UDP payload, IPv4 or IPv6.
 MAX_DATAGRAM = 65_535
 
@@ -121,11 +126,19 @@ class ServerPort(UDPPort):
     bound to one address, it needs not (the kernel delivers only unicast
     datagrams sent to that address).  ``rcvbuf`` bytes of receive buffer
     are asked for (0 leaves the kernel's default); ``rcvbuf_granted`` says
-    what the kernel gave.
+    what the kernel gave.  With the C helper (``batch``) it moves up to 64
+    datagrams per system call; without it, one.
     """
 
+    batch = _batch
+
     def __init__(
-        self, port: int, protocol, interface: str = "", reactor=None, rcvbuf: int = 0
+        self,
+        port: int,
+        protocol,
+        interface: str = "",
+        reactor=None,
+        rcvbuf: int = 0,
     ):
         super().__init__(port, protocol, interface, reactor)
         self.rcvbuf = rcvbuf
@@ -143,6 +156,45 @@ class ServerPort(UDPPort):
         return skt
 
     def doRead(self) -> None:
+        if self.batch is not None:
+            self._read_batches()
+        else:
+            self._read_one_by_one()
+
+    def _read_batches(self) -> None:
+        """The hot loop: a batch in, each answered or not, the replies out."""
+        fd = self.socket.fileno()
+        recv_batch, send_batch = self.batch.recv_batch, self.batch.send_batch
+        size = self.batch.BATCH
+        protocol = self.protocol
+        answer = protocol.answer
+        stats = protocol.stats
+        pktinfo = self.pktinfo
+        for _ in range(READ_BUDGET // size):
+            try:
+                datagrams = recv_batch(fd, size, pktinfo)
+            except OSError as error:
+                if self._receive_failed(error):
+                    continue
+                return
+            replies = []
+            for datagram, host, port, route in datagrams:
+                if route is None:
+                    protocol.refuse(datagram, "not_unicast_destination")
+                    continue
+                reply = answer(datagram, host, port)
+                if reply is not None:
+                    replies.append((reply, route))
+            if replies:
+                sent, sent_bytes, errors = send_batch(fd, replies)
+                stats.replied += sent
+                stats.bytes_out += sent_bytes
+                for errno in errors:
+                    stats.send_failed(errno)
+            if len(datagrams) < size:
+                return
+
+    def _read_one_by_one(self) -> None:
         recvmsg = self.socket.recvmsg
         space = PKTINFO_SPACE if self.pktinfo else 0
         sendmsg = self.socket.sendmsg
@@ -168,7 +220,7 @@ class ServerPort(UDPPort):
             try:
                 sendmsg((reply,), ancillary, 0, addr)
             except OSError as error:
-                stats.send_failed(error)
+                stats.send_failed(error.errno)
             else:
                 stats.replied += 1
                 stats.bytes_out += len(reply)

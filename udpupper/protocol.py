@@ -94,7 +94,7 @@ class UpperProtocol(DatagramProtocol):
             # Twisted's own udp.Port turns EMSGSIZE into this.
             self.stats.drop("too_large")
         except OSError as error:
-            self.stats.send_failed(error)
+            self.stats.send_failed(error.errno)
         else:
             self.stats.replied += 1
             self.stats.bytes_out += len(reply)

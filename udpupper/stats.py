@@ -41,9 +41,9 @@ class Stats:
         """Count one datagram that got no reply, and why."""
         self.drops[reason] += 1
 
-    def send_failed(self, error: OSError) -> None:
-        """Count a reply that ``sendto`` refused, under its reason."""
-        self.drops[SEND_ERRORS.get(error.errno, "send_error")] += 1
+    def send_failed(self, errno: int | None) -> None:
+        """Count a reply that the kernel refused with ``errno``, by reason."""
+        self.drops[SEND_ERRORS.get(errno, "send_error")] += 1
 
     @property
     def dropped(self) -> int:

@@ -1,0 +1,97 @@
+"""The C helper that moves many datagrams per system call."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from twisted.trial import unittest
+
+from tests.support import NO_IPV6
+from udpupper.kernel import IP_PKTINFO
+
+try:
+    from udpupper import _batch
+except ImportError:
+    _batch = None
+
+
+class BatchTests(unittest.TestCase):
+    skip = None if _batch is not None else "the C helper is not built here"
+
+    def pair(self, host: str = "127.0.0.1", pktinfo: bool = False):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server = socket.socket(family, socket.SOCK_DGRAM)
+        self.addCleanup(server.close)
+        if family == socket.AF_INET6:
+            server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if pktinfo:
+            server.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if family == socket.AF_INET6:
+                server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        server.bind((host, 0))
+        server.setblocking(False)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(client.close)
+        client.settimeout(5)
+        client.bind(("127.0.0.1", 0))
+        return server, client
+
+    def test_nothing_waiting(self) -> None:
+        server, _ = self.pair()
+        self.assertEqual(_batch.recv_batch(server.fileno(), 64, False), [])
+
+    def test_receive_then_answer(self) -> None:
+        server, client = self.pair()
+        payloads = [b"one", b"", b"x" * 65_507] + [b"n%d" % n for n in range(70)]
+        for payload in payloads:
+            client.sendto(payload, server.getsockname())
+        received = []
+        while batch := _batch.recv_batch(server.fileno(), 64, False):
+            self.assertLessEqual(len(batch), _batch.BATCH)
+            received.extend(batch)
+        self.assertEqual([datagram for datagram, *_ in received], payloads)
+        _, host, port, route = received[0]
+        self.assertEqual((host, port), client.getsockname())
+        sent, sent_bytes, errors = _batch.send_batch(
+            server.fileno(), [(datagram.upper(), route) for datagram, _, _, route in received]
+        )
+        self.assertEqual((sent, sent_bytes, errors),
+                         (len(payloads), sum(map(len, payloads)), []))
+        self.assertEqual(client.recv(65_535), b"ONE")
+        self.assertEqual(client.recv(65_535), b"")
+        self.assertEqual(client.recv(65_535), b"X" * 65_507)
+
+    def test_dual_stack_with_pktinfo_answers_from_the_address_asked(self) -> None:
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        server, client = self.pair("::", pktinfo=True)
+        port = server.getsockname()[1]
+        client.sendto(b"hello", ("127.1.0.1", port))
+        (datagram, host, source_port, route), = self.wait_batch(server, True)
+        self.assertEqual((datagram, host, source_port),
+                         (b"hello", "::ffff:127.0.0.1", client.getsockname()[1]))
+        self.assertEqual(_batch.send_batch(server.fileno(), [(b"HELLO", route)])[0], 1)
+        self.assertEqual(client.recvfrom(100), (b"HELLO", ("127.1.0.1", port)))
+
+    def test_refused_replies_are_listed(self) -> None:
+        server, client = self.pair()
+        client.sendto(b"big", server.getsockname())
+        (_, _, _, route), = self.wait_batch(server, False)
+        sent, sent_bytes, errors = _batch.send_batch(
+            server.fileno(), [(b"x" * 70_000, route), (b"ok", route)]
+        )
+        self.assertEqual((sent, sent_bytes, errors), (1, 2, [errno.EMSGSIZE]))
+        self.assertEqual(client.recv(100), b"ok")
+
+    def test_bad_arguments(self) -> None:
+        server, _ = self.pair()
+        for replies in ([b"x"], [(b"x", b"")], [(b"x", b"\xff")], [("x", b"\x00")]):
+            self.assertRaises(TypeError, _batch.send_batch, server.fileno(), replies)
+        self.assertRaises(OSError, _batch.recv_batch, -1, 64, False)
+
+    def wait_batch(self, server: socket.socket, pktinfo: bool) -> list:
+        import select
+
+        select.select([server], [], [], 5)
+        return _batch.recv_batch(server.fileno(), 64, pktinfo)
