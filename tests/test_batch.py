@@ -41,6 +41,14 @@ class BatchTests(unittest.TestCase):
         server, _ = self.pair()
         self.assertEqual(_batch.recv_batch(server.fileno(), 64, False), [])
 
+    def test_spin_waits_a_little_for_the_first(self) -> None:
+        import time
+
+        server, _ = self.pair()
+        started = time.perf_counter()
+        self.assertEqual(_batch.recv_batch(server.fileno(), 64, False, 20_000), [])
+        self.assertGreaterEqual(time.perf_counter() - started, 0.019)
+
     def test_receive_then_answer(self) -> None:
         server, client = self.pair()
         payloads = [b"one", b"", b"x" * 65_507] + [b"n%d" % n for n in range(70)]

@@ -6,8 +6,9 @@
  * recvmmsg(2) and sendmmsg(2) move up to BATCH datagrams per call.  This
  * module does only that: which datagram gets which reply stays in Python.
  *
- * recv_batch(fd, count, pktinfo) -> [(datagram, host, port, route), ...]
- *     Reads up to `count` datagrams without blocking ([] when none wait).
+ * recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, host, port, route), ...]
+ *     Reads up to `count` datagrams without blocking ([] when none wait);
+ *     with `spin_us`, polls that many microseconds for the first one.
  *     `route` is an opaque bytes object that send_batch needs to answer
  *     the datagram: the sender's address and, with `pktinfo`, the ancillary
  *     data that makes the reply leave from the address the datagram was
@@ -31,6 +32,7 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define BATCH 64
 #define BUFFER_SIZE 65536
@@ -119,12 +121,20 @@ static int format_address(struct sockaddr_storage *name, PyObject **host, long *
     return *host ? 0 : -1;
 }
 
+static long long now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
 static PyObject *recv_batch(PyObject *module, PyObject *args)
 {
-    int fd, count, pktinfo, received, i;
+    int fd, count, pktinfo, received, i, spin_us = 0;
+    long long deadline = 0;
     PyObject *list;
 
-    if (!PyArg_ParseTuple(args, "iip", &fd, &count, &pktinfo))
+    if (!PyArg_ParseTuple(args, "iip|i", &fd, &count, &pktinfo, &spin_us))
         return NULL;
     if (count < 1 || count > BATCH)
         count = BATCH;
@@ -142,7 +152,11 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
             .msg_controllen = pktinfo ? CONTROL_SIZE : 0,
         };
     }
-    received = recvmmsg(fd, messages, count, MSG_DONTWAIT, NULL);
+    if (spin_us > 0)
+        deadline = now_ns() + spin_us * 1000LL;
+    while ((received = recvmmsg(fd, messages, count, MSG_DONTWAIT, NULL)) < 0
+           && (errno == EAGAIN || errno == EWOULDBLOCK) && deadline && now_ns() < deadline)
+        ; /* busy-poll: the next datagram is often a round trip away */
     if (received < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return PyList_New(0);
@@ -246,7 +260,7 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"recv_batch", recv_batch, METH_VARARGS,
-     "recv_batch(fd, count, pktinfo) -> [(datagram, host, port, route), ...]"},
+     "recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, host, port, route), ...]"},
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [errno, ...])"},
     {NULL, NULL, 0, NULL},
