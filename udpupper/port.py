@@ -131,7 +131,9 @@ class ServerPort(UDPPort):
     bound to one address, it needs not (the kernel delivers only unicast
     datagrams sent to that address).  ``rcvbuf`` bytes of receive buffer
     are asked for (0 leaves the kernel's default); ``rcvbuf_granted`` says
-    what the kernel gave.  With the C helper (``batch``) it moves up to 64
+    what the kernel gave.  With ``reuse_port``, other processes may bind the
+    same address (SO_REUSEPORT) and the kernel shares datagrams out among
+    them.  With the C helper (``batch``) it moves up to 64
     datagrams per system call; without it, one.
     """
 
@@ -144,8 +146,10 @@ class ServerPort(UDPPort):
         interface: str = "",
         reactor=None,
         rcvbuf: int = 0,
+        reuse_port: bool = False,
     ):
         super().__init__(port, protocol, interface, reactor)
+        self.reuse_port = reuse_port
         self.rcvbuf = rcvbuf
         self.rcvbuf_granted: int | None = None
         self.pktinfo = interface in WILDCARDS
@@ -158,6 +162,8 @@ class ServerPort(UDPPort):
                 skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         if self.rcvbuf:
             self.rcvbuf_granted = set_receive_buffer(skt, self.rcvbuf)
+        if self.reuse_port:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         return skt
 
     def doRead(self) -> None:

@@ -49,6 +49,7 @@ class UpperService(service.Service):
         reactor=None,
         protections: Protections = Protections(),
         rcvbuf: int = DEFAULT_RCVBUF,
+        reuse_port: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -56,6 +57,7 @@ class UpperService(service.Service):
         self.interface = interface
         self.reactor = reactor
         self.rcvbuf = rcvbuf
+        self.reuse_port = reuse_port
         self.stats = Stats()
         self.protocol = UpperProtocol(self.stats, reactor, protections)
         self.port: ServerPort | None = None
@@ -71,7 +73,12 @@ class UpperService(service.Service):
         interfaces = [self.interface] if self.interface else [DUAL_STACK, IPV4_ANY]
         for interface in interfaces:
             port = ServerPort(
-                self.port_number, self.protocol, interface, self.reactor, self.rcvbuf
+                self.port_number,
+                self.protocol,
+                interface,
+                self.reactor,
+                self.rcvbuf,
+                self.reuse_port,
             )
             try:
                 port.startListening()

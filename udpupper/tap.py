@@ -20,6 +20,7 @@ from udpupper.policy import (
     parse_networks,
 )
 from udpupper.service import DEFAULT_RCVBUF, UpperService
+from udpupper.workers import Workers, reserve_port
 
 DEFAULT_PORT = 12000
 
@@ -31,6 +32,13 @@ def table_size(value: str) -> int:
     return number
 
 
+def workers_count(value: str) -> int:
+    number = count(value)
+    if not 1 <= number <= 256:
+        raise ValueError(f"must be 1 to 256, not {number}")
+    return number
+
+
 class Options(OneLineUsageErrors, usage.Options):
     """Options of ``twistd udpupper``."""
 
@@ -38,7 +46,7 @@ class Options(OneLineUsageErrors, usage.Options):
     synopsis = (
         "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
         "[--rate-table N] [--exempt CIDR,...] [--max-amplification F] "
-        "[--allow-low-ports] [--rcvbuf BYTES]"
+        "[--allow-low-ports] [--rcvbuf BYTES] [--workers N]"
     )
     longdesc = (
         "Answer every UDP datagram with its text in upper case (UTF-8; bytes "
@@ -49,6 +57,8 @@ class Options(OneLineUsageErrors, usage.Options):
     )
     optFlags = [
         ["allow-low-ports", None, "Answer source ports 1-1023 too (port 0 never)."],
+        ["reuse-port", None, "Share the port with other processes (SO_REUSEPORT); "
+         "what each of --workers does."],
     ]
     optParameters = [
         ["port", "p", DEFAULT_PORT, "UDP port to listen on; 0 picks a free one."],
@@ -71,6 +81,8 @@ class Options(OneLineUsageErrors, usage.Options):
          "request's size."],
         ["rcvbuf", None, DEFAULT_RCVBUF,
          "Bytes of socket receive buffer to ask for; 0: the kernel's default."],
+        ["workers", None, 1, "Processes answering on the port (SO_REUSEPORT, Linux), "
+         "supervised and restarted; rate limits are per process."],
     ]
     checks = {
         "port": port_number,
@@ -80,6 +92,7 @@ class Options(OneLineUsageErrors, usage.Options):
         "exempt": parse_networks,
         "max-amplification": positive_float,
         "rcvbuf": count,
+        "workers": workers_count,
     }
 
     def postOptions(self) -> None:
@@ -94,8 +107,11 @@ class Options(OneLineUsageErrors, usage.Options):
             self["burst"] = burst
 
 
-def makeService(config: Options) -> UpperService:
+def makeService(config: Options) -> UpperService | Workers:
     """Make the service that ``twistd udpupper`` runs."""
+    if config["workers"] > 1:
+        interface, port = reserve_port(config["interface"], config["port"])
+        return Workers(config["workers"], interface, port, worker_options(config))
     protections = Protections(
         rate=config["rate"],
         burst=config["burst"],
@@ -105,5 +121,25 @@ def makeService(config: Options) -> UpperService:
         allow_low_ports=bool(config["allow-low-ports"]),
     )
     return UpperService(
-        config["port"], config["interface"], protections=protections, rcvbuf=config["rcvbuf"]
+        config["port"],
+        config["interface"],
+        protections=protections,
+        rcvbuf=config["rcvbuf"],
+        reuse_port=bool(config["reuse-port"]),
     )
+
+
+def worker_options(config: Options) -> list[str]:
+    """The options each worker gets: the parent's, but for the address."""
+    options = [
+        f"--rate={config['rate']}",
+        f"--rate-table={config['rate-table']}",
+        "--exempt=" + ",".join(str(network) for network in config["exempt"]),
+        f"--max-amplification={config['max-amplification']}",
+        f"--rcvbuf={config['rcvbuf']}",
+    ]
+    if config["burst"] is not None:
+        options.append(f"--burst={config['burst']}")
+    if config["allow-low-ports"]:
+        options.append("--allow-low-ports")
+    return options

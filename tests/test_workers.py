@@ -1,0 +1,99 @@
+"""``--workers``: several processes on one port, supervised."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+import time
+
+from twisted.trial import unittest
+
+from tests.processes import LISTENING, Daemon
+from tests.support import exchange
+from udpupper.tap import Options, makeService
+from udpupper.workers import Workers
+
+
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started, as Linux lists them."""
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return {int(child) for child in listing.read().split()}
+
+
+class WorkersTests(unittest.TestCase):
+    skip = None if sys.platform.startswith("linux") else "SO_REUSEPORT sharing is Linux's"
+
+    def start(self, count: int) -> int:
+        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1",
+                             "--workers", str(count))
+        self.addCleanup(self.daemon.stop)
+        port = self.daemon.start()
+        for _ in range(count - 1):
+            self.daemon.wait_for(LISTENING)
+        return port
+
+    def test_many_source_ports_all_answered_by_both(self) -> None:
+        port = self.start(2)
+        for number in range(60):
+            reply, _ = exchange("127.0.0.1", port, b"q%d" % number)
+            self.assertEqual(reply, b"Q%d" % number)
+        self.daemon.stop()
+        received = [int(match.group(1)) for line in self.daemon.log
+                    if (match := re.search(r"udpupper stopped: received=(\d+)", line))]
+        self.assertEqual(sorted(received) and sum(received), 60, self.daemon.log)
+        self.assertEqual(len(received), 2)
+        self.assertTrue(all(count > 0 for count in received), received)
+
+    def test_a_killed_worker_comes_back(self) -> None:
+        port = self.start(2)
+        parent = self.daemon.process.pid
+        before = children(parent)
+        self.assertEqual(len(before), 2)
+        os.kill(min(before), signal.SIGKILL)
+        self.daemon.wait_for(LISTENING, timeout=30)  # its successor
+        deadline = time.monotonic() + 15
+        while len(children(parent)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = children(parent)
+        self.assertEqual(len(after), 2)
+        self.assertNotIn(min(before), after)
+        for number in range(20):
+            self.assertEqual(exchange("127.0.0.1", port, b"x%d" % number)[0], b"X%d" % number)
+
+    def test_sigterm_stops_them_all(self) -> None:
+        self.start(2)
+        workers = children(self.daemon.process.pid)
+        self.daemon.stop(signal.SIGTERM)
+        for pid in workers:
+            self.assertFalse(os.path.exists(f"/proc/{pid}/status")
+                             and "State:\tZ" not in open(f"/proc/{pid}/status").read())
+
+
+class WorkersServiceTests(unittest.TestCase):
+    def test_options_reach_the_workers(self) -> None:
+        options = Options()
+        options.parseOptions(["--workers", "3", "--port", "0", "--interface", "127.0.0.1",
+                              "--rate", "50", "--exempt", "10.0.0.0/8", "--allow-low-ports"])
+        service = makeService(options)
+        self.assertIsInstance(service, Workers)
+        self.assertEqual(len(service.processes), 3)
+        command = service.processes["worker-1"][0]
+        self.assertIn("--reuse-port", command)
+        self.assertIn("--rate=50.0", command)
+        self.assertIn("--exempt=10.0.0.0/8", command)
+        self.assertIn("--allow-low-ports", command)
+        port = int(command[command.index("--port") + 1])
+        self.assertGreater(port, 0)
+
+    def test_port_taken_without_sharing(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            options = Options()
+            options.parseOptions(["--workers", "2", "--interface", "127.0.0.1",
+                                  "--port", str(taken.getsockname()[1])])
+            with self.assertRaises(SystemExit) as raised:
+                makeService(options)
+        self.assertIn("Address already in use", str(raised.exception.code))

@@ -1,0 +1,94 @@
+"""``--workers N``: N processes answering on one port, kept alive.
+
+Each worker is an ordinary ``twistd -n udpupper`` with ``--reuse-port``, so
+the N sockets share the address (SO_REUSEPORT, Linux) and the kernel spreads
+datagrams across them by source address and port.  The parent only
+supervises, with Twisted's ProcessMonitor: a worker that dies is logged and
+started again (after 1 s, doubling while it keeps dying young), and stopping
+the parent (SIGTERM) stops them all.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from errno import EADDRINUSE
+from os import strerror
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.runner.procmon import ProcessMonitor
+
+from udpupper.service import DUAL_STACK, IPV4_ANY, format_endpoint
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
+    """Check the workers can share ``port`` (pick one when 0); the address.
+
+    Exits with one line, as the single-process daemon does, when the port is
+    taken by a socket that does not share it.
+    """
+    candidates = [interface] if interface else [DUAL_STACK, IPV4_ANY]
+    for candidate in candidates:
+        family = socket.AF_INET6 if ":" in candidate else socket.AF_INET
+        try:
+            probe = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError:
+            continue  # no IPv6 here
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind((candidate, port))
+            except OSError as error:
+                if error.errno == EADDRINUSE or candidate == candidates[-1]:
+                    endpoint = format_endpoint(candidate, port)
+                    raise SystemExit(
+                        f"udpupper: cannot listen on {endpoint}: {strerror(error.errno)}"
+                    ) from None
+                continue
+            return candidate, probe.getsockname()[1]
+    raise SystemExit("udpupper: no address family to listen on")
+
+
+class Workers(ProcessMonitor):
+    """Supervises the worker processes; logs what the port is."""
+
+    log = Logger()
+    threshold = 5  # a worker that lives less is restarting too fast
+    maxRestartDelay = 30
+
+    def __init__(self, count: int, interface: str, port: int, options: list[str]) -> None:
+        super().__init__()
+        self.endpoint = format_endpoint(interface, port)
+        for number in range(1, count + 1):
+            self.addProcess(
+                f"worker-{number}",
+                [*TWISTD, "-n", "--pidfile=", "udpupper", "--reuse-port",
+                 "--interface", interface, "--port", str(port), *options],
+            )
+
+    def startService(self) -> None:
+        self.log.info(
+            "udpupper starting {count} workers on {endpoint}",
+            count=len(self.processes),
+            endpoint=self.endpoint,
+        )
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """Signal every worker, and wait until they have all ended.
+
+        ProcessMonitor sends SIGTERM (SIGKILL after ``killTime``) but does not
+        wait; the reactor must not stop before the workers have logged their
+        summaries and exited.
+        """
+        super().stopService()
+        return self._all_ended(self._clock.seconds() + self.killTime + 1)
+
+    def _all_ended(self, deadline: float) -> Deferred[None]:
+        if not self.protocols or self._clock.seconds() > deadline:
+            return succeed(None)
+        return deferLater(self._clock, 0.05, self._all_ended, deadline)
