@@ -79,8 +79,8 @@ class WorkersServiceTests(unittest.TestCase):
                               "--rate", "50", "--exempt", "10.0.0.0/8", "--allow-low-ports"])
         service = makeService(options)
         self.assertIsInstance(service, Workers)
-        self.assertEqual(len(service.processes), 3)
-        command = service.processes["worker-1"][0]
+        self.assertEqual(len(service.commands), 3)
+        command = service.commands["worker-1"]
         self.assertIn("--reuse-port", command)
         self.assertIn("--rate=50.0", command)
         self.assertIn("--exempt=10.0.0.0/8", command)

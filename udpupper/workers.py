@@ -63,17 +63,20 @@ class Workers(ProcessMonitor):
     def __init__(self, count: int, interface: str, port: int, options: list[str]) -> None:
         super().__init__()
         self.endpoint = format_endpoint(interface, port)
-        for number in range(1, count + 1):
-            self.addProcess(
-                f"worker-{number}",
-                [*TWISTD, "-n", "--pidfile=", "udpupper", "--reuse-port",
-                 "--interface", interface, "--port", str(port), *options],
-            )
+        self.commands = {
+            f"worker-{number}": [
+                *TWISTD, "-n", "--pidfile=", "udpupper", "--reuse-port",
+                "--interface", interface, "--port", str(port), *options,
+            ]
+            for number in range(1, count + 1)
+        }
+        for name, command in self.commands.items():
+            self.addProcess(name, command)
 
     def startService(self) -> None:
         self.log.info(
             "udpupper starting {count} workers on {endpoint}",
-            count=len(self.processes),
+            count=len(self.commands),
             endpoint=self.endpoint,
         )
         super().startService()
