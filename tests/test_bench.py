@@ -85,6 +85,7 @@ class RunTests(unittest.TestCase):
 
         thread = threading.Thread(target=echo, daemon=True)
         thread.start()
+        self.addCleanup(thread.join, 5)  # cleanups run last first: stop, join, close
         self.addCleanup(stop.set)
         bench = Bench("127.0.0.1", server.getsockname()[1], window=2, sockets=1,
                       size=HEADER + 10, payload="ascii", timeout=0.5)
