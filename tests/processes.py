@@ -67,6 +67,14 @@ class Daemon:
             if match:
                 return match
 
+    def find(self, pattern: str, timeout: float = 15.0) -> re.Match:
+        """The first log line so far that matches, else the next one to."""
+        for line in self.log:
+            match = re.search(pattern, line)
+            if match:
+                return match
+        return self.wait_for(pattern, timeout)
+
     def start(self) -> int:
         """Wait until it listens; return the port it bound."""
         return int(self.wait_for(LISTENING).group(2))

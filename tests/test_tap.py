@@ -79,6 +79,9 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--exempt", "10.0.0.0/33", says="--exempt")
         self.assert_usage_error("--max-amplification", "0", says="--max-amplification")
         self.assert_usage_error("--rcvbuf", "-5", says="--rcvbuf")
+        self.assert_usage_error("--metrics", "tcp:abc", says="--metrics: not a server endpoint")
+        self.assert_usage_error("--metrics", "bogus:1", says="--metrics")
+        self.assert_usage_error("--workers", "0", says="--workers")
 
 
 class MakeServiceTests(unittest.TestCase):
@@ -90,6 +93,14 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual((service.protocol.limiter.rate, service.protocol.limiter.burst),
                          (10.0, 20.0))
         self.assertEqual(service.rcvbuf, 0)
+
+    def test_metrics_adds_a_web_service(self) -> None:
+        from twisted.application.service import IServiceCollection
+
+        both = tap.makeService(parse("--metrics", "tcp:0:interface=127.0.0.1"))
+        children = list(IServiceCollection(both))
+        self.assertEqual(len(children), 2)
+        self.assertIsInstance(children[0], UpperService)
 
     def test_rate_0_means_no_limiter(self) -> None:
         self.assertIsNone(tap.makeService(parse("--rate", "0")).protocol.limiter)

@@ -116,12 +116,16 @@ class UpperService(service.Service):
                 granted=granted,
             )
 
-    def check(self) -> None:
-        """Read the kernel's drops on our socket; log drop reasons."""
+    def update_kernel_drops(self) -> None:
+        """Read how many datagrams the kernel dropped on our socket."""
         if self.port is not None:
             drops = socket_drops(self.port.socket)
             if drops is not None:
                 self.stats.kernel_drops = drops
+
+    def check(self) -> None:
+        """Read the kernel's drops on our socket; log drop reasons."""
+        self.update_kernel_drops()
         self.drop_log.check(self.reactor.seconds())
 
     def stopService(self):

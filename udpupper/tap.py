@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from twisted.application import service
 from twisted.python import usage
 
+from udpupper import metrics
 from udpupper.options import (
     OneLineUsageErrors,
     count,
@@ -39,6 +41,22 @@ def workers_count(value: str) -> int:
     return number
 
 
+def metrics_endpoint(value: str | None) -> str | None:
+    """A Twisted server endpoint description, when prometheus_client is there."""
+    if value is None:
+        return None
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, value)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"not a server endpoint ({error}): {value!r}") from None
+    if not metrics.available():
+        raise ValueError(metrics.MISSING)
+    return value
+
+
 class Options(OneLineUsageErrors, usage.Options):
     """Options of ``twistd udpupper``."""
 
@@ -46,7 +64,7 @@ class Options(OneLineUsageErrors, usage.Options):
     synopsis = (
         "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
         "[--rate-table N] [--exempt CIDR,...] [--max-amplification F] "
-        "[--allow-low-ports] [--rcvbuf BYTES] [--workers N]"
+        "[--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--metrics ENDPOINT]"
     )
     longdesc = (
         "Answer every UDP datagram with its text in upper case (UTF-8; bytes "
@@ -83,6 +101,8 @@ class Options(OneLineUsageErrors, usage.Options):
          "Bytes of socket receive buffer to ask for; 0: the kernel's default."],
         ["workers", None, 1, "Processes answering on the port (SO_REUSEPORT, Linux), "
          "supervised and restarted; rate limits are per process."],
+        ["metrics", None, None, "Serve Prometheus metrics at /metrics on this Twisted "
+         "endpoint, e.g. tcp:9812:interface=127.0.0.1 [default: off]."],
     ]
     checks = {
         "port": port_number,
@@ -93,6 +113,7 @@ class Options(OneLineUsageErrors, usage.Options):
         "max-amplification": positive_float,
         "rcvbuf": count,
         "workers": workers_count,
+        "metrics": metrics_endpoint,
     }
 
     def postOptions(self) -> None:
@@ -107,26 +128,40 @@ class Options(OneLineUsageErrors, usage.Options):
             self["burst"] = burst
 
 
-def makeService(config: Options) -> UpperService | Workers:
+def makeService(config: Options) -> service.IService:
     """Make the service that ``twistd udpupper`` runs."""
     if config["workers"] > 1:
         interface, port = reserve_port(config["interface"], config["port"])
-        return Workers(config["workers"], interface, port, worker_options(config))
-    protections = Protections(
-        rate=config["rate"],
-        burst=config["burst"],
-        rate_table=config["rate-table"],
-        exempt=tuple(config["exempt"]),
-        max_amplification=config["max-amplification"],
-        allow_low_ports=bool(config["allow-low-ports"]),
-    )
-    return UpperService(
-        config["port"],
-        config["interface"],
-        protections=protections,
-        rcvbuf=config["rcvbuf"],
-        reuse_port=bool(config["reuse-port"]),
-    )
+        daemon = Workers(config["workers"], interface, port, worker_options(config))
+        collector = metrics.StatsCollector(None, workers=lambda: len(daemon.protocols))
+    else:
+        protections = Protections(
+            rate=config["rate"],
+            burst=config["burst"],
+            rate_table=config["rate-table"],
+            exempt=tuple(config["exempt"]),
+            max_amplification=config["max-amplification"],
+            allow_low_ports=bool(config["allow-low-ports"]),
+        )
+        daemon = UpperService(
+            config["port"],
+            config["interface"],
+            protections=protections,
+            rcvbuf=config["rcvbuf"],
+            reuse_port=bool(config["reuse-port"]),
+        )
+        limiter = daemon.protocol.limiter
+        collector = metrics.StatsCollector(
+            daemon.stats,
+            refresh=daemon.update_kernel_drops,
+            prefixes=lambda: len(limiter) if limiter is not None else 0,
+        )
+    if config["metrics"] is None:
+        return daemon
+    both = service.MultiService()
+    daemon.setServiceParent(both)
+    metrics.metrics_service(config["metrics"], collector).setServiceParent(both)
+    return both
 
 
 def worker_options(config: Options) -> list[str]:

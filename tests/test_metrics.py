@@ -1,0 +1,102 @@
+"""Prometheus metrics: the collector's figures, and a real scrape over HTTP."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+from twisted.trial import unittest
+
+from tests.processes import Daemon
+from tests.support import exchange
+from udpupper import metrics
+from udpupper.stats import Stats
+
+SAMPLE = re.compile(r"^(\w+)(?:\{reason=\"(\w+)\"\})? (\S+)$")
+
+
+def parse(text: str) -> dict:
+    """Prometheus text format to {name or (name, reason): value}."""
+    figures = {}
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match:
+            name, reason, value = match.groups()
+            figures[(name, reason) if reason else name] = float(value)
+    return figures
+
+
+class CollectorTests(unittest.TestCase):
+    skip = None if metrics.available() else metrics.MISSING
+
+    def scrape(self, collector) -> dict:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(collector)
+        return parse(generate_latest(registry).decode())
+
+    def test_figures_follow_the_counters(self) -> None:
+        stats = Stats()
+        stats.received, stats.replied, stats.bytes_in, stats.bytes_out = 10, 7, 100, 70
+        stats.drop("rate_limited")
+        stats.drop("rate_limited")
+        stats.drop("amplification")
+        stats.kernel_drops = 4
+        refreshed = []
+        figures = self.scrape(metrics.StatsCollector(
+            stats, refresh=lambda: refreshed.append(1), prefixes=lambda: 3))
+        self.assertEqual(refreshed, [1])
+        self.assertEqual(figures["udpupper_datagrams_received_total"], 10)
+        self.assertEqual(figures["udpupper_datagrams_replied_total"], 7)
+        self.assertEqual(figures["udpupper_received_bytes_total"], 100)
+        self.assertEqual(figures["udpupper_sent_bytes_total"], 70)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")], 2)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "amplification")], 1)
+        self.assertEqual(
+            figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 4)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "bad_source")], 0)
+        self.assertEqual(figures["udpupper_rate_limit_prefixes"], 3)
+        self.assertEqual(figures["udpupper_workers_alive"], 1)
+
+    def test_supervisor_has_only_workers(self) -> None:
+        figures = self.scrape(metrics.StatsCollector(None, workers=lambda: 4))
+        self.assertEqual(figures, {"udpupper_workers_alive": 4})
+
+
+class ScrapeTests(unittest.TestCase):
+    skip = None if metrics.available() else metrics.MISSING
+
+    def test_known_traffic_gives_exact_figures(self) -> None:
+        daemon = Daemon("--port", "0", "--exempt", "127.0.0.1/32", "--rate", "1",
+                        "--burst", "2", "--metrics", "tcp:0:interface=127.0.0.1")
+        self.addCleanup(daemon.stop)
+        port = daemon.start()
+        http_port = int(daemon.find(r"Site starting on (\d+)").group(1))
+        for text in (b"one", b"two", b"three"):  # exempt: all answered
+            self.assertEqual(exchange("127.0.0.1", port, text)[0], text.upper())
+        answered = 0
+        for _ in range(4):  # 127.1.0.0/24: a burst of 2, then limited
+            try:
+                exchange("127.0.0.1", port, b"four", source="127.1.0.1", timeout=0.3)
+                answered += 1
+            except TimeoutError:
+                pass
+        with self.assertRaises(TimeoutError):  # 2 bytes that grow to 6: capped
+            exchange("127.0.0.1", port, "\u0390".encode(), source="127.2.0.1", timeout=0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as page:
+            self.assertTrue(page.headers["Content-Type"].startswith("text/plain"))
+            figures = parse(page.read().decode())
+        limited = 4 - answered
+        self.assertIn(answered, (2, 3))  # plus one refilled token at most
+        self.assertEqual(figures["udpupper_datagrams_received_total"], 3 + 4 + 1)
+        self.assertEqual(figures["udpupper_datagrams_replied_total"], 3 + answered)
+        self.assertEqual(figures["udpupper_received_bytes_total"], 3 + 3 + 5 + 4 * 4 + 2)
+        self.assertEqual(figures["udpupper_sent_bytes_total"], 3 + 3 + 5 + 4 * answered)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")], limited)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "amplification")], 1)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "low_source_port")], 0)
+        self.assertEqual(
+            figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 0)
+        self.assertEqual(figures["udpupper_rate_limit_prefixes"], 2)
+        self.assertEqual(figures["udpupper_workers_alive"], 1)

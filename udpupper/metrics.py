@@ -1,0 +1,121 @@
+"""Prometheus metrics over HTTP (``--metrics ENDPOINT``), read from Stats.
+
+Needs ``prometheus_client`` (``pip install 'udpupper[metrics]'``).  The
+collector reads the counters at scrape time; nothing is added to the hot
+path.  Served by twisted.web on any Twisted server endpoint, at /metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from twisted.application import service, strports
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from udpupper.stats import KERNEL_DROPS, SEND_ERRORS, Stats
+
+MISSING = "needs prometheus_client: pip install 'udpupper[metrics]'"
+
+# Every reason a datagram can go unanswered, so that each series exists
+# (at 0) from the first scrape, as Prometheus wants.
+DROP_REASONS = sorted(
+    {
+        "not_unicast_destination",
+        "bad_source",
+        "low_source_port",
+        "rate_limited",
+        "amplification",
+        "send_error",
+        KERNEL_DROPS,
+        *SEND_ERRORS.values(),
+    }
+)
+
+
+def available() -> bool:
+    """Whether prometheus_client can be imported."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class StatsCollector:
+    """A prometheus_client collector of one daemon's counters.
+
+    ``refresh`` is called before each scrape (to read the kernel's drops);
+    ``prefixes`` and ``workers`` give the two gauges.
+    """
+
+    def __init__(
+        self,
+        stats: Stats | None,
+        refresh: Callable[[], object] = lambda: None,
+        prefixes: Callable[[], int] = lambda: 0,
+        workers: Callable[[], int] = lambda: 1,
+    ) -> None:
+        self.stats = stats
+        self.refresh = refresh
+        self.prefixes = prefixes
+        self.workers = workers
+
+    def collect(self) -> Iterator:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield GaugeMetricFamily(
+            "udpupper_workers_alive", "Processes answering datagrams.", value=self.workers()
+        )
+        stats = self.stats
+        if stats is None:  # a supervisor: its workers keep the counters
+            return
+        self.refresh()
+        for name, documentation, value in (
+            ("udpupper_datagrams_received", "Datagrams received.", stats.received),
+            ("udpupper_datagrams_replied", "Datagrams answered.", stats.replied),
+            ("udpupper_received_bytes", "Payload bytes received.", stats.bytes_in),
+            ("udpupper_sent_bytes", "Payload bytes sent in replies.", stats.bytes_out),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+        dropped = CounterMetricFamily(
+            "udpupper_datagrams_dropped",
+            "Datagrams not answered, by reason (receive_buffer_full: by the kernel).",
+            labels=["reason"],
+        )
+        drops = stats.all_drops()
+        for reason in sorted(set(DROP_REASONS) | set(drops)):
+            dropped.add_metric([reason], drops.get(reason, 0))
+        yield dropped
+        yield GaugeMetricFamily(
+            "udpupper_rate_limit_prefixes",
+            "Source prefixes in the rate limiter's table.",
+            value=self.prefixes(),
+        )
+
+
+class MetricsPage(Resource):
+    """GET /metrics: the registry in Prometheus's text format."""
+
+    isLeaf = True
+
+    def __init__(self, registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request) -> bytes:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
+
+
+def metrics_service(endpoint: str, collector: StatsCollector) -> service.IService:
+    """The HTTP service for ``endpoint`` (a Twisted server endpoint string)."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(collector)
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(registry))
+    return strports.service(endpoint, Site(root))
