@@ -31,8 +31,15 @@ class Daemon:
     """``twistd -n udpupper`` in a subprocess, its log read line by line."""
 
     def __init__(self, *options: str, prefix: tuple[str, ...] = ()) -> None:
-        self.process = subprocess.Popen(
-            [*prefix, *TWISTD, "-n", "--pidfile=", "udpupper", *options],
+        self.process = self._popen([*prefix, *TWISTD, "-n", "--pidfile=", "udpupper", *options])
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.log: list[str] = []
+        self.ended = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _popen(self, command: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -41,10 +48,6 @@ class Daemon:
             # terminal or systemd would.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.log: list[str] = []
-        self.ended = False
-        threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         for raw in self.process.stdout:

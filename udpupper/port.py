@@ -155,7 +155,13 @@ class ServerPort(UDPPort):
         self.pktinfo = interface in WILDCARDS
 
     def createInternetSocket(self) -> socket.socket:
-        skt = super().createInternetSocket()
+        return self._configure(super().createInternetSocket())
+
+    def adopt(self, skt: socket.socket) -> None:
+        """Serve ``skt``, bound already (by systemd), instead of binding one."""
+        self._preexistingSocket = self._configure(skt)
+
+    def _configure(self, skt: socket.socket) -> socket.socket:
         if self.pktinfo:
             skt.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if self.addressFamily == socket.AF_INET6:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from errno import EADDRNOTAVAIL, EAFNOSUPPORT
 from os import strerror
 
@@ -10,6 +11,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from udpupper import systemd
 from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
 from udpupper.policy import Protections
@@ -61,13 +63,29 @@ class UpperService(service.Service):
         self.stats = Stats()
         self.protocol = UpperProtocol(self.stats, reactor, protections)
         self.port: ServerPort | None = None
+        self.from_systemd = False
         self.drop_log = DropLog(self.stats, self.log)
         self.checker = LoopingCall(self.check)
         self.checker.clock = reactor
 
     def privilegedStartService(self) -> None:
-        self.port = self._listen()
+        inherited = systemd.inherited_datagram_socket()
+        self.port = self._listen() if inherited is None else self._adopt(inherited)
         super().privilegedStartService()
+
+    def _adopt(self, inherited: socket.socket) -> ServerPort:
+        """Serve the socket systemd passed: --port and --interface do not apply."""
+        port = ServerPort(
+            0,
+            self.protocol,
+            inherited.getsockname()[0],
+            self.reactor,
+            self.rcvbuf,
+        )
+        port.adopt(inherited)
+        port.startListening()
+        self.from_systemd = True
+        return port
 
     def _listen(self) -> ServerPort:
         interfaces = [self.interface] if self.interface else [DUAL_STACK, IPV4_ANY]
@@ -105,8 +123,11 @@ class UpperService(service.Service):
             return
         host, port = self.port.socket.getsockname()[:2]
         self.log.info(
-            "udpupper listening on {endpoint}", endpoint=format_endpoint(host, port)
+            "udpupper listening on {endpoint}{how}",
+            endpoint=format_endpoint(host, port),
+            how=" (socket from systemd)" if self.from_systemd else "",
         )
+        systemd.notify("READY=1")
         granted = self.port.rcvbuf_granted
         if granted is not None and granted < self.rcvbuf:
             self.log.warn(
@@ -129,6 +150,7 @@ class UpperService(service.Service):
         self.drop_log.check(self.reactor.seconds())
 
     def stopService(self):
+        systemd.notify("STOPPING=1")
         super().stopService()
         if self.checker.running:
             self.checker.stop()

@@ -1,0 +1,117 @@
+"""Under systemd: an inherited socket, readiness, and the unit files."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+
+from twisted.trial import unittest
+
+from tests.netns import ROOT
+from tests.processes import TWISTD, Daemon
+from tests.support import exchange
+from udpupper import systemd
+
+
+class Activated(Daemon):
+    """twistd udpupper started as systemd would: the socket as fd 3."""
+
+    def __init__(self, sock: socket.socket, *options: str, env: dict | None = None):
+        self.sock = sock
+        environ = {**os.environ, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "udpupper",
+                   **(env or {})}
+        # LISTEN_PID must be the daemon's own pid: the shell sets it to its
+        # own ($$) and then becomes the daemon (exec).
+        wrapper = ("sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh")
+        self._environ = environ
+        super().__init__(*options, prefix=wrapper)
+
+    def _popen(self, command):
+        fd = self.sock.fileno()
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=self._environ, pass_fds=(3,),
+            preexec_fn=lambda: (os.dup2(fd, 3), signal.signal(signal.SIGINT, signal.SIG_DFL)),
+        )
+
+
+class SocketActivationTests(unittest.TestCase):
+    def test_serves_the_inherited_socket(self) -> None:
+        inherited = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        inherited.bind(("127.0.0.1", 0))
+        self.addCleanup(inherited.close)
+        port = inherited.getsockname()[1]
+        daemon = Activated(inherited, "--port", "1")  # --port does not apply
+        self.addCleanup(daemon.stop)
+        self.assertEqual(daemon.start(), port)
+        self.assertIn("(socket from systemd)", daemon.log[-1])
+        inherited.close()  # only the daemon holds it now
+        self.assertEqual(exchange("127.0.0.1", port, b"activated"), (b"ACTIVATED", ("127.0.0.1", port)))
+
+    def test_not_for_another_process(self) -> None:
+        environ = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}
+        self.assertIsNone(systemd.inherited_datagram_socket(environ))
+
+
+class NotifyTests(unittest.TestCase):
+    def test_ready_then_stopping(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        path = os.path.join(folder, "notify")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        listener.bind(path)
+        listener.settimeout(15)
+        self.addCleanup(listener.close)
+        old = os.environ.get("NOTIFY_SOCKET")
+        os.environ["NOTIFY_SOCKET"] = path
+        try:
+            daemon = Daemon("--port", "0")
+        finally:
+            if old is None:
+                del os.environ["NOTIFY_SOCKET"]
+            else:
+                os.environ["NOTIFY_SOCKET"] = old
+        self.addCleanup(daemon.stop)
+        daemon.start()
+        self.assertEqual(listener.recv(100), b"READY=1")
+        daemon.stop()
+        self.assertEqual(listener.recv(100), b"STOPPING=1")
+
+    def test_no_notify_socket(self) -> None:
+        self.assertFalse(systemd.notify("READY=1", {}))
+
+    def test_abstract_socket(self) -> None:
+        name = f"udpupper-test-{os.getpid()}"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        listener.bind("\0" + name)
+        self.addCleanup(listener.close)
+        self.assertTrue(systemd.notify("READY=1", {"NOTIFY_SOCKET": "@" + name}))
+        self.assertEqual(listener.recv(100), b"READY=1")
+
+
+class UnitFileTests(unittest.TestCase):
+    skip = None if shutil.which("systemd-analyze") else "systemd-analyze is not installed"
+
+    def test_units_verify(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        for name in ("udpupper.socket", "udpupper.service"):
+            with open(os.path.join(ROOT, "contrib", "systemd", name)) as unit:
+                text = unit.read()
+            # ExecStart must name a program that exists: this test's twistd.
+            text = re.sub(r"ExecStart=\S+", f"ExecStart={TWISTD[0]}", text)
+            with open(os.path.join(folder, name), "w") as copy:
+                copy.write(text)
+        result = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no",
+             os.path.join(folder, "udpupper.socket"), os.path.join(folder, "udpupper.service")],
+            capture_output=True, text=True, timeout=120,
+        )
+        problems = [line for line in (result.stdout + result.stderr).splitlines()
+                    if "udpupper" in line]
+        self.assertEqual((result.returncode, problems), (0, []), result.stderr)
