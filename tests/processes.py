@@ -30,8 +30,13 @@ SUMMARY_FIELD = re.compile(r"(\w+)=(\d+)")
 class Daemon:
     """``twistd -n udpupper`` in a subprocess, its log read line by line."""
 
-    def __init__(self, *options: str, prefix: tuple[str, ...] = ()) -> None:
-        self.process = self._popen([*prefix, *TWISTD, "-n", "--pidfile=", "udpupper", *options])
+    def __init__(
+        self, *options: str, prefix: tuple[str, ...] = (), before_plugin: bool = False
+    ) -> None:
+        """``options`` follow ``udpupper``; with ``before_plugin``, they are
+        twistd's own and name the plugin themselves."""
+        plugin = () if before_plugin else ("udpupper",)
+        self.process = self._popen([*prefix, *TWISTD, "-n", "--pidfile=", *plugin, *options])
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
         self.ended = False
