@@ -11,6 +11,7 @@ from twisted.python import usage
 from udpupper.bench import HEADER, PAYLOADS, Bench, Result, report
 from udpupper.options import (
     OneLineUsageErrors,
+    bounded,
     count,
     non_negative_float,
     port_number,
@@ -19,18 +20,6 @@ from udpupper.options import (
 from udpupper.transform import MAX_IPV4_PAYLOAD
 
 COMMAND = "udpupper-bench"
-
-
-def bounded(check, low, high):
-    """A check of ``check``'s kind that also keeps the value in [low, high]."""
-
-    def checked(value):
-        number = check(value)
-        if not low <= number <= high:
-            raise ValueError(f"must be {low} to {high}, not {number}")
-        return number
-
-    return checked
 
 
 def payload_kind(value: str) -> str:

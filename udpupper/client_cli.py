@@ -10,7 +10,13 @@ from twisted.internet import fdesc, stdio
 from twisted.python import usage
 
 from udpupper.client import PROMPT, LineReader, UpperClient, format_address
-from udpupper.options import OneLineUsageErrors, count, port_number, positive_float
+from udpupper.options import (
+    OneLineUsageErrors,
+    bounded,
+    count,
+    port_number,
+    positive_float,
+)
 from udpupper.port import UDPPort
 from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD
 
@@ -19,20 +25,6 @@ COMMAND = "udpupper-client"
 # Exit statuses: every line answered, some line not, bad command line or
 # host, interrupted (128 + SIGINT, as a shell reports it).
 EXIT_OK, EXIT_UNANSWERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def server_port(value: str) -> int:
-    number = port_number(value)
-    if number == 0:
-        raise ValueError("the server's port cannot be 0")
-    return number
-
-
-def window_size(value: str) -> int:
-    number = count(value)
-    if not 1 <= number <= 1024:
-        raise ValueError(f"must be 1 to 1024, not {number}")
-    return number
 
 
 class Options(OneLineUsageErrors, usage.Options):
@@ -62,10 +54,10 @@ class Options(OneLineUsageErrors, usage.Options):
          "the last is settled)."],
     ]
     checks = {
-        "port": server_port,
+        "port": bounded(port_number, 1, 65535),
         "timeout": positive_float,
         "retries": count,
-        "window": window_size,
+        "window": bounded(count, 1, 1024),
     }
 
     def parseArgs(self, *args: str) -> None:

@@ -64,6 +64,18 @@ def count(value: str) -> int:
     return number
 
 
+def bounded(check: Callable, low: float, high: float) -> Callable:
+    """``check``, and then the value must be from ``low`` to ``high``."""
+
+    def checked(value):
+        number = check(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be {low:g} to {high:g}, not {number:g}")
+        return number
+
+    return checked
+
+
 class OneLineUsageErrors:
     """Mix-in for ``usage.Options``: a bad command line gives one line.
 

@@ -8,6 +8,7 @@ from twisted.python import usage
 from udpupper import metrics
 from udpupper.options import (
     OneLineUsageErrors,
+    bounded,
     count,
     non_negative_float,
     port_number,
@@ -25,20 +26,6 @@ from udpupper.service import DEFAULT_RCVBUF, UpperService
 from udpupper.workers import Workers, reserve_port
 
 DEFAULT_PORT = 12000
-
-
-def table_size(value: str) -> int:
-    number = count(value)
-    if number < 1:
-        raise ValueError("must be 1 or more")
-    return number
-
-
-def workers_count(value: str) -> int:
-    number = count(value)
-    if not 1 <= number <= 256:
-        raise ValueError(f"must be 1 to 256, not {number}")
-    return number
 
 
 def metrics_endpoint(value: str | None) -> str | None:
@@ -108,11 +95,11 @@ class Options(OneLineUsageErrors, usage.Options):
         "port": port_number,
         "interface": unicast_interface,
         "rate": non_negative_float,
-        "rate-table": table_size,
+        "rate-table": bounded(count, 1, 1 << 24),
         "exempt": parse_networks,
         "max-amplification": positive_float,
         "rcvbuf": count,
-        "workers": workers_count,
+        "workers": bounded(count, 1, 256),
         "metrics": metrics_endpoint,
     }
 
