@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from tests.support import NO_IPV6, can_bind_low_ports, exchange, exchange_in_thread
 from udpupper.policy import Protections, parse_networks
+from udpupper import port as port_module
 from udpupper.port import ServerPort
 from udpupper.service import UpperService, format_endpoint
 
@@ -182,6 +183,18 @@ class ProtectionTests(unittest.TestCase):
         with self.assertRaises(TimeoutError):
             yield self.ask(grows, source="127.1.0.1", timeout=0.5)
         self.assertEqual(dict(service.stats.drops), {"amplification": 1})
+
+    @defer.inlineCallbacks
+    def test_a_smaller_receive_buffer_is_said_once(self):
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(port_module, "set_receive_buffer", lambda skt, size: 212_992)
+        self.start(rcvbuf=4 << 20)
+        yield task.deferLater(reactor, 0, lambda: None)  # the reactor runs
+        said = [event for event in events if "granted" in event]
+        self.assertEqual(len(said), 1)
+        self.assertEqual((said[0]["requested"], said[0]["granted"]), (4 << 20, 212_992))
 
     @defer.inlineCallbacks
     def test_receive_buffer(self):
