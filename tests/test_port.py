@@ -7,7 +7,7 @@ import socket
 from twisted.trial import unittest
 
 from udpupper.kernel import IP_PKTINFO
-from udpupper.port import reply_ancillary
+from udpupper.port import is_wildcard, reply_ancillary
 
 V6 = socket.IPPROTO_IPV6, socket.IPV6_PKTINFO
 V4 = socket.IPPROTO_IP, IP_PKTINFO
@@ -55,3 +55,11 @@ class ReplyAncillaryTests(unittest.TestCase):
 
     def test_no_pktinfo_means_plain_reply(self) -> None:
         self.assertEqual(reply_ancillary([]), [])
+
+
+class WildcardTests(unittest.TestCase):
+    def test_wildcards(self) -> None:
+        for interface in ("", "::", "0.0.0.0", "0:0::0", "::0"):
+            self.assertTrue(is_wildcard(interface), interface)
+        for interface in ("127.0.0.1", "::1", "10.0.0.1", "fe80::1%eth0"):
+            self.assertFalse(is_wildcard(interface), interface)

@@ -12,6 +12,7 @@ address it was asked on.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from errno import ECONNREFUSED, EINTR
 
@@ -32,7 +33,6 @@ MAX_DATAGRAM = 65_535
 # timers and signals are never starved by a flood.
 READ_BUDGET = 256
 
-WILDCARDS = ("", "::", "0.0.0.0")
 
 # After answering, wait this many microseconds for the next datagram before
 # going back to the reactor: a request is often one round trip behind its
@@ -94,6 +94,13 @@ class UDPPort(udp.Port):
                 self.log.failure("unexpected error handling {addr}", addr=addr)
 
 
+def is_wildcard(interface: str) -> bool:
+    """Whether ``interface`` means every local address ("", "::", "0.0.0.0")."""
+    if not interface:
+        return True
+    return ipaddress.ip_address(interface.partition("%")[0]).is_unspecified
+
+
 def reply_ancillary(ancdata: Ancillary) -> Ancillary | None:
     """How to answer a datagram that came with ``ancdata``; None: do not.
 
@@ -152,7 +159,7 @@ class ServerPort(UDPPort):
         self.reuse_port = reuse_port
         self.rcvbuf = rcvbuf
         self.rcvbuf_granted: int | None = None
-        self.pktinfo = interface in WILDCARDS
+        self.pktinfo = is_wildcard(interface)
 
     def createInternetSocket(self) -> socket.socket:
         return self._configure(super().createInternetSocket())
