@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 from errno import ECONNREFUSED, EINTR
 
 from twisted.internet import udp
@@ -65,6 +66,17 @@ class UDPPort(udp.Port):
         """Send ``datagram`` to ``addr``, an IP literal; ``OSError`` is the caller's."""
         self.socket.sendto(datagram, addr)
 
+    def _received(self, receive, *args) -> Iterator:
+        """What ``receive(*args)`` gives, until nothing waits (READ_BUDGET at most)."""
+        for _ in range(READ_BUDGET):
+            try:
+                yield receive(*args)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if not self._receive_failed(error):
+                    return
+
     def _receive_failed(self, error: OSError) -> bool:
         """Whether to go on reading after ``error`` from a receive call."""
         if error.errno in (ECONNREFUSED, EINTR):
@@ -77,17 +89,8 @@ class UDPPort(udp.Port):
         return False
 
     def doRead(self) -> None:
-        recvfrom = self.socket.recvfrom
         received = self.protocol.datagramReceived
-        for _ in range(READ_BUDGET):
-            try:
-                datagram, addr = recvfrom(MAX_DATAGRAM)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                if self._receive_failed(error):
-                    continue
-                return
+        for datagram, addr in self._received(self.socket.recvfrom, MAX_DATAGRAM):
             try:
                 received(datagram, addr[:2])
             except Exception:
@@ -223,21 +226,14 @@ class ServerPort(UDPPort):
             spin = SPIN_US
 
     def _read_one_by_one(self) -> None:
-        recvmsg = self.socket.recvmsg
         space = PKTINFO_SPACE if self.pktinfo else 0
         sendmsg = self.socket.sendmsg
         protocol = self.protocol
         answer = protocol.answer
         stats = protocol.stats
-        for _ in range(READ_BUDGET):
-            try:
-                datagram, ancdata, _, addr = recvmsg(MAX_DATAGRAM, space)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                if self._receive_failed(error):
-                    continue
-                return
+        for datagram, ancdata, _, addr in self._received(
+            self.socket.recvmsg, MAX_DATAGRAM, space
+        ):
             ancillary = reply_ancillary(ancdata)
             if ancillary is None:
                 protocol.refuse(datagram, "not_unicast_destination")
