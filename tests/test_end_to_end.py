@@ -98,7 +98,8 @@ class ClientTests(DaemonTestCase):
         port = self.start_daemon()
         lines = [f"line {n} ü".encode() for n in range(2_000)]
         result = run_client("--port", str(port), stdin=b"\n".join(lines) + b"\n")
-        self.assertEqual(result.stdout.splitlines(), [line.decode().upper().encode() for line in lines])
+        expected = [line.decode().upper().encode() for line in lines]
+        self.assertEqual(result.stdout.splitlines(), expected)
         self.assertEqual(result.returncode, 0)
 
     def test_ipv6_host(self) -> None:

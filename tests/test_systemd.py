@@ -51,7 +51,9 @@ class SocketActivationTests(unittest.TestCase):
         self.assertEqual(daemon.start(), port)
         self.assertIn("(socket from systemd)", daemon.log[-1])
         inherited.close()  # only the daemon holds it now
-        self.assertEqual(exchange("127.0.0.1", port, b"activated"), (b"ACTIVATED", ("127.0.0.1", port)))
+        self.assertEqual(
+            exchange("127.0.0.1", port, b"activated"), (b"ACTIVATED", ("127.0.0.1", port))
+        )
 
     def test_not_for_another_process(self) -> None:
         environ = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}

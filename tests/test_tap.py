@@ -82,6 +82,7 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--metrics", "tcp:abc", says="--metrics: not a server endpoint")
         self.assert_usage_error("--metrics", "bogus:1", says="--metrics")
         self.assert_usage_error("--workers", "0", says="--workers")
+        self.assert_usage_error("--busy-poll", "-1", says="--busy-poll")
 
 
 class MakeServiceTests(unittest.TestCase):
@@ -93,6 +94,7 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual((service.protocol.limiter.rate, service.protocol.limiter.burst),
                          (10.0, 20.0))
         self.assertEqual(service.rcvbuf, 0)
+        self.assertEqual(tap.makeService(parse("--busy-poll", "0")).busy_poll, 0)
 
     def test_metrics_adds_a_web_service(self) -> None:
         from twisted.application.service import IServiceCollection

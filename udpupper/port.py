@@ -38,7 +38,7 @@ READ_BUDGET = 256
 # After answering, wait this many microseconds for the next datagram before
 # going back to the reactor: a request is often one round trip behind its
 # reply, and the reactor's way round costs more than the wait.
-SPIN_US = 50
+DEFAULT_BUSY_POLL = 50
 
 # Room for an IPV6_PKTINFO and an IP_PKTINFO message together.
 PKTINFO_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(12)
@@ -143,8 +143,10 @@ class ServerPort(UDPPort):
     are asked for (0 leaves the kernel's default); ``rcvbuf_granted`` says
     what the kernel gave.  With ``reuse_port``, other processes may bind the
     same address (SO_REUSEPORT) and the kernel shares datagrams out among
-    them.  With the C helper (``batch``) it moves up to 64
-    datagrams per system call; without it, one.
+    them.  With the C helper (``batch``) it moves up to 64 datagrams per
+    system call, and after answering polls ``busy_poll`` microseconds for
+    the next before going back to the reactor; without it, one datagram a
+    call.
     """
 
     batch = _batch
@@ -157,9 +159,11 @@ class ServerPort(UDPPort):
         reactor=None,
         rcvbuf: int = 0,
         reuse_port: bool = False,
+        busy_poll: int = DEFAULT_BUSY_POLL,
     ):
         super().__init__(port, protocol, interface, reactor)
         self.reuse_port = reuse_port
+        self.busy_poll = busy_poll
         self.rcvbuf = rcvbuf
         self.rcvbuf_granted: int | None = None
         self.pktinfo = is_wildcard(interface)
@@ -223,7 +227,7 @@ class ServerPort(UDPPort):
                 stats.bytes_out += sent_bytes
                 for errno in errors:
                     stats.send_failed(errno)
-            spin = SPIN_US
+            spin = self.busy_poll
 
     def _read_one_by_one(self) -> None:
         space = PKTINFO_SPACE if self.pktinfo else 0

@@ -15,7 +15,7 @@ from udpupper import systemd
 from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
 from udpupper.policy import Protections
-from udpupper.port import ServerPort
+from udpupper.port import DEFAULT_BUSY_POLL, ServerPort
 from udpupper.protocol import UpperProtocol
 from udpupper.stats import Stats
 
@@ -52,6 +52,7 @@ class UpperService(service.Service):
         protections: Protections = Protections(),
         rcvbuf: int = DEFAULT_RCVBUF,
         reuse_port: bool = False,
+        busy_poll: int = DEFAULT_BUSY_POLL,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -60,6 +61,7 @@ class UpperService(service.Service):
         self.reactor = reactor
         self.rcvbuf = rcvbuf
         self.reuse_port = reuse_port
+        self.busy_poll = busy_poll
         self.stats = Stats()
         self.protocol = UpperProtocol(self.stats, reactor, protections)
         self.port: ServerPort | None = None
@@ -81,6 +83,7 @@ class UpperService(service.Service):
             inherited.getsockname()[0],
             self.reactor,
             self.rcvbuf,
+            busy_poll=self.busy_poll,
         )
         port.adopt(inherited)
         port.startListening()
@@ -97,6 +100,7 @@ class UpperService(service.Service):
                 self.reactor,
                 self.rcvbuf,
                 self.reuse_port,
+                self.busy_poll,
             )
             try:
                 port.startListening()

@@ -22,6 +22,7 @@ from udpupper.policy import (
     Protections,
     parse_networks,
 )
+from udpupper.port import DEFAULT_BUSY_POLL
 from udpupper.service import DEFAULT_RCVBUF, UpperService
 from udpupper.workers import Workers, reserve_port
 
@@ -51,7 +52,8 @@ class Options(OneLineUsageErrors, usage.Options):
     synopsis = (
         "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
         "[--rate-table N] [--exempt CIDR,...] [--max-amplification F] "
-        "[--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--metrics ENDPOINT]"
+        "[--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--busy-poll US] "
+        "[--metrics ENDPOINT]"
     )
     longdesc = (
         "Answer every UDP datagram with its text in upper case (UTF-8; bytes "
@@ -88,6 +90,9 @@ class Options(OneLineUsageErrors, usage.Options):
          "Bytes of socket receive buffer to ask for; 0: the kernel's default."],
         ["workers", None, 1, "Processes answering on the port (SO_REUSEPORT, Linux), "
          "supervised and restarted; rate limits are per process."],
+        ["busy-poll", None, DEFAULT_BUSY_POLL, "Microseconds to poll for the next "
+         "datagram after answering (lower latency, more CPU under light load); 0: "
+         "never."],
         ["metrics", None, None, "Serve Prometheus metrics at /metrics on this Twisted "
          "endpoint, e.g. tcp:9812:interface=127.0.0.1 [default: off]."],
     ]
@@ -100,6 +105,7 @@ class Options(OneLineUsageErrors, usage.Options):
         "max-amplification": positive_float,
         "rcvbuf": count,
         "workers": bounded(count, 1, 256),
+        "busy-poll": bounded(count, 0, 10_000),
         "metrics": metrics_endpoint,
     }
 
@@ -136,6 +142,7 @@ def makeService(config: Options) -> service.IService:
             protections=protections,
             rcvbuf=config["rcvbuf"],
             reuse_port=bool(config["reuse-port"]),
+            busy_poll=config["busy-poll"],
         )
         limiter = daemon.protocol.limiter
         collector = metrics.StatsCollector(
@@ -159,6 +166,7 @@ def worker_options(config: Options) -> list[str]:
         "--exempt=" + ",".join(str(network) for network in config["exempt"]),
         f"--max-amplification={config['max-amplification']}",
         f"--rcvbuf={config['rcvbuf']}",
+        f"--busy-poll={config['busy-poll']}",
     ]
     if config["burst"] is not None:
         options.append(f"--burst={config['burst']}")
