@@ -14,17 +14,18 @@ from twisted.trial import unittest
 
 from tests.netns import ROOT
 from tests.processes import TWISTD, Daemon
-from tests.support import exchange
+from tests.support import NO_IPV6, exchange
 from udpupper import systemd
 
 
 class Activated(Daemon):
     """twistd udpupper started as systemd would: the socket as fd 3."""
 
-    def __init__(self, sock: socket.socket, *options: str, env: dict | None = None):
+    def __init__(self, sock: socket.socket, *options: str, names: bool = True):
         self.sock = sock
-        environ = {**os.environ, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "udpupper",
-                   **(env or {})}
+        environ = {**os.environ, "LISTEN_FDS": "1"}
+        if names:
+            environ["LISTEN_FDNAMES"] = "udpupper"
         # LISTEN_PID must be the daemon's own pid: the shell sets it to its
         # own ($$) and then becomes the daemon (exec).
         wrapper = ("sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh")
@@ -55,9 +56,40 @@ class SocketActivationTests(unittest.TestCase):
             exchange("127.0.0.1", port, b"activated"), (b"ACTIVATED", ("127.0.0.1", port))
         )
 
+    def test_without_fd_names(self) -> None:
+        """systemd before 227 and systemd-socket-activate set no LISTEN_FDNAMES."""
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        inherited = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        inherited.bind(("::1", 0))
+        self.addCleanup(inherited.close)
+        port = inherited.getsockname()[1]
+        daemon = Activated(inherited, names=False)
+        self.addCleanup(daemon.stop)
+        self.assertEqual(daemon.start(), port)
+        inherited.close()
+        self.assertEqual(exchange("::1", port, b"six")[0], b"SIX")
+
     def test_not_for_another_process(self) -> None:
         environ = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}
         self.assertIsNone(systemd.inherited_datagram_socket(environ))
+
+
+class SocketActivateToolTests(unittest.TestCase):
+    """systemd's own systemd-socket-activate binds, waits, and starts us."""
+
+    skip = None if shutil.which("systemd-socket-activate") else "no systemd-socket-activate"
+
+    def test_first_datagram_starts_and_is_answered(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        daemon = Daemon(prefix=("systemd-socket-activate", "--datagram",
+                                "--listen", f"127.0.0.1:{port}"))
+        self.addCleanup(daemon.stop)
+        daemon.wait_for("Listening on")
+        self.assertEqual(exchange("127.0.0.1", port, b"wake up", timeout=15)[0], b"WAKE UP")
+        self.assertIn("(socket from systemd)", daemon.find(r"udpupper listening on .*").group(0))
 
 
 class NotifyTests(unittest.TestCase):

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from collections.abc import MutableMapping
 
 from twisted.python.systemd import ListenFDs
+
+LISTEN_FDS_START = 3  # sd_listen_fds(3): the first descriptor passed
 
 
 def inherited_datagram_socket(
@@ -41,18 +42,32 @@ def inherited_datagram_socket(
 def inherited_descriptors(environ: MutableMapping[str, str] | None = None) -> list[int]:
     """The descriptors systemd passed to this process.
 
-    A trap: importing twisted.internet.endpoints (twistd does, before any
-    service starts) makes a ListenFDs from the environment, which removes
-    LISTEN_PID and LISTEN_FDS.  When they are gone, that ListenFDs is the
-    one that knows.
+    Twisted's ListenFDs first.  A trap: importing twisted.internet.endpoints
+    (twistd does, before any service starts) makes a ListenFDs, which removes
+    LISTEN_PID and LISTEN_FDS from the environment, and finds nothing when
+    LISTEN_FDNAMES is missing (systemd before 227, systemd-socket-activate).
+    The environment the process started with still says: on Linux it is in
+    /proc/self/environ, which removing a variable does not change.
     """
     descriptors = ListenFDs.fromEnvironment(environ=environ).inheritedDescriptors()
     if descriptors or environ is not None:
-        return descriptors
-    endpoints = sys.modules.get("twisted.internet.endpoints")
-    parser = getattr(endpoints, "_SystemdParser", None)
-    earlier = getattr(parser, "_sddaemon", None)
-    return list(earlier.inheritedDescriptors()) if earlier is not None else []
+        return list(descriptors)
+    try:
+        with open("/proc/self/environ", "rb") as initial:
+            variables = dict(
+                entry.decode("utf-8", "replace").partition("=")[::2]
+                for entry in initial.read().split(b"\0")
+                if entry
+            )
+    except OSError:
+        return []
+    if variables.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(variables.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    return list(range(LISTEN_FDS_START, LISTEN_FDS_START + count))
 
 
 def notify(state: str, environ: MutableMapping[str, str] | None = None) -> bool:
