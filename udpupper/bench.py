@@ -80,12 +80,18 @@ class Result:
 
     def percentile(self, share: float) -> float:
         """Latency in microseconds below which ``share`` of replies came."""
+        return self.percentiles(share)[0]
+
+    def percentiles(self, *shares: float) -> list[float]:
+        """:meth:`percentile` for each share, sorting the latencies once."""
         if not self.latencies:
-            return 0.0
+            return [0.0] * len(shares)
         ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1e6
+        last = len(ordered) - 1
+        return [ordered[min(last, int(share * len(ordered)))] * 1e6 for share in shares]
 
     def as_dict(self) -> dict:
+        p50, p90, p99 = self.percentiles(0.50, 0.90, 0.99)
         return {
             "replies_per_s": round(self.replies_per_s, 1),
             "sent": self.sent,
@@ -93,9 +99,9 @@ class Result:
             "lost": self.lost,
             "mismatched": self.mismatched,
             "late": self.late,
-            "p50_us": round(self.percentile(0.50), 1),
-            "p90_us": round(self.percentile(0.90), 1),
-            "p99_us": round(self.percentile(0.99), 1),
+            "p50_us": round(p50, 1),
+            "p90_us": round(p90, 1),
+            "p99_us": round(p99, 1),
             "max_us": round(max(self.latencies, default=0) * 1e6, 1),
             "duration_s": round(self.duration, 3),
             "bench_cpu_pct": round(100 * self.cpu_share, 1),
