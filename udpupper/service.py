@@ -32,6 +32,18 @@ def format_endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}/udp" if ":" in host else f"{host}:{port}/udp"
 
 
+def interfaces_to_try(interface: str | None) -> list[str]:
+    """The address asked for, or both stacks, then IPv4 alone as a fallback."""
+    return [interface] if interface else [DUAL_STACK, IPV4_ANY]
+
+
+def cannot_listen(interface: str, port: int, reason: str) -> SystemExit:
+    """The one line a daemon that cannot bind exits with."""
+    return SystemExit(
+        f"udpupper: cannot listen on {format_endpoint(interface, port)}: {reason}"
+    )
+
+
 class UpperService(service.Service):
     """Listens on one UDP port and answers with :class:`UpperProtocol`.
 
@@ -91,8 +103,7 @@ class UpperService(service.Service):
         return port
 
     def _listen(self) -> ServerPort:
-        interfaces = [self.interface] if self.interface else [DUAL_STACK, IPV4_ANY]
-        for interface in interfaces:
+        for interface in interfaces_to_try(self.interface):
             port = ServerPort(
                 self.port_number,
                 self.protocol,
@@ -110,8 +121,7 @@ class UpperService(service.Service):
                 if interface == DUAL_STACK and errno in (EAFNOSUPPORT, EADDRNOTAVAIL):
                     continue  # no IPv6 on this host: fall back to IPv4
                 reason = strerror(errno) if errno else str(error.socketError)
-                endpoint = format_endpoint(interface, self.port_number)
-                raise SystemExit(f"udpupper: cannot listen on {endpoint}: {reason}")
+                raise cannot_listen(interface, self.port_number, reason) from None
         raise AssertionError("unreachable: the IPv4 fallback binds or exits")
 
     def startService(self) -> None:

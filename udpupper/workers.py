@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
-from udpupper.service import DUAL_STACK, IPV4_ANY, format_endpoint
+from udpupper.service import cannot_listen, format_endpoint, interfaces_to_try
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -31,7 +31,7 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
     Exits with one line, as the single-process daemon does, when the port is
     taken by a socket that does not share it.
     """
-    candidates = [interface] if interface else [DUAL_STACK, IPV4_ANY]
+    candidates = interfaces_to_try(interface)
     for candidate in candidates:
         family = socket.AF_INET6 if ":" in candidate else socket.AF_INET
         try:
@@ -44,10 +44,7 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
                 probe.bind((candidate, port))
             except OSError as error:
                 if error.errno == EADDRINUSE or candidate == candidates[-1]:
-                    endpoint = format_endpoint(candidate, port)
-                    raise SystemExit(
-                        f"udpupper: cannot listen on {endpoint}: {strerror(error.errno)}"
-                    ) from None
+                    raise cannot_listen(candidate, port, strerror(error.errno)) from None
                 continue
             return candidate, probe.getsockname()[1]
     raise SystemExit("udpupper: no address family to listen on")
