@@ -18,7 +18,7 @@ from udpupper.options import (
     positive_float,
 )
 from udpupper.port import UDPPort
-from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD
+from udpupper.transform import max_payload
 
 COMMAND = "udpupper-client"
 
@@ -109,7 +109,7 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
         timeout=options["timeout"],
         retries=options["retries"],
         window=options["window"],
-        max_datagram=MAX_IPV6_PAYLOAD if family == socket.AF_INET6 else MAX_IPV4_PAYLOAD,
+        max_datagram=max_payload(server[0]),
         on_idle=on_idle,
     )
     client.when_done = when_done
