@@ -13,25 +13,9 @@ from twisted.application import service, strports
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from udpupper.stats import KERNEL_DROPS, SEND_ERRORS, Stats
+from udpupper.stats import Stats
 
 MISSING = "needs prometheus_client: pip install 'udpupper[metrics]'"
-
-# Every reason a datagram can go unanswered, so that each series exists
-# (at 0) from the first scrape, as Prometheus wants.
-DROP_REASONS = sorted(
-    {
-        "not_unicast_destination",
-        "bad_source",
-        "low_source_port",
-        "rate_limited",
-        "amplification",
-        "send_error",
-        KERNEL_DROPS,
-        *SEND_ERRORS.values(),
-    }
-)
-
 
 def available() -> bool:
     """Whether prometheus_client can be imported."""
@@ -83,9 +67,9 @@ class StatsCollector:
             "Datagrams not answered, by reason (receive_buffer_full: by the kernel).",
             labels=["reason"],
         )
-        drops = stats.all_drops()
-        for reason in sorted(set(DROP_REASONS) | set(drops)):
-            dropped.add_metric([reason], drops.get(reason, 0))
+        # Every reason, from 0 on, as Prometheus wants each series to exist.
+        for reason, count in sorted(stats.all_drops().items()):
+            dropped.add_metric([reason.value], count)
         yield dropped
         yield GaugeMetricFamily(
             "udpupper_rate_limit_prefixes",
