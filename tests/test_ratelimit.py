@@ -67,3 +67,48 @@ class RateLimiterTests(unittest.TestCase):
     def test_bad_settings(self) -> None:
         for rate, burst, size in ((0, 1, 1), (1, 0.5, 1), (1, 1, 0)):
             self.assertRaises(ValueError, RateLimiter, rate, burst, size)
+
+
+class ClockStepTests(unittest.TestCase):
+    """Time is the caller's: it may step back or jump ahead (a wall clock
+    set by hand or by NTP).  No prefix is starved, none gets past its burst."""
+
+    def test_a_step_back_starves_no_one(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20)
+        self.assertEqual(replies(limiter, A, 100, now=1000.0), 20)
+        # The clock steps back an hour: the bucket refills from the new time.
+        self.assertEqual(replies(limiter, A, 100, now=-2600.0), 0)
+        self.assertEqual(replies(limiter, A, 100, now=-2599.0), 10)
+        self.assertEqual(replies(limiter, A, 100, now=-2597.0), 20)
+
+    def test_a_jump_ahead_gives_no_more_than_the_burst(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20)
+        replies(limiter, A, 100, now=0.0)
+        self.assertEqual(replies(limiter, A, 100, now=1e9), 20)
+        self.assertEqual(replies(limiter, A, 100, now=1e9 + 0.5), 5)
+
+    def test_back_and_forth(self) -> None:
+        """Whatever the steps, a prefix never gets more than the burst plus
+        the rate times the time that went forward."""
+        limiter = RateLimiter(rate=10, burst=20)
+        times = [0.0, 5.0, 1.0, 1.5, 100.0, 50.0, 50.2, 49.0, 49.0, 60.0]
+        forward, answered, last = 0.0, 0, None
+        for now in times:
+            answered += replies(limiter, A, 1000, now)
+            if last is not None and now > last:
+                forward += now - last
+            last = now
+            self.assertLessEqual(answered, 20 + 10 * forward + 1e-9)
+        self.assertGreater(answered, 0)
+
+
+class EvictionTests(unittest.TestCase):
+    def test_a_full_table_churns_in_recency_order(self) -> None:
+        """New prefixes push out the oldest one each, and only that one."""
+        limiter = RateLimiter(rate=1, burst=1, size=1000)
+        for n in range(1000):
+            limiter.allow(n, 0.0)
+        for n in range(1000, 50_000):
+            self.assertTrue(limiter.allow(n, 0.0))  # new: a full bucket
+            self.assertEqual(next(iter(limiter.buckets)), n - 999)
+            self.assertEqual(len(limiter), 1000)
