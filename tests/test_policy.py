@@ -1,6 +1,6 @@
 """The pure policies: which sources are bad, exempt, and their prefixes."""
 
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +15,10 @@ from udpupper.policy import (
 )
 
 LOOPBACK = parse_networks(DEFAULT_EXEMPT)
+NETWORKS = st.one_of(
+    st.tuples(st.ip_addresses(v=4), st.integers(0, 32)),
+    st.tuples(st.ip_addresses(v=6), st.integers(0, 128)),
+).map(lambda pair: ip_network(f"{pair[0]}/{pair[1]}", strict=False))
 
 
 class ParseNetworksTests(unittest.TestCase):
@@ -36,41 +40,55 @@ class ParseNetworksTests(unittest.TestCase):
 class ClassifyTests(unittest.TestCase):
     def test_bad_sources(self) -> None:
         for host in (
-            "0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.255", "255.255.255.255",
-            "::", "ff02::1", "::ffff:0.0.0.0", "::ffff:224.0.0.1",
-            "::ffff:255.255.255.255",
+            "0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.255",
+            "240.0.0.1", "250.1.2.3", "255.255.255.254", "255.255.255.255",  # class E
+            "::", "ff02::1", "ff0e::1",
+            # The port gives IPv4 senders as IPv4: a mapped address here came
+            # in an IPv6 packet, which no real sender sends (RFC 4291 2.5.5.2).
+            "::ffff:127.0.0.1", "::ffff:192.0.2.1", "::ffff:0.0.0.0",
         ):
             self.assertTrue(classify(host, LOOPBACK).bad, host)
 
     def test_good_sources(self) -> None:
-        for host in ("1.0.0.1", "192.0.2.1", "255.255.255.254", "2001:db8::1",
-                     "::ffff:192.0.2.1", "fe80::1%eth0"):
+        for host in ("1.0.0.1", "192.0.2.1", "223.255.255.255", "2001:db8::1",
+                     "::1", "::2", "fe80::1%eth0", "64:ff9b::c000:201"):
             self.assertFalse(classify(host, LOOPBACK).bad, host)
 
-    def test_exempt_includes_ipv4_mapped(self) -> None:
+    def test_exempt(self) -> None:
         self.assertTrue(classify("127.0.0.1", LOOPBACK).exempt)
-        self.assertTrue(classify("::ffff:127.3.2.1", LOOPBACK).exempt)
+        self.assertTrue(classify("127.3.2.1", LOOPBACK).exempt)
         self.assertTrue(classify("::1", LOOPBACK).exempt)
         self.assertFalse(classify("::2", LOOPBACK).exempt)
+        self.assertFalse(classify("128.0.0.1", LOOPBACK).exempt)
         self.assertFalse(classify("127.0.0.1", []).exempt)
+
+    def test_spoofed_mapped_loopback_is_not_exempt(self) -> None:
+        source = classify("::ffff:127.0.0.1", LOOPBACK)
+        self.assertEqual((source.bad, source.exempt), (True, False))
 
     def test_prefixes(self) -> None:
         def prefix(host):
             return classify(host, []).prefix
 
         self.assertEqual(prefix("192.0.2.1"), prefix("192.0.2.254"))
-        self.assertEqual(prefix("192.0.2.1"), prefix("::ffff:192.0.2.9"))
         self.assertNotEqual(prefix("192.0.2.1"), prefix("192.0.3.1"))
         # /56: the first byte of the fourth group still counts.
         self.assertEqual(prefix("2001:db8:0:ff00::1"), prefix("2001:db8:0:ffab::2"))
         self.assertNotEqual(prefix("2001:db8:0:ff00::1"), prefix("2001:db8:0:fe00::1"))
 
-    @given(st.ip_addresses())
-    def test_any_address(self, address) -> None:
-        source = classify(str(address), LOOPBACK)
-        plain = getattr(address, "ipv4_mapped", None) or address  # as IPv4 when mapped
-        self.assertEqual(source.exempt, any(plain in net for net in LOOPBACK
-                                            if net.version == plain.version))
+    @given(st.ip_addresses(), st.lists(NETWORKS, max_size=4))
+    def test_any_address_as_ipaddress_says(self, address, networks) -> None:
+        source = classify(str(address), networks)
+        self.assertEqual(source.exempt, any(address in net for net in networks
+                                            if net.version == address.version))
+        if address.version == 4:
+            bad = address in ip_network("0.0.0.0/8") or address >= ip_address("224.0.0.0")
+            prefix = address.packed[:3]
+        else:
+            bad = (address.is_multicast or address.is_unspecified
+                   or address.ipv4_mapped is not None)
+            prefix = address.packed[:7]
+        self.assertEqual((source.bad, source.prefix), (bad, prefix))
 
 
 class SourcesTests(unittest.TestCase):

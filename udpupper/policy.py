@@ -3,10 +3,16 @@
 - The loop guard (xinetd's ``bad_port_check``, OpenBSD inetd's rule): no
   reply to a source port below 1024 or to port 0, where echo, chargen and
   their kind live, nor to a source that cannot be a real sender
-  (unspecified, multicast, broadcast; IPv4-mapped ones included).
+  (unspecified, multicast, broadcast, class E, and an IPv4-mapped address
+  in an IPv6 packet, which no real IPv6 sender has: RFC 4291 2.5.5.2).
 - Exemptions: sources that the rate limit and the amplification cap spare.
-Nothing here touches a socket.  The rate limiter is in :mod:`ratelimit`;
-the amplification cap, one comparison, is in the protocol's hot path.
+Nothing here touches a socket.  The rate limiter is in :mod:`ratelimit`,
+the loop breaker in :mod:`loops`; the amplification cap, one comparison,
+is in the protocol's hot path.
+
+Addresses come as the port gives them: an IPv4 sender as IPv4 text, even on
+an IPv6 socket.  They are read with ``inet_pton`` and judged by their bytes,
+so a never-seen source costs about what a known one does.
 """
 
 from __future__ import annotations
@@ -14,19 +20,21 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from socket import AF_INET, AF_INET6, inet_pton
+from typing import NamedTuple
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_EXEMPT = "127.0.0.0/8,::1/128"
 DEFAULT_RATE = 200.0  # replies a second per prefix: NSD's default
-DEFAULT_RATE_TABLE = 65_536  # prefixes remembered by the rate limiter
+DEFAULT_RATE_TABLE = 65_536  # prefixes (and addresses) remembered
+DEFAULT_LOOP_BUDGET = 10_000  # repeated echoes a source address may get at once
 
 # Ports below this are where services live, not clients (RFC 6335).
 FIRST_CLIENT_PORT = 1024
 
-_IPV4_UNSPECIFIED = ipaddress.IPv4Network("0.0.0.0/8")
-_IPV4_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
+_IPV6_UNSPECIFIED = bytes(16)
 
 
 def parse_networks(text: str) -> list[Network]:
@@ -46,60 +54,74 @@ def parse_networks(text: str) -> list[Network]:
     return networks
 
 
-def parse_address(host: str) -> Address:
-    """An address as a socket gives it; IPv4-mapped IPv6 becomes IPv4."""
-    address = ipaddress.ip_address(host.partition("%")[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
-
-
-def cannot_be_a_sender(address: Address) -> bool:
-    """Unspecified, multicast or broadcast: no reply can be meant for it."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return (
-            address in _IPV4_UNSPECIFIED
-            or address.is_multicast
-            or address == _IPV4_BROADCAST
-        )
-    return address.is_unspecified or address.is_multicast
-
-
-def rate_prefix(address: Address) -> bytes:
-    """The prefix rate limiting counts by: the /24 of IPv4, the /56 of IPv6."""
-    return address.packed[:3] if address.version == 4 else address.packed[:7]
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """What the policies need to know of one source address."""
 
     bad: bool  # cannot be a sender: never answer it
     exempt: bool  # spared by the rate limit and the amplification cap
-    prefix: bytes  # its rate-limiting prefix
+    prefix: bytes  # its rate-limiting prefix: the /24 of IPv4, the /56 of IPv6
 
 
-def classify(host: str, exempt: Iterable[Network]) -> Source:
+def packed_address(host: str) -> bytes:
+    """``host`` (IPv4 or IPv6 text, an IPv6 scope allowed) as 4 or 16 bytes."""
+    if ":" in host:
+        return inet_pton(AF_INET6, host.partition("%")[0])
+    return inet_pton(AF_INET, host)
+
+
+def cannot_be_a_sender(packed: bytes) -> bool:
+    """No reply can be meant for it: 0/8, 224/4 (multicast), 240/4 (class E
+    and 255.255.255.255); ::, ff00::/8, and IPv4-mapped in an IPv6 packet."""
+    if len(packed) == 4:
+        return packed[0] == 0 or packed[0] >= 224
+    return packed[0] == 0xFF or packed == _IPV6_UNSPECIFIED or packed[:12] == _IPV4_MAPPED
+
+
+class Exemptions:
+    """Membership in a list of networks, tested on packed addresses."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self, networks: Iterable[Network]) -> None:
+        # (address length, network as an int, mask as an int)
+        self.ranges = tuple(
+            (4 if n.version == 4 else 16, int(n.network_address), int(n.netmask))
+            for n in networks
+        )
+
+    def __contains__(self, packed: bytes) -> bool:
+        if not self.ranges:
+            return False
+        size, value = len(packed), int.from_bytes(packed, "big")
+        return any(
+            size == length and value & mask == network
+            for length, network, mask in self.ranges
+        )
+
+
+def classify(host: str, exempt: Exemptions | Iterable[Network]) -> Source:
     """Look at a source address once: is it bad, exempt, and its prefix."""
-    address = parse_address(host)
+    if not isinstance(exempt, Exemptions):
+        exempt = Exemptions(exempt)
+    packed = packed_address(host)
     return Source(
-        bad=cannot_be_a_sender(address),
-        exempt=any(address in network for network in exempt),
-        prefix=rate_prefix(address),
+        bad=cannot_be_a_sender(packed),
+        exempt=packed in exempt,
+        prefix=packed[:3] if len(packed) == 4 else packed[:7],
     )
 
 
 class Sources:
     """:func:`classify`, remembered for up to ``size`` addresses.
 
-    Parsing an address costs more than answering it; busy sources repeat.
-    When full, the memory is simply cleared: bounded, and cheap.
+    Busy sources repeat.  When full, the memory is simply cleared: bounded,
+    and cheap.
     """
 
     __slots__ = ("exempt", "size", "known")
 
-    def __init__(self, exempt: Iterable[Network], size: int = 65_536) -> None:
-        self.exempt = tuple(exempt)
+    def __init__(self, exempt: Iterable[Network], size: int = DEFAULT_RATE_TABLE) -> None:
+        self.exempt = Exemptions(exempt)
         self.size = size
         self.known: dict[str, Source] = {}
 
@@ -117,13 +139,14 @@ def lowest_port(allow_low_ports: bool) -> int:
     return 1 if allow_low_ports else FIRST_CLIENT_PORT
 
 
-
 @dataclass(frozen=True)
 class Protections:
     """The protections' settings, as ``twistd udpupper``'s options give them.
 
     ``rate`` replies a second per source prefix (0: no limit), with bursts up
-    to ``burst`` (None: twice the rate), ``rate_table`` prefixes remembered;
+    to ``burst`` (None: twice the rate), ``rate_table`` prefixes (and source
+    addresses) remembered; ``loop_budget`` replies that repeat an unchanged
+    earlier one a source address may get at once (0: no limit);
     sources in ``exempt`` are spared the limit and the amplification cap; a
     reply may be at most ``max_amplification`` times its request.
     """
@@ -131,6 +154,7 @@ class Protections:
     rate: float = DEFAULT_RATE
     burst: float | None = None
     rate_table: int = DEFAULT_RATE_TABLE
+    loop_budget: int = DEFAULT_LOOP_BUDGET
     exempt: tuple[Network, ...] = tuple(parse_networks(DEFAULT_EXEMPT))
     max_amplification: float = 1.0
     allow_low_ports: bool = False
