@@ -6,18 +6,27 @@
  * recvmmsg(2) and sendmmsg(2) move up to BATCH datagrams per call.  This
  * module does only that: which datagram gets which reply stays in Python.
  *
- * recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, host, port, route), ...]
+ * recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, addr, route), ...]
  *     Reads up to `count` datagrams without blocking ([] when none wait);
  *     with `spin_us`, polls that many microseconds for the first one.
- *     `route` is an opaque bytes object that send_batch needs to answer
- *     the datagram: the sender's address and, with `pktinfo`, the ancillary
- *     data that makes the reply leave from the address the datagram was
- *     sent to.  `route` is None for a datagram sent to a broadcast or
- *     multicast address: it must not be answered.
+ *     `addr` is (host, port), an IPv4 sender as IPv4 even on an IPv6
+ *     socket.  `route` is an opaque bytes object that send_batch needs to
+ *     answer the datagram: the sender's address and, with `pktinfo`, the
+ *     ancillary data that makes the reply leave from the address the
+ *     datagram was sent to.  Where the datagram must not be answered,
+ *     `route` is an int instead, saying why: NOT_UNICAST (sent to a
+ *     broadcast or multicast address), NO_DESTINATION (with `pktinfo`, the
+ *     kernel did not say where it was sent, or truncated what it said), or
+ *     NOT_IP (`addr` is None).  Every datagram read is in the list.
  *
- * send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [errno, ...])
+ * send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [(index, errno), ...])
  *     Sends every reply without blocking; a reply the kernel refuses is
- *     skipped and its errno listed, in order.
+ *     skipped and listed with its index and errno, in order.
+ *
+ * check_control(control, flags) -> bytes | int
+ *     The destination check of recv_batch on one message's raw ancillary
+ *     data and flags: the ancillary data of the reply, or why there is none.
+ *     For tests, which hold it to the same table as the Python path's.
  *
  * The buffers are static: the GIL is held throughout (the calls never
  * block), so one thread at a time uses them.
@@ -30,80 +39,111 @@
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #define BATCH 64
 #define BUFFER_SIZE 65536
-#define CONTROL_SIZE 128
+/* Room for IP_PKTINFO and IPV6_PKTINFO together, and for what else a socket
+ * unit may turn on (SO_TIMESTAMPING, SO_RXQ_OVFL, ...). */
+#define CONTROL_SIZE 512
+
+/* Why a datagram gets no route (the values of recv_batch's int routes). */
+enum { NOT_UNICAST = 0, NO_DESTINATION = 1, NOT_IP = 2 };
+
+/* Ancillary data, aligned as the CMSG_* macros need it. */
+typedef union {
+    struct cmsghdr header;
+    char bytes[CONTROL_SIZE];
+} control_buffer;
 
 static char *buffers;
 static struct mmsghdr messages[BATCH];
 static struct iovec vectors[BATCH];
 static struct sockaddr_storage names[BATCH];
-static char controls[BATCH][CONTROL_SIZE];
+static control_buffer controls[BATCH];
 
-/* The ancillary data of a reply, written to `out`; its length, 0 for none,
- * -1 when the datagram was sent to a broadcast or multicast address. */
-static Py_ssize_t reply_control(struct msghdr *header, char *out)
+/* Append one control message to the reply's ancillary data `out`. */
+static Py_ssize_t put_control(control_buffer *out, int level, int type, const void *data,
+                              size_t size)
 {
-    struct in6_pktinfo *ipv6 = NULL;
-    struct in_pktinfo *ipv4 = NULL;
+    struct cmsghdr *c = &out->header;
+
+    memset(out->bytes, 0, CMSG_SPACE(size));
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(size);
+    memcpy(CMSG_DATA(c), data, size);
+    return CMSG_SPACE(size);
+}
+
+/* The ancillary data of a reply to the datagram `header` received, written
+ * to `out`: its length, or minus one of NOT_UNICAST and NO_DESTINATION + 1.
+ * Fails closed: no destination information, or a truncated one, is no
+ * reply.  `ipv4` is set when the datagram came over IPv4. */
+static Py_ssize_t reply_control(struct msghdr *header, control_buffer *out, int *ipv4_packet)
+{
+    struct in6_pktinfo ipv6;
+    struct in_pktinfo ipv4;
+    int have_ipv6 = 0, have_ipv4 = 0;
     struct cmsghdr *cmsg;
 
+    *ipv4_packet = 0;
+    if (header->msg_flags & MSG_CTRUNC)
+        return -(NO_DESTINATION + 1);
     for (cmsg = CMSG_FIRSTHDR(header); cmsg; cmsg = CMSG_NXTHDR(header, cmsg)) {
-        if (cmsg->cmsg_level == IPPROTO_IPV6 && cmsg->cmsg_type == IPV6_PKTINFO)
-            ipv6 = (struct in6_pktinfo *)CMSG_DATA(cmsg);
-        else if (cmsg->cmsg_level == IPPROTO_IP && cmsg->cmsg_type == IP_PKTINFO)
-            ipv4 = (struct in_pktinfo *)CMSG_DATA(cmsg);
+        /* Copied out: CMSG_DATA need not be aligned for the structure. */
+        if (cmsg->cmsg_level == IPPROTO_IPV6 && cmsg->cmsg_type == IPV6_PKTINFO
+            && cmsg->cmsg_len >= CMSG_LEN(sizeof(ipv6))) {
+            memcpy(&ipv6, CMSG_DATA(cmsg), sizeof(ipv6));
+            have_ipv6 = 1;
+        } else if (cmsg->cmsg_level == IPPROTO_IP && cmsg->cmsg_type == IP_PKTINFO
+                   && cmsg->cmsg_len >= CMSG_LEN(sizeof(ipv4))) {
+            memcpy(&ipv4, CMSG_DATA(cmsg), sizeof(ipv4));
+            have_ipv4 = 1;
+        }
     }
-    if (ipv4) {
+    if (have_ipv4) {
+        *ipv4_packet = 1;
         /* A subnet broadcast is sent to an address that is not the local
          * one the kernel would answer from; 224/4 and up is multicast,
          * class E and 255.255.255.255. */
-        if (ipv4->ipi_addr.s_addr != ipv4->ipi_spec_dst.s_addr
-            || (ntohl(ipv4->ipi_addr.s_addr) >> 28) >= 0xE)
-            return -1;
-        if (!ipv6) {
-            struct msghdr reply = {.msg_control = out, .msg_controllen = CMSG_SPACE(sizeof(*ipv4))};
-            struct cmsghdr *c = CMSG_FIRSTHDR(&reply);
-            struct in_pktinfo info = {.ipi_ifindex = 0, .ipi_spec_dst = ipv4->ipi_spec_dst};
-            memset(out, 0, CMSG_SPACE(sizeof(info)));
-            c->cmsg_level = IPPROTO_IP;
-            c->cmsg_type = IP_PKTINFO;
-            c->cmsg_len = CMSG_LEN(sizeof(info));
-            memcpy(CMSG_DATA(c), &info, sizeof(info));
-            return CMSG_SPACE(sizeof(info));
+        if (ipv4.ipi_addr.s_addr != ipv4.ipi_spec_dst.s_addr
+            || (ntohl(ipv4.ipi_addr.s_addr) >> 28) >= 0xE)
+            return -(NOT_UNICAST + 1);
+        if (!have_ipv6) {
+            struct in_pktinfo info = {.ipi_ifindex = 0, .ipi_spec_dst = ipv4.ipi_spec_dst};
+            return put_control(out, IPPROTO_IP, IP_PKTINFO, &info, sizeof(info));
         }
     }
-    if (ipv6) {
-        if (ipv6->ipi6_addr.s6_addr[0] == 0xFF)
-            return -1; /* ff00::/8 */
-        struct msghdr reply = {.msg_control = out, .msg_controllen = CMSG_SPACE(sizeof(*ipv6))};
-        struct cmsghdr *c = CMSG_FIRSTHDR(&reply);
-        memset(out, 0, CMSG_SPACE(sizeof(*ipv6)));
-        c->cmsg_level = IPPROTO_IPV6;
-        c->cmsg_type = IPV6_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(*ipv6));
-        memcpy(CMSG_DATA(c), ipv6, sizeof(*ipv6));
-        return CMSG_SPACE(sizeof(*ipv6));
+    if (have_ipv6) {
+        if (ipv6.ipi6_addr.s6_addr[0] == 0xFF)
+            return -(NOT_UNICAST + 1); /* ff00::/8 */
+        return put_control(out, IPPROTO_IPV6, IPV6_PKTINFO, &ipv6, sizeof(ipv6));
     }
-    return 0;
+    return -(NO_DESTINATION + 1);
 }
 
-/* The host, as Python's socket module writes it, and the port. */
-static int format_address(struct sockaddr_storage *name, PyObject **host, long *port)
+/* The sender as (host, port), the host as Python's socket module writes it,
+ * but an IPv4 sender (`ipv4_packet`) as IPv4 on an IPv6 socket too.  None
+ * for an address that is not IP. */
+static PyObject *format_address(struct sockaddr_storage *name, int ipv4_packet)
 {
     char text[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+    long port;
 
     if (name->ss_family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)name;
         inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text));
-        *port = ntohs(sin->sin_port);
+        port = ntohs(sin->sin_port);
     } else if (name->ss_family == AF_INET6) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)name;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, text, INET6_ADDRSTRLEN);
+        if (ipv4_packet && IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+            inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], text, sizeof(text));
+        else
+            inet_ntop(AF_INET6, &sin6->sin6_addr, text, INET6_ADDRSTRLEN);
         if (sin6->sin6_scope_id) {
             char scope[IF_NAMESIZE];
             size_t used = strlen(text);
@@ -112,13 +152,11 @@ static int format_address(struct sockaddr_storage *name, PyObject **host, long *
             else
                 snprintf(text + used, sizeof(text) - used, "%%%u", sin6->sin6_scope_id);
         }
-        *port = ntohs(sin6->sin6_port);
+        port = ntohs(sin6->sin6_port);
     } else {
-        PyErr_SetString(PyExc_OSError, "datagram from an address that is not IP");
-        return -1;
+        Py_RETURN_NONE;
     }
-    *host = PyUnicode_FromString(text);
-    return *host ? 0 : -1;
+    return Py_BuildValue("(sl)", text, port);
 }
 
 static long long now_ns(void)
@@ -148,7 +186,7 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
             .msg_namelen = sizeof(names[i]),
             .msg_iov = &vectors[i],
             .msg_iovlen = 1,
-            .msg_control = pktinfo ? controls[i] : NULL,
+            .msg_control = pktinfo ? controls[i].bytes : NULL,
             .msg_controllen = pktinfo ? CONTROL_SIZE : 0,
         };
     }
@@ -166,24 +204,37 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
         return NULL;
     for (i = 0; i < received; i++) {
         struct msghdr *header = &messages[i].msg_hdr;
+        /* The route: the sender's address length, the address, then the
+         * reply's ancillary data. */
         char route[1 + sizeof(struct sockaddr_storage) + CONTROL_SIZE];
+        control_buffer reply;
         Py_ssize_t control = 0;
-        PyObject *host, *item, *route_object;
-        long port;
+        int ipv4_packet = !pktinfo; /* without pktinfo, Linux's rule below */
+        PyObject *addr, *item, *route_object;
 
-        if (format_address(&names[i], &host, &port) < 0)
-            goto error;
+        /* Without pktinfo (one address bound, not a wildcard), a mapped
+         * sender on an IPv6 socket can only be IPv4: Linux drops IPv6
+         * packets from IPv4-mapped sources. */
         if (pktinfo)
-            control = reply_control(header, route + 1 + header->msg_namelen);
-        if (control < 0) {
-            route_object = Py_NewRef(Py_None);
+            control = reply_control(header, &reply, &ipv4_packet);
+        if (!(addr = format_address(&names[i], ipv4_packet)))
+            goto error;
+        if (addr == Py_None) {
+            route_object = PyLong_FromLong(NOT_IP);
+        } else if (control < 0) {
+            route_object = PyLong_FromLong((long)(-control - 1));
         } else {
             route[0] = (char)header->msg_namelen;
             memcpy(route + 1, &names[i], header->msg_namelen);
+            memcpy(route + 1 + header->msg_namelen, reply.bytes, (size_t)control);
             route_object = PyBytes_FromStringAndSize(route, 1 + header->msg_namelen + control);
         }
-        item = Py_BuildValue("(y#NlN)", vectors[i].iov_base, (Py_ssize_t)messages[i].msg_len,
-                             host, port, route_object);
+        if (!route_object) {
+            Py_DECREF(addr);
+            goto error;
+        }
+        item = Py_BuildValue("(y#NN)", vectors[i].iov_base, (Py_ssize_t)messages[i].msg_len,
+                             addr, route_object);
         if (!item)
             goto error;
         PyList_SET_ITEM(list, i, item);
@@ -192,6 +243,33 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
 error:
     Py_DECREF(list);
     return NULL;
+}
+
+static PyObject *check_control(PyObject *module, PyObject *args)
+{
+    Py_buffer raw;
+    int flags, ipv4_packet;
+    control_buffer in, out;
+    struct msghdr header = {0};
+    Py_ssize_t control;
+
+    if (!PyArg_ParseTuple(args, "y*i", &raw, &flags))
+        return NULL;
+    if (raw.len > CONTROL_SIZE) {
+        PyBuffer_Release(&raw);
+        PyErr_SetString(PyExc_ValueError, "control data too long");
+        return NULL;
+    }
+    memset(&in, 0, sizeof(in));
+    memcpy(in.bytes, raw.buf, raw.len);
+    header.msg_control = raw.len ? in.bytes : NULL;
+    header.msg_controllen = raw.len;
+    header.msg_flags = flags;
+    PyBuffer_Release(&raw);
+    control = reply_control(&header, &out, &ipv4_packet);
+    if (control < 0)
+        return PyLong_FromLong((long)(-control - 1));
+    return PyBytes_FromStringAndSize(out.bytes, control);
 }
 
 static PyObject *send_batch(PyObject *module, PyObject *args)
@@ -240,7 +318,8 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
                 PyObject *code;
                 if (errno == EINTR)
                     continue;
-                if (!(code = PyLong_FromLong(errno)) || PyList_Append(errors, code) < 0) {
+                if (!(code = Py_BuildValue("(ni)", start + at, errno))
+                    || PyList_Append(errors, code) < 0) {
                     Py_XDECREF(code);
                     Py_DECREF(errors);
                     return NULL;
@@ -260,9 +339,11 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"recv_batch", recv_batch, METH_VARARGS,
-     "recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, host, port, route), ...]"},
+     "recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, (host, port), route), ...]"},
     {"send_batch", send_batch, METH_VARARGS,
-     "send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [errno, ...])"},
+     "send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [(index, errno), ...])"},
+    {"check_control", check_control, METH_VARARGS,
+     "check_control(control, flags) -> reply's ancillary data (bytes) or why none (int)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -274,7 +355,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__batch(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "BATCH", BATCH) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0
+              || PyModule_AddIntConstant(m, "NOT_UNICAST", NOT_UNICAST) < 0
+              || PyModule_AddIntConstant(m, "NO_DESTINATION", NO_DESTINATION) < 0
+              || PyModule_AddIntConstant(m, "NOT_IP", NOT_IP) < 0)) {
         Py_DECREF(m);
         return NULL;
     }
