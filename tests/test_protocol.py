@@ -7,15 +7,31 @@ import errno
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import task
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import MessageLengthError
 from twisted.internet.testing import FakeDatagramTransport
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from udpupper.droplog import LOG_PERIOD
 from udpupper.policy import Protections
 from udpupper.protocol import UpperProtocol
+from udpupper.stats import Reason
+from udpupper.transform import upper
 
 CLIENT = ("192.0.2.7", 40000)  # neither exempt nor suspicious
 LOCAL = ("127.0.0.1", 40000)  # exempt by default
+
+
+class ListeningTransport(FakeDatagramTransport):
+    """A fake transport that says which port it listens on, as a port does."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "0.0.0.0", self.port)
 
 
 class FailingTransport:
@@ -95,7 +111,7 @@ class LoopGuardTests(unittest.TestCase):
             protocol.datagramReceived(b"x", ("192.0.2.1", port))
         protocol.datagramReceived(b"x", ("192.0.2.1", 1024))
         self.assertEqual(transport.written, [(b"X", ("192.0.2.1", 1024))])
-        self.assertEqual(dict(protocol.stats.drops), {"low_source_port": 5})
+        self.assertEqual(protocol.stats.counted(), {Reason.LOW_SOURCE_PORT: 5})
 
     def test_allow_low_ports_still_refuses_port_0(self) -> None:
         protocol, transport = connected(allow_low_ports=True)
@@ -110,11 +126,23 @@ class LoopGuardTests(unittest.TestCase):
 
     def test_impossible_sources(self) -> None:
         protocol, transport = connected()
-        for host in ("0.0.0.0", "224.0.0.251", "255.255.255.255", "ff02::1",
-                     "::ffff:255.255.255.255"):
+        hosts = ("0.0.0.0", "224.0.0.251", "255.255.255.255", "240.1.2.3", "ff02::1",
+                 "::ffff:255.255.255.255", "::ffff:127.0.0.1", "::")
+        for host in hosts:
             protocol.datagramReceived(b"x", (host, 5353))
         self.assertEqual(transport.written, [])
-        self.assertEqual(dict(protocol.stats.drops), {"bad_source": 5})
+        self.assertEqual(protocol.stats.counted(), {Reason.BAD_SOURCE: len(hosts)})
+
+    def test_our_own_port_is_a_loop(self) -> None:
+        """Another echo on our port (or ourselves, spoofed) answers from it."""
+        protocol = UpperProtocol(clock=task.Clock())
+        transport = ListeningTransport(12000)
+        protocol.makeConnection(transport)
+        for host in ("127.0.0.1", "::1", "192.0.2.1"):
+            protocol.datagramReceived(b"x", (host, 12000))
+        protocol.datagramReceived(b"x", ("127.0.0.1", 12001))
+        self.assertEqual(transport.written, [(b"X", ("127.0.0.1", 12001))])
+        self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 3})
 
 
 class RateLimitTests(unittest.TestCase):
@@ -125,7 +153,7 @@ class RateLimitTests(unittest.TestCase):
             protocol.datagramReceived(b"a", ("192.0.2.1", 5000))
             protocol.datagramReceived(b"b", ("192.0.2.200", 5000))  # same /24
         self.assertEqual(len(transport.written), 20)
-        self.assertEqual(protocol.stats.drops["rate_limited"], 80)
+        self.assertEqual(protocol.stats.drops[Reason.RATE_LIMITED], 80)
         protocol.datagramReceived(b"c", ("198.51.100.1", 5000))  # another /24
         self.assertEqual(transport.written[-1], (b"C", ("198.51.100.1", 5000)))
         clock.advance(1.0)
@@ -161,7 +189,7 @@ class AmplificationTests(unittest.TestCase):
         protocol.datagramReceived(self.GROWS, CLIENT)
         protocol.datagramReceived("straße".encode(), CLIENT)  # 7 bytes to 7
         self.assertEqual(transport.written, [(b"STRASSE", CLIENT)])
-        self.assertEqual(dict(protocol.stats.drops), {"amplification": 1})
+        self.assertEqual(protocol.stats.counted(), {Reason.AMPLIFICATION: 1})
 
     def test_exempt_sources_get_their_reply(self) -> None:
         protocol, transport = connected()
@@ -175,35 +203,164 @@ class AmplificationTests(unittest.TestCase):
 
     def test_refuse_counts(self) -> None:
         protocol, _ = connected()
-        protocol.refuse(b"abc", "not_unicast_destination")
+        protocol.refuse(b"abc", Reason.NOT_UNICAST_DESTINATION)
         self.assertEqual(
-            (protocol.stats.received, protocol.stats.bytes_in, dict(protocol.stats.drops)),
-            (1, 3, {"not_unicast_destination": 1}),
+            (protocol.stats.received, protocol.stats.bytes_in, protocol.stats.counted()),
+            (1, 3, {Reason.NOT_UNICAST_DESTINATION: 1}),
         )
 
 
 class SendFailureTests(unittest.TestCase):
     """A reply that cannot be sent is counted under its reason, never raised."""
 
-    def assert_dropped_as(self, failure: BaseException, reason: str) -> None:
+    def assert_dropped_as(self, failure: BaseException, reason: Reason) -> None:
         protocol, _ = connected(FailingTransport(failure))
         protocol.datagramReceived(b"x", CLIENT)
         stats = protocol.stats
         self.assertEqual((stats.received, stats.replied), (1, 0))
-        self.assertEqual((stats.bytes_out, dict(stats.drops)), (0, {reason: 1}))
+        self.assertEqual((stats.bytes_out, stats.counted()), (0, {reason: 1}))
 
     def test_too_large(self) -> None:
-        self.assert_dropped_as(OSError(errno.EMSGSIZE, "too long"), "too_large")
+        self.assert_dropped_as(OSError(errno.EMSGSIZE, "too long"), Reason.TOO_LARGE)
 
     def test_twisted_message_length_error(self) -> None:
-        self.assert_dropped_as(MessageLengthError("too long"), "too_large")
+        self.assert_dropped_as(MessageLengthError("too long"), Reason.TOO_LARGE)
 
     def test_send_buffer_full(self) -> None:
-        self.assert_dropped_as(BlockingIOError(errno.EAGAIN, "again"), "send_buffer_full")
-        self.assert_dropped_as(OSError(errno.ENOBUFS, "no buffers"), "send_buffer_full")
+        self.assert_dropped_as(BlockingIOError(errno.EAGAIN, "again"), Reason.SEND_BUFFER_FULL)
+        self.assert_dropped_as(OSError(errno.ENOBUFS, "no buffers"), Reason.SEND_BUFFER_FULL)
 
     def test_refused(self) -> None:
-        self.assert_dropped_as(ConnectionRefusedError(errno.ECONNREFUSED, "no"), "refused")
+        self.assert_dropped_as(ConnectionRefusedError(errno.ECONNREFUSED, "no"), Reason.REFUSED)
 
     def test_other_error(self) -> None:
-        self.assert_dropped_as(OSError(errno.EPERM, "firewall"), "send_error")
+        self.assert_dropped_as(OSError(errno.EPERM, "firewall"), Reason.SEND_ERROR)
+
+
+class SentLaterTests(unittest.TestCase):
+    def test_a_reply_the_transport_could_not_send_after_all(self) -> None:
+        protocol, transport = connected()
+        protocol.datagramReceived(b"abc", CLIENT)
+        protocol.send_failed(transport.written[0][0], errno.ENOBUFS)
+        stats = protocol.stats
+        self.assertEqual((stats.received, stats.replied, stats.bytes_out), (1, 0, 0))
+        self.assertEqual(stats.counted(), {Reason.SEND_BUFFER_FULL: 1})
+
+
+class InternalErrorTests(unittest.TestCase):
+    """A bug while handling one datagram costs that datagram, nothing more."""
+
+    def setUp(self) -> None:
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def failing_transform(self, fail_on: bytes):
+        def transform(payload: bytes) -> bytes:
+            if payload == fail_on:
+                raise RuntimeError("a bug in the transform")
+            return upper(payload)
+
+        return transform
+
+    def test_counted_logged_and_the_next_one_answered(self) -> None:
+        clock = task.Clock()
+        protocol = UpperProtocol(clock=clock, transform=self.failing_transform(b"boom"))
+        transport = FakeDatagramTransport()
+        protocol.makeConnection(transport)
+        for payload in (b"boom", b"next", b"boom", b"boom", b"last"):
+            protocol.datagramReceived(payload, CLIENT)
+        self.assertEqual(transport.written, [(b"NEXT", CLIENT), (b"LAST", CLIENT)])
+        stats = protocol.stats
+        self.assertEqual((stats.received, stats.replied), (5, 2))
+        self.assertEqual(stats.counted(), {Reason.INTERNAL_ERROR: 3})
+        failures = [event for event in self.events if "log_failure" in event]
+        self.assertEqual(len(failures), 1)  # once per period, with its traceback
+        self.assertIsInstance(failures[0]["log_failure"].value, RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+        clock.advance(LOG_PERIOD)
+        protocol.datagramReceived(b"boom", CLIENT)
+        self.assertEqual(len([e for e in self.events if "log_failure" in e]), 2)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_a_transport_that_raises_anything(self) -> None:
+        protocol, _ = connected(FailingTransport(ValueError("not an OSError")))
+        protocol.datagramReceived(b"x", CLIENT)
+        self.assertEqual(protocol.stats.counted(), {Reason.INTERNAL_ERROR: 1})
+        self.flushLoggedErrors(ValueError)
+
+
+class LoopBreakerTests(unittest.TestCase):
+    """Echoes that repeat, unchanged, from one address spend its budget."""
+
+    def test_a_loop_spends_the_budget_and_dies(self) -> None:
+        clock = task.Clock()
+        protocol, transport = connected(clock=clock, loop_budget=100)
+        for _ in range(1000):  # what another echo would send back, at once
+            protocol.datagramReceived(b"HELLO", LOCAL)
+        # The first is free (a client may say a thing twice), then 100.
+        self.assertEqual(len(transport.written), 101)
+        self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 899})
+
+    def test_the_budget_comes_back(self) -> None:
+        clock = task.Clock()
+        protocol, transport = connected(clock=clock, loop_budget=100)
+        for _ in range(200):
+            protocol.datagramReceived(b"HELLO", LOCAL)
+        clock.advance(1.0)  # a tenth of the budget a second
+        for _ in range(200):
+            protocol.datagramReceived(b"HELLO", LOCAL)
+        self.assertEqual(len(transport.written), 101 + 10)
+
+    def test_per_address_any_port(self) -> None:
+        """A proxy changes its source port for each datagram: same address."""
+        protocol, transport = connected(loop_budget=10)
+        for port in range(2000, 2100):
+            protocol.datagramReceived(b"HELLO", ("127.0.0.1", port))
+        self.assertEqual(len(transport.written), 11)
+        protocol.datagramReceived(b"HELLO", ("127.0.0.2", 2000))  # another address
+        self.assertEqual(len(transport.written), 12)
+
+    def test_what_clients_send_is_answered(self) -> None:
+        protocol, transport = connected(loop_budget=100)
+        requests = [b"HELLO", b"HELLO", b"", b"", b"hello", b"hello"] * 10
+        requests += [b"%016d\xff\xfe" % n for n in range(10_000)]  # numbered, binary
+        requests += [b"hello"] * 10_000  # changed by upper-casing: never a loop
+        for request in requests:
+            protocol.datagramReceived(request, LOCAL)
+        self.assertEqual(len(transport.written), len(requests))
+
+    def test_0_turns_it_off(self) -> None:
+        protocol, transport = connected(loop_budget=0)
+        for _ in range(1000):
+            protocol.datagramReceived(b"HELLO", LOCAL)
+        self.assertEqual(len(transport.written), 1000)
+
+    def test_strangers_too(self) -> None:
+        protocol, transport = connected(loop_budget=5, rate=0)
+        for _ in range(100):
+            protocol.datagramReceived(b"HELLO", CLIENT)
+        self.assertEqual(len(transport.written), 6)
+
+
+class ClockStepTests(unittest.TestCase):
+    def test_rate_limit_survives_a_clock_that_steps_back(self) -> None:
+        clock = task.Clock()
+        clock.rightNow = 1_000_000.0
+        protocol, transport = connected(clock=clock, rate=10, burst=20, exempt=())
+        for _ in range(100):
+            protocol.datagramReceived(b"a", CLIENT)
+        clock.rightNow -= 3600  # an hour back: the bucket was empty, stays so
+        for _ in range(100):
+            protocol.datagramReceived(b"a", CLIENT)
+        self.assertEqual(len(transport.written), 20)
+        clock.advance(1.0)  # and refills from the new time, not in an hour
+        for _ in range(100):
+            protocol.datagramReceived(b"a", CLIENT)
+        self.assertEqual(len(transport.written), 20 + 10)
+
+    def test_the_daemon_decides_on_a_monotonic_clock(self) -> None:
+        import time
+
+        protocol = UpperProtocol()
+        self.assertIs(protocol.clock.seconds, time.monotonic)

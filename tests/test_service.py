@@ -9,6 +9,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from tests.support import NO_IPV6, can_bind_low_ports, exchange, exchange_in_thread
+from udpupper.stats import Reason
 from udpupper.policy import Protections, parse_networks
 from udpupper import port as port_module
 from udpupper.port import ServerPort
@@ -79,7 +80,7 @@ class ServiceTests(unittest.TestCase):
         reply, _ = yield exchange_in_thread("127.0.0.1", port, b"next")
         self.assertEqual(reply, b"NEXT")
         stats = self.service.stats
-        self.assertEqual(dict(stats.drops), {"too_large": 1})
+        self.assertEqual(stats.counted(), {Reason.TOO_LARGE: 1})
         self.assertEqual((stats.received, stats.replied), (2, 1))
 
     def test_port_in_use_exits_with_one_line(self):
@@ -148,7 +149,7 @@ class ProtectionTests(unittest.TestCase):
         service = self.start()
         with self.assertRaises(TimeoutError):
             yield self.ask(source_port=1000, timeout=0.5)
-        self.assertEqual(dict(service.stats.drops), {"low_source_port": 1})
+        self.assertEqual(service.stats.counted(), {Reason.LOW_SOURCE_PORT: 1})
 
     @defer.inlineCallbacks
     def test_allow_low_ports(self):
@@ -172,7 +173,7 @@ class ProtectionTests(unittest.TestCase):
         # Another /24 prefix still gets full service.
         reply, _ = yield self.ask(b"other", source="127.1.0.1")
         self.assertEqual(reply, b"OTHER")
-        self.assertEqual(service.stats.drops["rate_limited"], 6 - answered)
+        self.assertEqual(service.stats.drops[Reason.RATE_LIMITED], 6 - answered)
 
     @defer.inlineCallbacks
     def test_amplification_cap(self):
@@ -182,7 +183,7 @@ class ProtectionTests(unittest.TestCase):
         self.assertEqual(reply, "\u0390".upper().encode())
         with self.assertRaises(TimeoutError):
             yield self.ask(grows, source="127.1.0.1", timeout=0.5)
-        self.assertEqual(dict(service.stats.drops), {"amplification": 1})
+        self.assertEqual(service.stats.counted(), {Reason.AMPLIFICATION: 1})
 
     @defer.inlineCallbacks
     def test_a_smaller_receive_buffer_is_said_once(self):

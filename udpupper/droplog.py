@@ -14,6 +14,27 @@ from udpupper.stats import Stats
 LOG_PERIOD = 30.0  # seconds between two lines for the same reason
 
 
+class Throttle:
+    """Says yes at most once per ``period``, for a log line that could repeat."""
+
+    __slots__ = ("period", "last")
+
+    def __init__(self, period: float = LOG_PERIOD) -> None:
+        self.period = period
+        self.last: float | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether a line may go at ``now``; if so, the next one waits a period.
+
+        A clock that stepped back is taken at its word: a line may go.
+        """
+        last = self.last
+        if last is not None and 0 <= now - last < self.period:
+            return False
+        self.last = now
+        return True
+
+
 class DropLog:
     """Turns growing drop counters into at most one line per reason per period."""
 

@@ -4,15 +4,14 @@ Twisted's ``udp.Port`` is general: it truncates at 8,192 bytes by default and
 re-validates the address of every datagram it writes.  :class:`UDPPort` reads
 any datagram UDP can carry, serves IPv4 and IPv6 on one socket, and writes
 without the check (the client's address was resolved once, the server's
-come from the kernel).  :class:`ServerPort` adds what a server bound to a
-wildcard address needs: the destination of each datagram (IP_PKTINFO), so it
-never answers a broadcast or multicast datagram and always answers from the
-address it was asked on.
+come from the kernel).  :class:`ServerPort` is the daemon's transport: it
+delivers every datagram to ``protocol.datagramReceived`` and sends what the
+protocol writes, a batch at a time where the C helper is built, after the
+destination check (:mod:`udpupper.destination`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Iterator
 from errno import ECONNREFUSED, EINTR
@@ -20,6 +19,13 @@ from errno import ECONNREFUSED, EINTR
 from twisted.internet import udp
 from twisted.logger import Logger
 
+from udpupper.destination import (
+    CONTROL_SPACE,
+    HELPER_REFUSALS,
+    Destination,
+    check_destination,
+    is_wildcard,
+)
 from udpupper.kernel import IP_PKTINFO, set_receive_buffer
 
 try:  # recvmmsg/sendmmsg, where the C helper could be built
@@ -34,16 +40,10 @@ MAX_DATAGRAM = 65_535
 # timers and signals are never starved by a flood.
 READ_BUDGET = 256
 
-
 # After answering, wait this many microseconds for the next datagram before
 # going back to the reactor: a request is often one round trip behind its
 # reply, and the reactor's way round costs more than the wait.
 DEFAULT_BUSY_POLL = 50
-
-# Room for an IPV6_PKTINFO and an IP_PKTINFO message together.
-PKTINFO_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(12)
-
-Ancillary = list[tuple[int, int, bytes]]
 
 
 class UDPPort(udp.Port):
@@ -97,56 +97,29 @@ class UDPPort(udp.Port):
                 self.log.failure("unexpected error handling {addr}", addr=addr)
 
 
-def is_wildcard(interface: str) -> bool:
-    """Whether ``interface`` means every local address ("", "::", "0.0.0.0")."""
-    if not interface:
-        return True
-    return ipaddress.ip_address(interface.partition("%")[0]).is_unspecified
-
-
-def reply_ancillary(ancdata: Ancillary) -> Ancillary | None:
-    """How to answer a datagram that came with ``ancdata``; None: do not.
-
-    None for a datagram sent to a broadcast or multicast address.  Else the
-    ancillary data that makes the reply leave from the address the datagram
-    was sent to.  For IPv4, IP_PKTINFO gives the header's destination and the
-    local address the kernel would answer from: they differ for a subnet
-    broadcast.
-    """
-    ipv6 = ipv4 = None
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-            ipv6 = data
-        elif level == socket.IPPROTO_IP and kind == IP_PKTINFO:
-            ipv4 = data
-    if ipv4 is not None:
-        # struct in_pktinfo: ifindex, local address, header destination
-        local, destination = ipv4[4:8], ipv4[8:12]
-        if destination != local or destination[0] >= 224:
-            return None  # broadcast, multicast (224/4) or class E
-        if ipv6 is None:
-            return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local + bytes(4))]
-    if ipv6 is not None:
-        # struct in6_pktinfo: destination address, ifindex
-        if ipv6[0] == 0xFF:
-            return None  # IPv6 multicast, ff00::/8
-        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ipv6)]
-    return []
-
-
 class ServerPort(UDPPort):
-    """The daemon's port: answers through ``protocol.answer``.
+    """The daemon's port: a transport that batches, for :class:`UpperProtocol`.
+
+    Each datagram read goes to ``protocol.datagramReceived``; what the
+    protocol writes back to the datagram's sender is queued with the
+    datagram's route (so the reply leaves from the address the request was
+    sent to) and the queue goes out in one ``sendmmsg`` at the end of the
+    batch.  Without the C helper, one datagram a call each way.  A datagram
+    the destination check refuses goes to ``protocol.refuse`` instead, a
+    queued reply the kernel refuses to ``protocol.send_failed``, and an
+    exception to ``protocol.internal_error``: the port never closes for
+    what a datagram did.
 
     Bound to a wildcard address, it learns each datagram's destination;
     bound to one address, it needs not (the kernel delivers only unicast
     datagrams sent to that address).  ``rcvbuf`` bytes of receive buffer
     are asked for (0 leaves the kernel's default); ``rcvbuf_granted`` says
     what the kernel gave.  With ``reuse_port``, other processes may bind the
-    same address (SO_REUSEPORT) and the kernel shares datagrams out among
-    them.  With the C helper (``batch``) it moves up to 64 datagrams per
-    system call, and after answering polls ``busy_poll`` microseconds for
-    the next before going back to the reactor; without it, one datagram a
-    call.
+    same address (SO_REUSEPORT).  With the C helper (``batch``) it moves up
+    to 64 datagrams per system call, and after answering polls
+    ``busy_poll`` microseconds for the next before going back to the
+    reactor.  An IPv4 sender is given to the protocol as IPv4, on an IPv6
+    socket too.
     """
 
     batch = _batch
@@ -167,6 +140,11 @@ class ServerPort(UDPPort):
         self.rcvbuf = rcvbuf
         self.rcvbuf_granted: int | None = None
         self.pktinfo = is_wildcard(interface)
+        # While a datagram is delivered: its sender, how to answer it, and
+        # (in a batch) the replies waiting to go.
+        self._sender: tuple | None = None
+        self._route = None
+        self._queue: list | None = None
 
     def createInternetSocket(self) -> socket.socket:
         return self._configure(super().createInternetSocket())
@@ -186,20 +164,52 @@ class ServerPort(UDPPort):
             skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         return skt
 
+    def write(self, datagram: bytes, addr: tuple) -> None:
+        """Send ``datagram`` to ``addr``; ``OSError`` is the caller's.
+
+        To the sender of the datagram being delivered, from the address it
+        was sent to: queued in a batch, else at once.  To anyone else, at
+        once, as ``udp.Port`` would.
+        """
+        if addr is self._sender or addr == self._sender:
+            queue = self._queue
+            if queue is not None:
+                queue.append((datagram, self._route))
+            else:
+                ancillary, raw_addr = self._route
+                self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
+            return
+        host, port = addr[:2]
+        if self.addressFamily == socket.AF_INET6 and ":" not in host:
+            host = "::ffff:" + host
+        self.socket.sendto(datagram, (host, port))
+
     def doRead(self) -> None:
-        if self.batch is not None:
-            self._read_batches()
-        else:
-            self._read_one_by_one()
+        try:
+            if self.batch is not None:
+                self._read_batches()
+            else:
+                self._read_one_by_one()
+        except Exception:
+            # A bug of ours, not a stranger's doing: count it, keep the port.
+            self.protocol.internal_error()
+        finally:
+            self._sender = self._route = self._queue = None
+
+    def _deliver(self, datagram: bytes, sender: tuple, route) -> None:
+        self._sender, self._route = sender, route
+        try:
+            self.protocol.datagramReceived(datagram, sender)
+        except Exception:
+            self.protocol.internal_error()
 
     def _read_batches(self) -> None:
-        """The hot loop: a batch in, each answered or not, the replies out."""
+        """The hot loop: a batch in, each datagram delivered, the replies out."""
         fd = self.socket.fileno()
-        recv_batch, send_batch = self.batch.recv_batch, self.batch.send_batch
+        recv_batch = self.batch.recv_batch
         size = self.batch.BATCH
         protocol = self.protocol
-        answer = protocol.answer
-        stats = protocol.stats
+        received, refuse = protocol.datagramReceived, protocol.refuse
         pktinfo = self.pktinfo
         spin = handled = 0
         while handled < READ_BUDGET:
@@ -213,42 +223,47 @@ class ServerPort(UDPPort):
             if not datagrams:
                 return
             handled += len(datagrams)
-            replies = []
-            for datagram, host, port, route in datagrams:
-                if route is None:
-                    protocol.refuse(datagram, "not_unicast_destination")
-                    continue
-                reply = answer(datagram, host, port)
-                if reply is not None:
-                    replies.append((reply, route))
-            if replies:
-                sent, sent_bytes, errors = send_batch(fd, replies)
-                stats.replied += sent
-                stats.bytes_out += sent_bytes
-                for errno in errors:
-                    stats.send_failed(errno)
+            self._queue = queue = []
+            try:
+                for datagram, sender, route in datagrams:
+                    if route.__class__ is int:
+                        refuse(datagram, HELPER_REFUSALS[route])
+                        continue
+                    # _deliver, inlined: this loop is the daemon's hottest.
+                    self._sender, self._route = sender, route
+                    try:
+                        received(datagram, sender)
+                    except Exception:
+                        protocol.internal_error()
+            finally:
+                self._queue = None
+                if queue:
+                    self._send(fd, queue)
             spin = self.busy_poll
 
+    def _send(self, fd: int, queue: list) -> None:
+        """Send the batch's replies; hand back those the kernel refused."""
+        _, _, errors = self.batch.send_batch(fd, queue)
+        for index, errno in errors:
+            self.protocol.send_failed(queue[index][0], errno)
+
     def _read_one_by_one(self) -> None:
-        space = PKTINFO_SPACE if self.pktinfo else 0
-        sendmsg = self.socket.sendmsg
-        protocol = self.protocol
-        answer = protocol.answer
-        stats = protocol.stats
-        for datagram, ancdata, _, addr in self._received(
+        space = CONTROL_SPACE if self.pktinfo else 0
+        refuse = self.protocol.refuse
+        for datagram, ancdata, flags, addr in self._received(
             self.socket.recvmsg, MAX_DATAGRAM, space
         ):
-            ancillary = reply_ancillary(ancdata)
-            if ancillary is None:
-                protocol.refuse(datagram, "not_unicast_destination")
-                continue
-            reply = answer(datagram, addr[0], addr[1])
-            if reply is None:
-                continue
-            try:
-                sendmsg((reply,), ancillary, 0, addr)
-            except OSError as error:
-                stats.send_failed(error.errno)
+            if self.pktinfo:
+                destination = check_destination(ancdata, flags)
+                if destination.__class__ is not Destination:
+                    refuse(datagram, destination)
+                    continue
+                ancillary, ipv4 = destination
             else:
-                stats.replied += 1
-                stats.bytes_out += len(reply)
+                # One address bound: an IPv4-mapped sender can only be IPv4
+                # (Linux drops IPv6 packets from mapped sources).
+                ancillary, ipv4 = [], True
+            host = addr[0]
+            if ipv4 and host.startswith("::ffff:"):
+                host = host[7:]
+            self._deliver(datagram, (host, addr[1]), (ancillary, addr))

@@ -1,100 +1,170 @@
 """The server protocol: answer each datagram to its sender, upper-cased.
 
-One datagram meets, in order: the loop guard, the rate limit, the transform
-and the amplification cap; whatever is not answered is counted by reason.
+``datagramReceived`` is the one path every datagram takes, over the
+daemon's port or any other datagram transport.  A datagram meets, in order:
+the loop guard (bad sources, low source ports, our own port), the rate
+limit, the transform, the loop breaker and the amplification cap; the reply
+goes out with ``transport.write``.  Whatever is not answered is counted by
+reason, an exception included: nothing a datagram does escapes.
 """
 
 from __future__ import annotations
 
+import time
+
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 
+from udpupper.droplog import LOG_PERIOD, Throttle
+from udpupper.loops import LoopBreaker
 from udpupper.policy import Protections, Sources, lowest_port
 from udpupper.ratelimit import RateLimiter
-from udpupper.stats import Stats
+from udpupper.stats import Reason, Stats
 from udpupper.transform import upper
+
+BAD_SOURCE = Reason.BAD_SOURCE
+LOW_SOURCE_PORT = Reason.LOW_SOURCE_PORT
+LOOP = Reason.LOOP
+RATE_LIMITED = Reason.RATE_LIMITED
+AMPLIFICATION = Reason.AMPLIFICATION
+
+
+class MonotonicClock:
+    """``seconds()`` that never steps back: what rate decisions are made on."""
+
+    seconds = staticmethod(time.monotonic)
 
 
 class UpperProtocol(DatagramProtocol):
     """Upper-cases every datagram back to where it came from, safely.
 
     Applies ``protections`` (the daemon's defaults unless told otherwise) on
-    ``clock``'s time.  Works over any datagram transport; a reply that
-    cannot be sent is counted, never raised.
+    ``clock``'s time (monotonic unless told otherwise).  ``transform`` is
+    what a reply is made with.  A reply that cannot be sent is counted,
+    never raised; so is any error while handling a datagram, logged with its
+    traceback at most once per ``LOG_PERIOD``.
     """
 
     noisy = False
+    log = Logger()
 
     def __init__(
         self,
         stats: Stats | None = None,
         clock: IReactorTime | None = None,
         protections: Protections = Protections(),
+        transform=upper,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.stats = Stats() if stats is None else stats
-        self.clock = clock
-        self.sources = Sources(protections.exempt)
+        self.clock = MonotonicClock() if clock is None else clock
+        self.transform = transform
+        self.sources = Sources(protections.exempt, protections.rate_table)
         rate = protections.rate
         self.limiter = (
             RateLimiter(
                 rate,
-                2 * rate if protections.burst is None else protections.burst,
+                max(1.0, 2 * rate) if protections.burst is None else protections.burst,
                 protections.rate_table,
             )
             if rate
             else None
         )
+        self.loops = (
+            LoopBreaker(protections.loop_budget, protections.rate_table)
+            if protections.loop_budget
+            else None
+        )
         self.max_amplification = protections.max_amplification
         self.lowest_port = lowest_port(protections.allow_low_ports)
+        self.own_port = 0  # the port we listen on, once we do: 0 is never a source
+        self.errors = Throttle(LOG_PERIOD)
+
+    def startProtocol(self) -> None:
+        get_host = getattr(self.transport, "getHost", None)
+        if get_host is not None:
+            self.own_port = get_host().port
+
+    def datagramReceived(self, datagram: bytes, addr: tuple) -> None:
+        stats = self.stats
+        stats.received += 1
+        stats.bytes_in += len(datagram)
+        try:
+            reply = self.answer(datagram, addr[0], addr[1])
+            if reply is None:
+                return
+            self.transport.write(reply, addr)
+        except MessageLengthError:
+            # Twisted's own udp.Port turns EMSGSIZE into this.
+            stats.drop(Reason.TOO_LARGE)
+        except OSError as error:
+            stats.send_failed(error.errno)
+        except Exception:
+            self.internal_error()
+        else:
+            stats.replied += 1
+            stats.bytes_out += len(reply)
 
     def answer(self, datagram: bytes, host: str, port: int) -> bytes | None:
         """The reply owed to ``datagram`` from ``host``/``port``, or None.
 
-        Counts the datagram, and the reason when it gets no reply.
+        Counts the reason when there is no reply.
         """
-        stats = self.stats
-        stats.received += 1
-        stats.bytes_in += len(datagram)
-        source = self.sources.get(host)
-        if source.bad:
-            stats.drop("bad_source")
+        bad, exempt, prefix = self.sources.get(host)
+        if bad:
+            self.stats.drop(BAD_SOURCE)
             return None
         if port < self.lowest_port:
-            stats.drop("low_source_port")
+            self.stats.drop(LOW_SOURCE_PORT)
             return None
-        if source.exempt:
-            return upper(datagram)
+        if port == self.own_port:
+            # Another echo answering from our port, or ourselves.
+            self.stats.drop(LOOP)
+            return None
         limiter = self.limiter
-        if limiter is not None and not limiter.allow(source.prefix, self.clock.seconds()):
-            stats.drop("rate_limited")
+        if not exempt and limiter is not None and not limiter.allow(
+            prefix, self.clock.seconds()
+        ):
+            self.stats.drop(RATE_LIMITED)
             return None
-        reply = upper(datagram)
-        if len(reply) > self.max_amplification * len(datagram):
-            stats.drop("amplification")
+        reply = self.transform(datagram)
+        if not exempt and len(reply) > self.max_amplification * len(datagram):
+            self.stats.drop(AMPLIFICATION)
+            return None
+        loops = self.loops
+        if (
+            loops is not None
+            and reply == datagram
+            and not loops.allow(host, datagram, self.clock.seconds())
+        ):
+            self.stats.drop(LOOP)
             return None
         return reply
 
-    def refuse(self, datagram: bytes, reason: str) -> None:
-        """Count a datagram the port will not answer, for ``reason``."""
+    def refuse(self, datagram: bytes, reason: Reason) -> None:
+        """Count a datagram that the transport will not deliver, for ``reason``."""
         stats = self.stats
         stats.received += 1
         stats.bytes_in += len(datagram)
         stats.drop(reason)
 
-    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        reply = self.answer(datagram, addr[0], addr[1])
-        if reply is None:
-            return
-        try:
-            self.transport.write(reply, addr)
-        except MessageLengthError:
-            # Twisted's own udp.Port turns EMSGSIZE into this.
-            self.stats.drop("too_large")
-        except OSError as error:
-            self.stats.send_failed(error.errno)
-        else:
-            self.stats.replied += 1
-            self.stats.bytes_out += len(reply)
+    def send_failed(self, reply: bytes, errno: int | None) -> None:
+        """A reply that ``transport.write`` took could not be sent after all.
+
+        For a transport that sends later (the daemon's, a batch at a time).
+        """
+        stats = self.stats
+        stats.replied -= 1
+        stats.bytes_out -= len(reply)
+        stats.send_failed(errno)
+
+    def internal_error(self) -> None:
+        """Count the exception being handled; log it, at most once a period."""
+        self.stats.drop(Reason.INTERNAL_ERROR)
+        if self.errors.due(self.clock.seconds()):
+            self.log.failure(
+                "udpupper could not handle a datagram (counted as internal_error; "
+                "logged at most once per {period:.0f} s)",
+                period=self.errors.period,
+            )

@@ -6,9 +6,8 @@ import socket
 from errno import EADDRNOTAVAIL, EAFNOSUPPORT
 from os import strerror
 
-from twisted.application import service
+from twisted.application import internet, service
 from twisted.internet.error import CannotListenError
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from udpupper import systemd
@@ -16,7 +15,7 @@ from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
 from udpupper.policy import Protections
 from udpupper.port import DEFAULT_BUSY_POLL, ServerPort
-from udpupper.protocol import UpperProtocol
+from udpupper.protocol import MonotonicClock, UpperProtocol
 from udpupper.stats import Stats
 
 # Serve IPv4 and IPv6 together when the host has IPv6, else IPv4 alone.
@@ -44,13 +43,15 @@ def cannot_listen(interface: str, port: int, reason: str) -> SystemExit:
     )
 
 
-class UpperService(service.Service):
+class UpperService(service.MultiService):
     """Listens on one UDP port and answers with :class:`UpperProtocol`.
 
     The socket is bound in ``privilegedStartService``, so twistd can bind a
-    port below 1024 as root before it drops privileges.  Every second it
-    reads the kernel's drops on the socket and logs drop reasons (each at
-    most once per 30 seconds); at the end, one summary line.
+    port below 1024 as root before it drops privileges.  Every second (a
+    ``TimerService``) it reads the kernel's drops on the socket and logs
+    drop reasons (each at most once per 30 seconds); at the end, one summary
+    line.  ``reactor`` runs it; rate decisions are made on ``clock``
+    (monotonic unless told otherwise).
     """
 
     name = "udpupper"
@@ -65,7 +66,9 @@ class UpperService(service.Service):
         rcvbuf: int = DEFAULT_RCVBUF,
         reuse_port: bool = False,
         busy_poll: int = DEFAULT_BUSY_POLL,
+        clock=None,
     ) -> None:
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.port_number = port
@@ -75,12 +78,15 @@ class UpperService(service.Service):
         self.reuse_port = reuse_port
         self.busy_poll = busy_poll
         self.stats = Stats()
-        self.protocol = UpperProtocol(self.stats, reactor, protections)
+        self.protocol = UpperProtocol(
+            self.stats, MonotonicClock() if clock is None else clock, protections
+        )
         self.port: ServerPort | None = None
         self.from_systemd = False
         self.drop_log = DropLog(self.stats, self.log)
-        self.checker = LoopingCall(self.check)
+        self.checker = internet.TimerService(CHECK_INTERVAL, self.check)
         self.checker.clock = reactor
+        self.checker.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         inherited = systemd.inherited_datagram_socket()
@@ -130,7 +136,6 @@ class UpperService(service.Service):
         super().startService()
         # Once the reactor runs, signals are handled too: only then say so.
         self.reactor.callWhenRunning(self._announce)
-        self.checker.start(CHECK_INTERVAL, now=False)
 
     def _announce(self) -> None:
         if self.port is None:
@@ -153,7 +158,7 @@ class UpperService(service.Service):
 
     def update_kernel_drops(self) -> None:
         """Read how many datagrams the kernel dropped on our socket."""
-        if self.port is not None:
+        if self.port is not None and self.port.connected:
             drops = socket_drops(self.port.socket)
             if drops is not None:
                 self.stats.kernel_drops = drops
@@ -161,13 +166,11 @@ class UpperService(service.Service):
     def check(self) -> None:
         """Read the kernel's drops on our socket; log drop reasons."""
         self.update_kernel_drops()
-        self.drop_log.check(self.reactor.seconds())
+        self.drop_log.check(self.protocol.clock.seconds())
 
     def stopService(self):
         systemd.notify("STOPPING=1")
         super().stopService()
-        if self.checker.running:
-            self.checker.stop()
         self.check()
         self.log.info("udpupper stopped: {summary}", summary=self.stats.summary())
         if self.port is not None:

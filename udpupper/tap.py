@@ -17,6 +17,7 @@ from udpupper.options import (
 )
 from udpupper.policy import (
     DEFAULT_EXEMPT,
+    DEFAULT_LOOP_BUDGET,
     DEFAULT_RATE,
     DEFAULT_RATE_TABLE,
     Protections,
@@ -33,11 +34,11 @@ def metrics_endpoint(value: str | None) -> str | None:
     """A Twisted server endpoint description, when prometheus_client is there."""
     if value is None:
         return None
-    from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
     try:
-        serverFromString(reactor, value)
+        # Parsed only: the reactor it would listen with is makeService's.
+        serverFromString(None, value)
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"not a server endpoint ({error}): {value!r}") from None
     if not metrics.available():
@@ -51,7 +52,7 @@ class Options(OneLineUsageErrors, usage.Options):
     command = "twistd udpupper"
     synopsis = (
         "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
-        "[--rate-table N] [--exempt CIDR,...] [--max-amplification F] "
+        "[--rate-table N] [--loop-budget N] [--exempt CIDR,...] [--max-amplification F] "
         "[--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--busy-poll US] "
         "[--metrics ENDPOINT]"
     )
@@ -81,6 +82,10 @@ class Options(OneLineUsageErrors, usage.Options):
         ["burst", None, None, "Replies a prefix may get at once [default: 2 x rate]."],
         ["rate-table", None, DEFAULT_RATE_TABLE,
          "Prefixes the rate limiter remembers; the least recent is forgotten."],
+        ["loop-budget", None, DEFAULT_LOOP_BUDGET,
+         "Replies a source address may get at once to requests that repeat an "
+         "earlier one and come back unchanged, as in a loop between two echo "
+         "services (refilled in 10 s); exempt sources too; 0: no limit."],
         ["exempt", None, DEFAULT_EXEMPT,
          "Comma-separated networks never rate limited or capped; '' for none."],
         ["max-amplification", None, 1.0,
@@ -101,6 +106,7 @@ class Options(OneLineUsageErrors, usage.Options):
         "interface": unicast_interface,
         "rate": non_negative_float,
         "rate-table": bounded(count, 1, 1 << 24),
+        "loop-budget": bounded(count, 0, 1 << 24),
         "exempt": parse_networks,
         "max-amplification": positive_float,
         "rcvbuf": count,
@@ -121,8 +127,14 @@ class Options(OneLineUsageErrors, usage.Options):
             self["burst"] = burst
 
 
-def makeService(config: Options) -> service.IService:
-    """Make the service that ``twistd udpupper`` runs."""
+def makeService(config: Options, reactor=None) -> service.IService:
+    """Make the service that ``twistd udpupper`` runs, on ``reactor``.
+
+    The global reactor unless told otherwise, imported only now: parsing
+    options installs none.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
     if config["workers"] > 1:
         interface, port = reserve_port(config["interface"], config["port"])
         daemon = Workers(config["workers"], interface, port, worker_options(config))
@@ -132,6 +144,7 @@ def makeService(config: Options) -> service.IService:
             rate=config["rate"],
             burst=config["burst"],
             rate_table=config["rate-table"],
+            loop_budget=config["loop-budget"],
             exempt=tuple(config["exempt"]),
             max_amplification=config["max-amplification"],
             allow_low_ports=bool(config["allow-low-ports"]),
@@ -139,6 +152,7 @@ def makeService(config: Options) -> service.IService:
         daemon = UpperService(
             config["port"],
             config["interface"],
+            reactor,
             protections=protections,
             rcvbuf=config["rcvbuf"],
             reuse_port=bool(config["reuse-port"]),
@@ -163,6 +177,7 @@ def worker_options(config: Options) -> list[str]:
     options = [
         f"--rate={config['rate']}",
         f"--rate-table={config['rate-table']}",
+        f"--loop-budget={config['loop-budget']}",
         "--exempt=" + ",".join(str(network) for network in config["exempt"]),
         f"--max-amplification={config['max-amplification']}",
         f"--rcvbuf={config['rcvbuf']}",
