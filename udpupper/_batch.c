@@ -168,9 +168,10 @@ static long long now_ns(void)
 
 static PyObject *recv_batch(PyObject *module, PyObject *args)
 {
-    int fd, count, pktinfo, received, i, spin_us = 0;
+    int fd, count, pktinfo, received, i, spin_us = 0, last = 0, last_ipv4 = 0;
+    socklen_t last_namelen = 0;
     long long deadline = 0;
-    PyObject *list;
+    PyObject *list, *last_addr = NULL, *last_route = NULL;
 
     if (!PyArg_ParseTuple(args, "iip|i", &fd, &count, &pktinfo, &spin_us))
         return NULL;
@@ -208,39 +209,60 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
          * reply's ancillary data. */
         char route[1 + sizeof(struct sockaddr_storage) + CONTROL_SIZE];
         control_buffer reply;
-        Py_ssize_t control = 0;
+        Py_ssize_t control = 0, route_size;
         int ipv4_packet = !pktinfo; /* without pktinfo, Linux's rule below */
-        PyObject *addr, *item, *route_object;
+        PyObject *datagram, *item;
 
         /* Without pktinfo (one address bound, not a wildcard), a mapped
          * sender on an IPv6 socket can only be IPv4: Linux drops IPv6
          * packets from IPv4-mapped sources. */
         if (pktinfo)
             control = reply_control(header, &reply, &ipv4_packet);
-        if (!(addr = format_address(&names[i], ipv4_packet)))
-            goto error;
-        if (addr == Py_None) {
-            route_object = PyLong_FromLong(NOT_IP);
-        } else if (control < 0) {
-            route_object = PyLong_FromLong((long)(-control - 1));
+        /* A batch often comes from few senders: the same sender as the one
+         * before shares its address object, which saves making it again
+         * (and lets Python compare it by identity). */
+        if (!(last_addr && header->msg_namelen == last_namelen && ipv4_packet == last_ipv4
+              && memcmp(&names[i], &names[last], last_namelen) == 0)) {
+            Py_XDECREF(last_addr);
+            if (!(last_addr = format_address(&names[i], ipv4_packet)))
+                goto error;
+            last = i;
+            last_namelen = header->msg_namelen;
+            last_ipv4 = ipv4_packet;
+        }
+        if (last_addr == Py_None || control < 0) {
+            Py_XSETREF(last_route, PyLong_FromLong(last_addr == Py_None ? NOT_IP
+                                                   : (long)(-control - 1)));
         } else {
             route[0] = (char)header->msg_namelen;
             memcpy(route + 1, &names[i], header->msg_namelen);
             memcpy(route + 1 + header->msg_namelen, reply.bytes, (size_t)control);
-            route_object = PyBytes_FromStringAndSize(route, 1 + header->msg_namelen + control);
+            route_size = 1 + header->msg_namelen + control;
+            if (!(last_route && PyBytes_CheckExact(last_route)
+                  && PyBytes_GET_SIZE(last_route) == route_size
+                  && memcmp(PyBytes_AS_STRING(last_route), route, route_size) == 0))
+                Py_XSETREF(last_route, PyBytes_FromStringAndSize(route, route_size));
         }
-        if (!route_object) {
-            Py_DECREF(addr);
+        if (!last_route)
+            goto error;
+        if (!(datagram = PyBytes_FromStringAndSize(vectors[i].iov_base,
+                                                   (Py_ssize_t)messages[i].msg_len)))
+            goto error;
+        if (!(item = PyTuple_New(3))) {
+            Py_DECREF(datagram);
             goto error;
         }
-        item = Py_BuildValue("(y#NN)", vectors[i].iov_base, (Py_ssize_t)messages[i].msg_len,
-                             addr, route_object);
-        if (!item)
-            goto error;
+        PyTuple_SET_ITEM(item, 0, datagram);
+        PyTuple_SET_ITEM(item, 1, Py_NewRef(last_addr));
+        PyTuple_SET_ITEM(item, 2, Py_NewRef(last_route));
         PyList_SET_ITEM(list, i, item);
     }
+    Py_XDECREF(last_addr);
+    Py_XDECREF(last_route);
     return list;
 error:
+    Py_XDECREF(last_addr);
+    Py_XDECREF(last_route);
     Py_DECREF(list);
     return NULL;
 }

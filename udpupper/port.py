@@ -171,18 +171,19 @@ class ServerPort(UDPPort):
         was sent to: queued in a batch, else at once.  To anyone else, at
         once, as ``udp.Port`` would.
         """
-        if addr is self._sender or addr == self._sender:
-            queue = self._queue
-            if queue is not None:
-                queue.append((datagram, self._route))
+        if addr is self._sender and self._queue is not None:
+            self._queue.append((datagram, self._route))  # the hot path
+        elif addr == self._sender:
+            if self._queue is not None:
+                self._queue.append((datagram, self._route))
             else:
                 ancillary, raw_addr = self._route
                 self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
-            return
-        host, port = addr[:2]
-        if self.addressFamily == socket.AF_INET6 and ":" not in host:
-            host = "::ffff:" + host
-        self.socket.sendto(datagram, (host, port))
+        else:
+            host, port = addr[:2]
+            if self.addressFamily == socket.AF_INET6 and ":" not in host:
+                host = "::ffff:" + host
+            self.socket.sendto(datagram, (host, port))
 
     def doRead(self) -> None:
         try:

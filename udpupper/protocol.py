@@ -3,7 +3,7 @@
 ``datagramReceived`` is the one path every datagram takes, over the
 daemon's port or any other datagram transport.  A datagram meets, in order:
 the loop guard (bad sources, low source ports, our own port), the rate
-limit, the transform, the loop breaker and the amplification cap; the reply
+limit, the transform, the amplification cap and the loop breaker; the reply
 goes out with ``transport.write``.  Whatever is not answered is counted by
 reason, an exception included: nothing a datagram does escapes.
 """
@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from udpupper.droplog import LOG_PERIOD, Throttle
 from udpupper.loops import LoopBreaker
-from udpupper.policy import Protections, Sources, lowest_port
+from udpupper.policy import Protections, Source, Sources, lowest_port
 from udpupper.ratelimit import RateLimiter
 from udpupper.stats import Reason, Stats
 from udpupper.transform import upper
@@ -87,12 +87,34 @@ class UpperProtocol(DatagramProtocol):
             self.own_port = get_host().port
 
     def datagramReceived(self, datagram: bytes, addr: tuple) -> None:
+        # The daemon's hot path: one frame, the checks that refuse anything
+        # in helpers off it.  Order: loop guard, rate limit, transform,
+        # amplification cap, loop breaker.
         stats = self.stats
         stats.received += 1
         stats.bytes_in += len(datagram)
         try:
-            reply = self.answer(datagram, addr[0], addr[1])
-            if reply is None:
+            host, port = addr[0], addr[1]
+            source = self.sources.known.get(host) or self.sources.get(host)
+            if source[0] or port < self.lowest_port or port == self.own_port:
+                stats.drop(self.guard_reason(source, port))
+                return
+            exempt = source[1]
+            if not exempt and self.limiter is not None and not self.limiter.allow(
+                source[2], self.clock.seconds()
+            ):
+                stats.drop(RATE_LIMITED)
+                return
+            reply = self.transform(datagram)
+            if not exempt and len(reply) > self.max_amplification * len(datagram):
+                stats.drop(AMPLIFICATION)
+                return
+            if (
+                reply == datagram
+                and self.loops is not None
+                and not self.loops.allow(host, datagram, self.clock.seconds())
+            ):
+                stats.drop(LOOP)
                 return
             self.transport.write(reply, addr)
         except MessageLengthError:
@@ -106,41 +128,13 @@ class UpperProtocol(DatagramProtocol):
             stats.replied += 1
             stats.bytes_out += len(reply)
 
-    def answer(self, datagram: bytes, host: str, port: int) -> bytes | None:
-        """The reply owed to ``datagram`` from ``host``/``port``, or None.
-
-        Counts the reason when there is no reply.
-        """
-        bad, exempt, prefix = self.sources.get(host)
-        if bad:
-            self.stats.drop(BAD_SOURCE)
-            return None
+    def guard_reason(self, source: Source, port: int) -> Reason:
+        """Why the loop guard refuses ``source`` sending from ``port``."""
+        if source.bad:
+            return BAD_SOURCE
         if port < self.lowest_port:
-            self.stats.drop(LOW_SOURCE_PORT)
-            return None
-        if port == self.own_port:
-            # Another echo answering from our port, or ourselves.
-            self.stats.drop(LOOP)
-            return None
-        limiter = self.limiter
-        if not exempt and limiter is not None and not limiter.allow(
-            prefix, self.clock.seconds()
-        ):
-            self.stats.drop(RATE_LIMITED)
-            return None
-        reply = self.transform(datagram)
-        if not exempt and len(reply) > self.max_amplification * len(datagram):
-            self.stats.drop(AMPLIFICATION)
-            return None
-        loops = self.loops
-        if (
-            loops is not None
-            and reply == datagram
-            and not loops.allow(host, datagram, self.clock.seconds())
-        ):
-            self.stats.drop(LOOP)
-            return None
-        return reply
+            return LOW_SOURCE_PORT
+        return LOOP  # our own port: another echo answering us, or ourselves
 
     def refuse(self, datagram: bytes, reason: Reason) -> None:
         """Count a datagram that the transport will not deliver, for ``reason``."""
