@@ -7,9 +7,15 @@ its defaults, and sends from the other.  Skipped where that cannot be done.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 from twisted.trial import unittest
 
-from tests.netns import Link, why_not
+from tests import spoof
+from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
 
 SERVER_ADDRESSES = ["10.77.0.1/24", "10.77.0.2/24", "2001:db8:77::1/64", "2001:db8:77::2/64"]
@@ -76,3 +82,31 @@ class NoBroadcastIPv4Tests(NetnsTestCase):
         counters = self.daemon.summary()
         self.assertEqual(counters["not_unicast_destination"], 3)
         self.assertEqual((counters["received"], counters["replied"]), (4, 1))
+
+
+class LoopBetweenHostsTests(unittest.TestCase):
+    """Two daemons on two hosts, neither exempt for the other: one spoofed
+    datagram from one daemon's address and port to the other starts a loop
+    that the rate limit (burst 400) ends long before the loop breaker would."""
+
+    skip = why_not() or spoof.why_not()
+
+    def test_the_rate_limit_ends_it(self) -> None:
+        link = Link("lp", ["10.77.0.1/24"], ["10.77.0.3/24"])
+        self.addCleanup(link.remove)
+        here = Daemon("--port", "0", prefix=tuple(link.in_server()))
+        there = Daemon("--port", "0", prefix=("ip", "netns", "exec", link.client))
+        for daemon in (here, there):
+            self.addCleanup(daemon.stop)
+        here_port, there_port = here.start(), there.start()
+        subprocess.run(
+            ["ip", "netns", "exec", link.client, sys.executable, "-c",
+             "from tests.spoof import send_spoofed; "
+             f"send_spoofed(('10.77.0.3', {there_port}), ('10.77.0.1', {here_port}), b'x')"],
+            check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60,
+        )
+        time.sleep(1.5)
+        counters = [here.summary(), there.summary()]
+        received = sum(counter["received"] for counter in counters)
+        self.assertLess(received, 2 * (400 + 2 * 200), counters)  # dead in the burst
+        self.assertEqual(sum(counter.get("rate_limited", 0) for counter in counters), 1)

@@ -17,8 +17,11 @@ import time
 
 from twisted.trial import unittest
 
+from tests import spoof
 from tests.netns import ROOT
 from tests.processes import Daemon
+from tests.support import NO_IPV6
+from tests.test_loops import scrape
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -30,15 +33,18 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-class NginxTests(unittest.TestCase):
+class NginxCase(unittest.TestCase):
+    """Starts nginx with the shipped configuration in front of daemons."""
+
     skip = None if NGINX else "nginx is not installed"
 
-    def start_nginx(self, front: int, backends: list[int]) -> None:
+    def start_nginx(self, front: int, backends: list[int], ipv6: bool = False) -> None:
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder, True)
         with open(os.path.join(ROOT, "contrib", "nginx", "udpupper.conf")) as template:
             stream = template.read()
-        stream = stream.replace("listen [::]:12000 udp reuseport;\n", "")
+        if not ipv6:
+            stream = stream.replace("listen [::]:12000 udp reuseport;\n", "")
         stream = stream.replace("12000", str(front))
         stream = re.sub(r"127\.0\.0\.1:1200(\d)",
                         lambda m: f"127.0.0.1:{backends[int(m.group(1)) - 1]}", stream)
@@ -90,6 +96,8 @@ class NginxTests(unittest.TestCase):
                     pass
         self.fail("nginx did not answer")
 
+
+class NginxTests(NginxCase):
     def test_balanced_across_two_daemons(self) -> None:
         daemons = [Daemon("--interface", "127.0.0.1", "--port", "0") for _ in range(2)]
         for daemon in daemons:
@@ -108,3 +116,40 @@ class NginxTests(unittest.TestCase):
         # Every request reached a daemon once, and so did one probe or more.
         self.assertTrue(100 + 1 <= sum(received) <= 100 + self.probes, received)
         self.assertTrue(all(count > 10 for count in received), received)
+
+
+class NginxLoopTests(NginxCase):
+    """One spoofed datagram from the front's own address and port starts a
+    loop through nginx: the reply goes to the front, which takes it for a
+    new request.  The daemons see it come back from 127.0.0.1, from a new
+    source port each time; the loop breaker counts by address and ends it."""
+
+    skip = NginxCase.skip or spoof.why_not() or NO_IPV6
+
+    def test_a_datagram_from_the_front_itself_dies(self) -> None:
+        daemons = [Daemon("--interface", "127.0.0.1", "--port", "0", "--metrics",
+                          "tcp:0:interface=127.0.0.1") for _ in range(2)]
+        for daemon in daemons:
+            self.addCleanup(daemon.stop)
+        backends = [daemon.start() for daemon in daemons]
+        pages = [int(daemon.find(r"Site starting on (\d+)").group(1)) for daemon in daemons]
+        front = free_udp_port()
+        self.start_nginx(front, backends, ipv6=True)
+        spoof.send_spoofed(("::1", front), ("::1", front), b"LOOP")
+        received = "udpupper_datagrams_received_total"
+
+        def total() -> float:
+            return sum(scrape(page)[received] for page in pages)
+
+        deadline, last = time.monotonic() + 20, -1.0
+        while time.monotonic() < deadline:  # until a second goes by with nothing new
+            time.sleep(1.0)
+            now = total()
+            if now == last:
+                break
+            last = now
+        else:
+            self.fail(f"still looping after 20 s: {last:.0f} datagrams")
+        loops = sum(scrape(page)[("udpupper_datagrams_dropped_total", "loop")]
+                    for page in pages)
+        self.assertGreaterEqual(loops, 1)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from tests.support import NO_IPV6, can_bind_low_ports, exchange, exchange_in_thread
-from udpupper.stats import Reason
-from udpupper.policy import Protections, parse_networks
 from udpupper import port as port_module
+from udpupper.policy import Protections, parse_networks
 from udpupper.port import ServerPort
 from udpupper.service import UpperService, format_endpoint
+from udpupper.stats import Reason
 
 
 class ServiceTests(unittest.TestCase):
@@ -82,6 +82,64 @@ class ServiceTests(unittest.TestCase):
         stats = self.service.stats
         self.assertEqual(stats.counted(), {Reason.TOO_LARGE: 1})
         self.assertEqual((stats.received, stats.replied), (2, 1))
+
+    def burst(self, port: int, payloads: list[bytes], replies: int) -> list[bytes]:
+        """Send ``payloads`` back to back (one batch, as a rule); read replies."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.settimeout(5)
+            for payload in payloads:
+                peer.sendto(payload, ("127.0.0.1", port))
+            return [peer.recv(65_535) for _ in range(replies)]
+
+    @defer.inlineCallbacks
+    def test_an_exception_in_the_middle_of_a_batch(self):
+        port = self.start("127.0.0.1")
+
+        def transform(payload: bytes) -> bytes:
+            if payload == b"boom":
+                raise RuntimeError("a bug in the transform")
+            return payload.upper()
+
+        self.service.protocol.transform = transform
+        replies = yield threads.deferToThread(
+            self.burst, port, [b"a", b"boom", b"b", b"boom", b"c"], 3)
+        self.assertEqual(replies, [b"A", b"B", b"C"])
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"later")
+        self.assertEqual(reply, b"LATER")
+        stats = self.service.stats
+        self.assertEqual(stats.counted(), {Reason.INTERNAL_ERROR: 2})
+        self.assertEqual((stats.received, stats.replied), (6, 4))
+        self.assertTrue(self.service.port.connected)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)  # once a period
+
+    @defer.inlineCallbacks
+    def test_a_protocol_that_raises_does_not_close_the_port(self):
+        port = self.start("127.0.0.1")
+        protocol = self.service.protocol
+        answer = protocol.datagramReceived
+
+        def received(datagram, addr):
+            if datagram == b"boom":
+                raise RuntimeError("a bug outside the protocol's own guard")
+            answer(datagram, addr)
+
+        protocol.datagramReceived = received
+        replies = yield threads.deferToThread(self.burst, port, [b"boom", b"after"], 1)
+        self.assertEqual(replies, [b"AFTER"])
+        self.assertEqual(protocol.stats.drops[Reason.INTERNAL_ERROR], 1)
+        self.flushLoggedErrors(RuntimeError)
+
+    @defer.inlineCallbacks
+    def test_no_destination_information_no_reply(self):
+        """Fail closed: on a wildcard bind, a datagram that comes without
+        its destination (pktinfo turned off under us) is not answered."""
+        port = self.start()
+        skt = self.service.port.socket
+        skt.setsockopt(socket.IPPROTO_IP, port_module.IP_PKTINFO, 0)
+        skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 0)
+        with self.assertRaises(TimeoutError):
+            yield exchange_in_thread("127.0.0.1", port, b"where to?", 0.5)
+        self.assertEqual(self.service.stats.counted(), {Reason.NO_DESTINATION: 1})
 
     def test_port_in_use_exits_with_one_line(self):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
