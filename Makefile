@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := $(shell find udpupper twisted -name '*.py' -o -name '*.c') setup.py setup.cfg pyproject.toml
 
-.PHONY: run test clean
+.PHONY: run test sanitize clean
 
 run: $(VENV)/installed
 	$(BIN)/twistd -n --pidfile= udpupper --port $(PORT)
@@ -30,6 +30,26 @@ $(VENV)/installed-test: $(BIN)/python $(SOURCES)
 	# The tests import udpupper from this tree: build its C helper here too.
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@
+
+# The C helper's tests again, with the helper built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (gcc or clang), in a copy of the tree; any
+# report fails the run.  CI runs it where the compiler has the sanitizers.
+SANITIZE := build/sanitize
+CC ?= cc
+SANITIZERS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+sanitize: $(VENV)/installed-test
+	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE)
+	cp -r udpupper tests $(SANITIZE)/
+	rm -f $(SANITIZE)/udpupper/*.so
+	$(CC) -shared -fPIC -O1 -g $(SANITIZERS) \
+	    -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+	    udpupper/_batch.c \
+	    -o $(SANITIZE)/udpupper/_batch$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+	cd $(SANITIZE) && \
+	    LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(CURDIR)/$(BIN)/python -m twisted.trial tests.test_batch tests.test_destination \
+	    tests.test_service tests.test_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis udpupper/*.so
