@@ -48,8 +48,8 @@ sanitize: $(VENV)/installed-test
 	cd $(SANITIZE) && \
 	    LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    $(CURDIR)/$(BIN)/python -m twisted.trial tests.test_batch tests.test_destination \
-	    tests.test_service tests.test_bench
+	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_batch.py \
+	    tests/test_destination.py tests/test_service.py tests/test_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis udpupper/*.so
