@@ -7,8 +7,12 @@ recently is forgotten first, in constant time, so a flood from spoofed
 sources can grow neither memory nor the cost of one datagram, and
 forgetting a key only ever gives it a full bucket again.
 
+Each bucket is one float, the time at which it would be full again (the
+generic cell rate algorithm, exactly a token bucket): no object per key for
+the garbage collector to walk, which a flood of new keys would make costly.
 Time is whatever the caller says it is, and may step back: a bucket is then
-refilled from the new time on, never starved until the old one comes back.
+taken as empty at the new time at worst and refills from there, never
+starved until the old time comes back.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Hashable
 class RateLimiter:
     """Decides, key by key, whether one more token may be spent now."""
 
-    __slots__ = ("rate", "burst", "size", "buckets")
+    __slots__ = ("rate", "burst", "size", "buckets", "interval", "depth", "limit")
 
     def __init__(self, rate: float, burst: float, size: int = 65_536) -> None:
         if not rate > 0:
@@ -32,29 +36,33 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
         self.size = size
-        # key -> [tokens, when last refilled], least recently seen first.
-        self.buckets: OrderedDict[Hashable, list[float]] = OrderedDict()
+        self.interval = 1.0 / rate  # what one token is worth, in seconds
+        self.depth = burst * self.interval  # a full bucket, in seconds
+        # A token may be spent while the bucket is full again within this
+        # long (a thousandth of a token spare for the float sums' rounding).
+        self.limit = self.depth - self.interval * 0.999
+        # key -> when its bucket is full again, least recently seen first.
+        self.buckets: OrderedDict[Hashable, float] = OrderedDict()
 
     def allow(self, key: Hashable, now: float) -> bool:
         """Take one token from ``key``'s bucket at time ``now``, if it has one."""
         buckets = self.buckets
-        bucket = buckets.get(key)
-        if bucket is None:
+        full_at = buckets.get(key)
+        if full_at is None:
             if len(buckets) >= self.size:
                 buckets.popitem(last=False)  # the least recently seen
-            buckets[key] = bucket = [self.burst, now]
-        else:
-            buckets.move_to_end(key)
-            elapsed = now - bucket[1]
-            if elapsed:
-                # Back in time: start again from now, with what it has.
-                if elapsed > 0:
-                    bucket[0] = min(self.burst, bucket[0] + elapsed * self.rate)
-                bucket[1] = now
-        if bucket[0] >= 1:
-            bucket[0] -= 1
-            return True
-        return False
+            buckets[key] = now + self.interval
+            return True  # a new key has a full bucket
+        buckets.move_to_end(key)
+        if full_at < now:
+            full_at = now  # full: tokens beyond the burst are not kept
+        elif full_at > now + self.depth:
+            full_at = now + self.depth  # the clock stepped back: empty, from now
+        if full_at - now > self.limit:
+            buckets[key] = full_at
+            return False  # less than one token left
+        buckets[key] = full_at + self.interval
+        return True
 
     def __len__(self) -> int:
         """How many keys the table holds now."""
