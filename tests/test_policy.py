@@ -79,8 +79,6 @@ class ClassifyTests(unittest.TestCase):
     @given(st.ip_addresses(), st.lists(NETWORKS, max_size=4))
     def test_any_address_as_ipaddress_says(self, address, networks) -> None:
         source = classify(str(address), networks)
-        self.assertEqual(source.exempt, any(address in net for net in networks
-                                            if net.version == address.version))
         if address.version == 4:
             bad = address in ip_network("0.0.0.0/8") or address >= ip_address("224.0.0.0")
             prefix = address.packed[:3]
@@ -89,6 +87,9 @@ class ClassifyTests(unittest.TestCase):
                    or address.ipv4_mapped is not None)
             prefix = address.packed[:7]
         self.assertEqual((source.bad, source.prefix), (bad, prefix))
+        # Exemption matters for a source that is not bad.
+        exempt = any(address in net for net in networks if net.version == address.version)
+        self.assertEqual(source.exempt, exempt and not bad)
 
 
 class SourcesTests(unittest.TestCase):

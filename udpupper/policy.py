@@ -62,76 +62,100 @@ class Source(NamedTuple):
     prefix: bytes  # its rate-limiting prefix: the /24 of IPv4, the /56 of IPv6
 
 
-def packed_address(host: str) -> bytes:
-    """``host`` (IPv4 or IPv6 text, an IPv6 scope allowed) as 4 or 16 bytes."""
-    if ":" in host:
-        return inet_pton(AF_INET6, host.partition("%")[0])
-    return inet_pton(AF_INET, host)
-
-
-def cannot_be_a_sender(packed: bytes) -> bool:
-    """No reply can be meant for it: 0/8, 224/4 (multicast), 240/4 (class E
-    and 255.255.255.255); ::, ff00::/8, and IPv4-mapped in an IPv6 packet."""
-    if len(packed) == 4:
-        return packed[0] == 0 or packed[0] >= 224
-    return packed[0] == 0xFF or packed == _IPV6_UNSPECIFIED or packed[:12] == _IPV4_MAPPED
+# The hot path keeps a source as one bytes object (nothing for the garbage
+# collector to walk): its kind, one byte, then its rate-limiting prefix.  It
+# is also the source's key in the rate limiter.
+NORMAL, EXEMPT, BAD = 0, 1, 2
+_NORMAL, _EXEMPT, _BAD = bytes([NORMAL]), bytes([EXEMPT]), bytes([BAD])
 
 
 class Exemptions:
-    """Membership in a list of networks, tested on packed addresses."""
+    """Membership in a list of networks, tested on packed addresses.
 
-    __slots__ = ("ranges",)
+    A network whose length is whole bytes (127.0.0.0/8, ::1/128, the usual
+    case) is a set look-up of that many leading bytes; any other is masked.
+    """
+
+    __slots__ = ("whole", "masked")
 
     def __init__(self, networks: Iterable[Network]) -> None:
-        # (address length, network as an int, mask as an int)
-        self.ranges = tuple(
-            (4 if n.version == 4 else 16, int(n.network_address), int(n.netmask))
-            for n in networks
-        )
+        whole: dict[tuple[int, int], set[bytes]] = {}
+        masked = []
+        for network in networks:
+            size = 4 if network.version == 4 else 16
+            if network.prefixlen % 8 == 0:
+                length = network.prefixlen // 8
+                whole.setdefault((size, length), set()).add(
+                    network.network_address.packed[:length])
+            else:
+                masked.append((size, int(network.network_address), int(network.netmask)))
+        self.whole = tuple((size, length, frozenset(heads))
+                           for (size, length), heads in whole.items())
+        self.masked = tuple(masked)
 
     def __contains__(self, packed: bytes) -> bool:
-        if not self.ranges:
-            return False
-        size, value = len(packed), int.from_bytes(packed, "big")
-        return any(
-            size == length and value & mask == network
-            for length, network, mask in self.ranges
-        )
-
-
-def classify(host: str, exempt: Exemptions | Iterable[Network]) -> Source:
-    """Look at a source address once: is it bad, exempt, and its prefix."""
-    if not isinstance(exempt, Exemptions):
-        exempt = Exemptions(exempt)
-    packed = packed_address(host)
-    return Source(
-        bad=cannot_be_a_sender(packed),
-        exempt=packed in exempt,
-        prefix=packed[:3] if len(packed) == 4 else packed[:7],
-    )
+        size = len(packed)
+        for length, head, heads in self.whole:
+            if size == length and packed[:head] in heads:
+                return True
+        if self.masked:
+            value = int.from_bytes(packed, "big")
+            return any(size == length and value & mask == network
+                       for length, network, mask in self.masked)
+        return False
 
 
 class Sources:
-    """:func:`classify`, remembered for up to ``size`` addresses.
+    """Each source address as the hot path keeps it, remembered for up to
+    ``size`` addresses.
 
     Busy sources repeat.  When full, the memory is simply cleared: bounded,
-    and cheap.
+    and cheap; and looking at a new address is cheap too (a flood of spoofed
+    sources brings nothing but new ones).
     """
 
     __slots__ = ("exempt", "size", "known")
 
     def __init__(self, exempt: Iterable[Network], size: int = DEFAULT_RATE_TABLE) -> None:
-        self.exempt = Exemptions(exempt)
+        exempt = Exemptions(exempt)
+        self.exempt = exempt if exempt.whole or exempt.masked else None
         self.size = size
-        self.known: dict[str, Source] = {}
+        self.known: dict[str, bytes] = {}
 
-    def get(self, host: str) -> Source:
-        source = self.known.get(host)
-        if source is None:
-            if len(self.known) >= self.size:
-                self.known.clear()
-            source = self.known[host] = classify(host, self.exempt)
-        return source
+    def get(self, host: str) -> bytes:
+        """``host`` as a key: its kind (NORMAL, EXEMPT or BAD), then its prefix."""
+        known = self.known
+        key = known.get(host)
+        if key is None:
+            if len(known) >= self.size:
+                known.clear()
+            key = known[host] = self.classify(host)
+        return key
+
+    def classify(self, host: str) -> bytes:
+        """``host``'s key.  Cannot be a sender: 0/8, 224/4 (multicast), 240/4
+        (class E, 255.255.255.255); ::, ff00::/8, and IPv4-mapped (in an IPv6
+        packet).  Written out in one function: a flood of new sources runs
+        it for every datagram."""
+        if ":" in host:
+            packed = inet_pton(AF_INET6, host.partition("%")[0] if "%" in host else host)
+            prefix = packed[:7]
+            if packed[0] == 0xFF or packed[:12] == _IPV4_MAPPED or packed == _IPV6_UNSPECIFIED:
+                return _BAD + prefix
+        else:
+            packed = inet_pton(AF_INET, host)
+            prefix = packed[:3]
+            if packed[0] == 0 or packed[0] >= 224:
+                return _BAD + prefix
+        if self.exempt is not None and packed in self.exempt:
+            return _EXEMPT + prefix
+        return _NORMAL + prefix
+
+
+def classify(host: str, exempt: Iterable[Network]) -> Source:
+    """Look at a source address: is it bad, exempt, and its prefix."""
+    key = Sources(exempt, 1).classify(host)
+    return Source(bad=key[0] == BAD, exempt=key[0] == EXEMPT, prefix=key[1:])
 
 
 def lowest_port(allow_low_ports: bool) -> int:

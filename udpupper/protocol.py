@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from udpupper.droplog import LOG_PERIOD, Throttle
 from udpupper.loops import LoopBreaker
-from udpupper.policy import Protections, Source, Sources, lowest_port
+from udpupper.policy import BAD, EXEMPT, Protections, Sources, lowest_port
 from udpupper.ratelimit import RateLimiter
 from udpupper.stats import Reason, Stats
 from udpupper.transform import upper
@@ -96,12 +96,13 @@ class UpperProtocol(DatagramProtocol):
         try:
             host, port = addr[0], addr[1]
             source = self.sources.known.get(host) or self.sources.get(host)
-            if source[0] or port < self.lowest_port or port == self.own_port:
-                stats.drop(self.guard_reason(source, port))
+            kind = source[0]
+            if kind == BAD or port < self.lowest_port or port == self.own_port:
+                stats.drop(self.guard_reason(kind, port))
                 return
-            exempt = source[1]
+            exempt = kind == EXEMPT
             if not exempt and self.limiter is not None and not self.limiter.allow(
-                source[2], self.clock.seconds()
+                source, self.clock.seconds()
             ):
                 stats.drop(RATE_LIMITED)
                 return
@@ -128,9 +129,9 @@ class UpperProtocol(DatagramProtocol):
             stats.replied += 1
             stats.bytes_out += len(reply)
 
-    def guard_reason(self, source: Source, port: int) -> Reason:
-        """Why the loop guard refuses ``source`` sending from ``port``."""
-        if source.bad:
+    def guard_reason(self, kind: int, port: int) -> Reason:
+        """Why the loop guard refuses a source of ``kind`` sending from ``port``."""
+        if kind == BAD:
             return BAD_SOURCE
         if port < self.lowest_port:
             return LOW_SOURCE_PORT
