@@ -9,6 +9,7 @@ import sys
 from twisted.python import usage
 
 from udpupper.bench import HEADER, PAYLOADS, Bench, Result, report
+from udpupper.flood import FLOODS, run_flood
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,
@@ -22,10 +23,16 @@ from udpupper.transform import MAX_IPV4_PAYLOAD
 COMMAND = "udpupper-bench"
 
 
-def payload_kind(value: str) -> str:
-    if value not in PAYLOADS:
-        raise ValueError(f"must be one of {', '.join(PAYLOADS)}, not {value!r}")
-    return value
+def one_of(choices: tuple[str, ...]):
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    return check
+
+
+payload_kind = one_of(PAYLOADS)
 
 
 class Options(OneLineUsageErrors, usage.Options):
@@ -36,13 +43,17 @@ class Options(OneLineUsageErrors, usage.Options):
     synopsis = (
         f"Usage: {COMMAND} [--host H] [--port P] [--duration S] [--warmup S] "
         "[--window N] [--sockets N] [--size BYTES] [--payload ascii|unicode|binary] "
-        "[--timeout S] [--json]"
+        "[--timeout S] [--json] [--flood random|one [--flood-rate N] [--quiet-rate N] "
+        "[--metrics URL]]"
     )
     longdesc = (
         "Keep WINDOW requests in flight on each of SOCKETS sockets for DURATION "
         "seconds (after WARMUP), check every reply against the upper-cased "
         "request, and report replies a second, losses, mismatches and latency. "
-        "Runs are bounded: at most 600 s, 64 sockets, 1024 requests per socket."
+        "Runs are bounded: at most 600 s, 64 sockets, 1024 requests per socket. "
+        "With --flood, instead: an open-loop flood of 32-byte datagrams to "
+        "127.0.0.1 from every /24 of 127/8 (random) or from one /24 (one), with a "
+        "quiet client beside it; the daemon's intake is read from --metrics."
     )
     optFlags = [["json", None, "Print one JSON object instead of the summary."]]
     optParameters = [
@@ -55,6 +66,11 @@ class Options(OneLineUsageErrors, usage.Options):
         ["size", "s", 32, f"Request size in bytes, {HEADER} to {MAX_IPV4_PAYLOAD}."],
         ["payload", None, "ascii", "What requests carry: ascii, unicode or binary."],
         ["timeout", "t", 0.5, "Seconds after which a request counts as lost."],
+        ["flood", None, None, "Flood from spoofed loopback sources: random or one."],
+        ["flood-rate", None, 0, "Flood datagrams a second; 0: as fast as it can."],
+        ["quiet-rate", None, 100, "Datagrams a second the quiet client sends, 1 to 10000."],
+        ["metrics", None, None, "The daemon's metrics page, e.g. "
+         "http://127.0.0.1:9812/metrics, for its intake under the flood."],
     ]
     checks = {
         "port": bounded(port_number, 1, 65535),
@@ -65,6 +81,9 @@ class Options(OneLineUsageErrors, usage.Options):
         "size": bounded(count, HEADER, MAX_IPV4_PAYLOAD),
         "payload": payload_kind,
         "timeout": bounded(positive_float, 0.001, 60),
+        "flood": one_of(FLOODS),
+        "flood-rate": bounded(count, 0, 10_000_000),
+        "quiet-rate": bounded(count, 1, 10_000),
     }
 
     def parseArgs(self, *args: str) -> None:
@@ -82,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0 when nothing was lost or wrong."""
     options = Options()
     options.parseOptions(sys.argv[1:] if argv is None else argv)
+    if options["flood"] is not None:
+        flood(options)
     try:
         bench = Bench(options["host"], options["port"], window=options["window"],
                       sockets=options["sockets"], size=options["size"],
@@ -104,6 +125,29 @@ def main(argv: list[str] | None = None) -> None:
     else:
         report(result)
     raise SystemExit(0 if not (result.lost or result.mismatched) and result.received else 1)
+
+
+def flood(options: Options) -> None:
+    """``--flood``: one flood, its figures, exit 0 when the quiet client got
+    99% of its replies."""
+    try:
+        result = run_flood(options["port"], options["flood"], options["duration"],
+                           options["flood-rate"], options["quiet-rate"], options["metrics"])
+    except ImportError:
+        print(f"{COMMAND}: --flood needs the C helper (udpupper._batch)", file=sys.stderr)
+        raise SystemExit(2)
+    except OSError as error:
+        print(f"{COMMAND}: --flood: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    figures = result.as_dict()
+    if options["json"]:
+        print(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            print(f"{name:22} {value}")
+    raise SystemExit(0 if result.quiet_answered >= 0.99 * result.quiet_sent else 1)
 
 
 if __name__ == "__main__":
