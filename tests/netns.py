@@ -61,6 +61,7 @@ class Link:
             ip("-n", self.client, "route", "add", "default", "dev", f"uuc{suffix}")
             ip("-n", self.client, "-6", "route", "add", "default", "dev", f"uuc{suffix}")
             self.client_device = f"uuc{suffix}"
+            self.server_device = f"uus{suffix}"
         except BaseException:
             self.remove()
             raise
@@ -70,12 +71,15 @@ class Link:
         return ["ip", "netns", "exec", self.server]
 
     def ask(self, host: str, port: int, payload: str, broadcast: bool = False,
-            timeout: float = 2.0) -> dict:
-        """Send one datagram from the client host; the reply and its source."""
+            timeout: float = 2.0, burst: int = 0) -> dict:
+        """Send one datagram (or ``burst`` at once) from the client host; the
+        reply and its source (the replies)."""
         command = ["ip", "netns", "exec", self.client, sys.executable, "-m", "tests.peer",
                    host, str(port), payload, "--timeout", str(timeout)]
         if broadcast:
             command.append("--broadcast")
+        if burst:
+            command += ["--burst", str(burst)]
         result = subprocess.run(command, capture_output=True, check=True, timeout=60,
                                 cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
         return json.loads(result.stdout)

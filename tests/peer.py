@@ -2,10 +2,12 @@
 
     python -m tests.peer HOST PORT PAYLOAD [--broadcast] [--timeout S]
     python -m tests.peer HOST PORT PAYLOAD --flood SECONDS [--source ADDRESS]
+    python -m tests.peer HOST PORT PAYLOAD --burst COUNT [--timeout S]
 
 Sends PAYLOAD once and prints one JSON line: the reply and where it came
 from, or that none came in time.  With --flood, sends it as fast as the
-socket takes it for SECONDS and prints how many datagrams went out.
+socket takes it for SECONDS and prints how many datagrams went out.  With
+--burst, sends it COUNT times back to back and prints the replies.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--flood", type=float, metavar="SECONDS")
     parser.add_argument("--source", default="")
+    parser.add_argument("--burst", type=int, metavar="COUNT")
     args = parser.parse_args()
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     if args.flood:
         print(json.dumps({"sent": flood(args, family)}))
+        return
+    if args.burst:
+        print(json.dumps({"replies": burst(args, family)}))
         return
     with socket.socket(family, socket.SOCK_DGRAM) as peer:
         peer.settimeout(args.timeout)
@@ -65,6 +71,21 @@ def flood(args: argparse.Namespace, family: int) -> int:
             except BlockingIOError:
                 pass
     return sent
+
+
+def burst(args: argparse.Namespace, family: int) -> list[str]:
+    """Send ``args.burst`` datagrams at once; the replies that come."""
+    replies = []
+    with socket.socket(family, socket.SOCK_DGRAM) as peer:
+        peer.settimeout(args.timeout)
+        for _ in range(args.burst):
+            peer.sendto(args.payload.encode(), (args.host, args.port))
+        try:
+            while len(replies) < args.burst:
+                replies.append(peer.recv(65_535).decode())
+        except TimeoutError:
+            pass
+    return replies
 
 
 if __name__ == "__main__":

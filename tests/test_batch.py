@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import select
 import socket
 
 from twisted.trial import unittest
@@ -92,6 +93,40 @@ class BatchTests(unittest.TestCase):
         self.assertEqual((sent, sent_bytes, errors), (2, 4, [(1, errno.EMSGSIZE)]))
         self.assertEqual(client.recv(100), b"ok")
         self.assertEqual(client.recv(100), b"ok")
+
+    def test_runs_to_one_sender_arrive_as_separate_datagrams(self) -> None:
+        """Replies to one route go out as one segmented (UDP GSO) message;
+        the peer still gets one datagram per reply, in order."""
+        server, client = self.pair()
+        client.sendto(b"hi", server.getsockname())
+        (_, _, route), = self.wait_batch(server, False)
+        replies = ([b"%04d" % n for n in range(70)]  # more than a batch
+                   + [b"x" * 1400] * 5 + [b"yy"]  # a shorter one ends a run
+                   + [b"", b"zz", b"z" * 2000, b"zz"])  # empty and big: alone
+        sent, sent_bytes, errors = _batch.send_batch(
+            server.fileno(), [(reply, route) for reply in replies])
+        self.assertEqual((sent, sent_bytes, errors),
+                         (len(replies), sum(map(len, replies)), []))
+        self.assertEqual([client.recv(65_535) for _ in replies], replies)
+
+    def test_runs_across_two_senders(self) -> None:
+        server, client = self.pair()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            other.settimeout(5)
+            other.bind(("127.0.0.1", 0))
+            client.sendto(b"a", server.getsockname())
+            select.select([server], [], [], 5)
+            other.sendto(b"b", server.getsockname())
+            received = []
+            while len(received) < 2:
+                select.select([server], [], [], 5)
+                received += _batch.recv_batch(server.fileno(), 64, False)
+            (_, _, to_client), (_, _, to_other) = received
+            order = [to_client, to_client, to_other, to_client, to_other, to_other]
+            _batch.send_batch(server.fileno(),
+                              [(b"%d" % n, route) for n, route in enumerate(order)])
+            self.assertEqual([client.recv(100) for _ in range(3)], [b"0", b"1", b"3"])
+            self.assertEqual([other.recv(100) for _ in range(3)], [b"2", b"4", b"5"])
 
     def test_pktinfo_on_one_address_bound(self) -> None:
         """Asked for pktinfo, a socket that gives none fails closed."""

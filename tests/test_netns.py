@@ -84,6 +84,23 @@ class NoBroadcastIPv4Tests(NetnsTestCase):
         self.assertEqual((counters["received"], counters["replied"]), (4, 1))
 
 
+class SmallMTUTests(NetnsTestCase):
+    """Replies to one client go out as one segmented (GSO) send; on a link
+    whose MTU is smaller than a segment the kernel refuses that, and the
+    replies go one by one, fragmented, as any UDP server's would."""
+
+    def test_large_replies_in_a_run_over_a_small_mtu(self) -> None:
+        for namespace, device in ((self.link.server, self.link.server_device),
+                                  (self.link.client, self.link.client_device)):
+            subprocess.run(["ip", "-n", namespace, "link", "set", device, "mtu", "1280"],
+                           check=True, timeout=30)
+        for host in ("10.77.0.1", "2001:db8:77::1"):
+            answer = self.link.ask(host, self.port, "m" * 1400, burst=40, timeout=3)
+            self.assertEqual(answer["replies"], ["M" * 1400] * 40, host)
+        counters = self.daemon.summary()
+        self.assertEqual((counters["received"], counters["replied"]), (80, 80))
+
+
 class LoopBetweenHostsTests(unittest.TestCase):
     """Two daemons on two hosts, neither exempt for the other: one spoofed
     datagram from one daemon's address and port to the other starts a loop

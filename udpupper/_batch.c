@@ -59,8 +59,26 @@ typedef union {
     char bytes[CONTROL_SIZE];
 } control_buffer;
 
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* Linux 4.18 */
+#endif
+/* A segmented send: at most this many datagrams (the kernel's limit) and
+ * bytes (below the 64 KiB of one IP packet, with room for the headers), of
+ * at most MAX_SEGMENT bytes each: what fits an Ethernet frame.  On a route
+ * with a smaller MTU the kernel refuses the run, and it goes out
+ * one datagram at a time (EMSGSIZE), fragmented as it would have been. */
+#define MAX_SEGMENTS 64
+#define MAX_GSO_BYTES 65000
+#define MAX_SEGMENT 1472
+
+static int gso_off; /* the kernel refused UDP_SEGMENT: never try it again */
 static char *buffers;
 static struct mmsghdr messages[BATCH];
+static control_buffer send_controls[BATCH];
+static int runs[BATCH], run_sizes[BATCH]; /* each message's first reply and how many */
 static struct iovec vectors[BATCH];
 static struct sockaddr_storage names[BATCH];
 static control_buffer controls[BATCH];
@@ -294,6 +312,25 @@ static PyObject *check_control(PyObject *module, PyObject *args)
     return PyBytes_FromStringAndSize(out.bytes, control);
 }
 
+/* List reply `index` as refused with `code`. */
+static int list_error(PyObject *errors, Py_ssize_t index, int code)
+{
+    PyObject *entry = Py_BuildValue("(ni)", index, code);
+    int result = entry ? PyList_Append(errors, entry) : -1;
+
+    Py_XDECREF(entry);
+    return result;
+}
+
+/* Whether an error on a segmented send may be the segmenting's, not the
+ * replies': a segment larger than the route's MTU (EMSGSIZE, EINVAL), or a
+ * kernel or device that cannot segment at all (the others). */
+static int segmentation_refused(int code)
+{
+    return code == EMSGSIZE || code == EINVAL || code == EIO || code == ENOPROTOOPT
+           || code == EOPNOTSUPP;
+}
+
 static PyObject *send_batch(PyObject *module, PyObject *args)
 {
     int fd;
@@ -306,53 +343,117 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
         return NULL;
     total = PyList_GET_SIZE(replies);
     for (start = 0; start < total; start += BATCH) {
-        int count = (int)(total - start < BATCH ? total - start : BATCH), i, at = 0;
+        int count = (int)(total - start < BATCH ? total - start : BATCH), i, m = 0, at = 0;
+        const char *routes[BATCH];
+        Py_ssize_t route_sizes[BATCH];
 
         for (i = 0; i < count; i++) {
             PyObject *item = PyList_GET_ITEM(replies, start + i), *reply, *route;
-            const char *raw;
-            Py_ssize_t size, namelen;
 
             if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
                 || !PyBytes_Check(reply = PyTuple_GET_ITEM(item, 0))
                 || !PyBytes_Check(route = PyTuple_GET_ITEM(item, 1))
-                || (size = PyBytes_GET_SIZE(route)) < 1
-                || (namelen = (unsigned char)(raw = PyBytes_AS_STRING(route))[0]) > size - 1) {
+                || (route_sizes[i] = PyBytes_GET_SIZE(route)) < 1
+                || (unsigned char)PyBytes_AS_STRING(route)[0] > route_sizes[i] - 1) {
                 PyErr_SetString(PyExc_TypeError, "send_batch takes [(reply, route), ...]");
                 Py_DECREF(errors);
                 return NULL;
             }
+            routes[i] = PyBytes_AS_STRING(route);
             vectors[i].iov_base = PyBytes_AS_STRING(reply);
             vectors[i].iov_len = PyBytes_GET_SIZE(reply);
-            messages[i].msg_hdr = (struct msghdr){
+        }
+        /* One message per run of replies to the same route, of one size (the
+         * last may be shorter), sent as one UDP GSO buffer that the kernel
+         * cuts into datagrams: one trip down the stack for the run. */
+        for (i = 0; i < count; m++) {
+            const char *raw = routes[i];
+            Py_ssize_t namelen = (unsigned char)raw[0], controllen = route_sizes[i] - 1 - namelen;
+            size_t segment = vectors[i].iov_len, bytes = segment;
+            int j = i + 1;
+
+            if (!gso_off && segment > 0 && segment <= MAX_SEGMENT && (size_t)controllen + CMSG_SPACE(sizeof(uint16_t))
+                                               <= CONTROL_SIZE)
+                while (j < count && j - i < MAX_SEGMENTS && bytes + segment <= MAX_GSO_BYTES
+                       && (routes[j] == raw
+                           || (route_sizes[j] == route_sizes[i]
+                               && memcmp(routes[j], raw, route_sizes[i]) == 0))
+                       && vectors[j].iov_len > 0 && vectors[j].iov_len <= segment) {
+                    bytes += vectors[j].iov_len;
+                    if (vectors[j++].iov_len < segment)
+                        break; /* a shorter one ends the run */
+                }
+            runs[m] = i;
+            run_sizes[m] = j - i;
+            messages[m].msg_hdr = (struct msghdr){
                 .msg_name = (void *)(raw + 1),
                 .msg_namelen = (socklen_t)namelen,
                 .msg_iov = &vectors[i],
-                .msg_iovlen = 1,
-                .msg_control = size - 1 - namelen ? (void *)(raw + 1 + namelen) : NULL,
-                .msg_controllen = size - 1 - namelen,
+                .msg_iovlen = (size_t)(j - i),
+                .msg_control = controllen ? (void *)(raw + 1 + namelen) : NULL,
+                .msg_controllen = (size_t)controllen,
             };
+            if (j - i > 1) {
+                uint16_t size = (uint16_t)segment;
+                control_buffer *control = &send_controls[m];
+                struct cmsghdr *c;
+
+                memcpy(control->bytes, raw + 1 + namelen, (size_t)controllen);
+                c = (struct cmsghdr *)(control->bytes + controllen);
+                memset(c, 0, CMSG_SPACE(sizeof(size)));
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(size));
+                memcpy(CMSG_DATA(c), &size, sizeof(size));
+                messages[m].msg_hdr.msg_control = control->bytes;
+                messages[m].msg_hdr.msg_controllen = controllen + CMSG_SPACE(sizeof(size));
+            }
+            i = j;
         }
-        while (at < count) {
-            int done = sendmmsg(fd, messages + at, count - at, MSG_DONTWAIT);
+        while (at < m) {
+            int done = sendmmsg(fd, messages + at, m - at, MSG_DONTWAIT), k;
+
             if (done < 0) {
-                /* The first message of the rest failed: list it, go on. */
-                PyObject *code;
-                if (errno == EINTR)
+                /* The first message of the rest failed. */
+                int code = errno;
+                struct msghdr *header = &messages[at].msg_hdr;
+
+                if (code == EINTR)
                     continue;
-                if (!(code = Py_BuildValue("(ni)", start + at, errno))
-                    || PyList_Append(errors, code) < 0) {
-                    Py_XDECREF(code);
-                    Py_DECREF(errors);
-                    return NULL;
+                if (run_sizes[at] > 1 && segmentation_refused(code)) {
+                    /* This run one by one; and when the kernel or the device
+                     * cannot segment at all, one datagram a message from now. */
+                    if (code != EINVAL && code != EMSGSIZE)
+                        gso_off = 1;
+                    for (k = 0; k < run_sizes[at]; k++) {
+                        struct msghdr one = *header;
+                        one.msg_iov = &vectors[runs[at] + k];
+                        one.msg_iovlen = 1;
+                        one.msg_controllen -= CMSG_SPACE(sizeof(uint16_t));
+                        if (!one.msg_controllen)
+                            one.msg_control = NULL;
+                        if (sendmsg(fd, &one, MSG_DONTWAIT) >= 0) {
+                            sent++;
+                            sent_bytes += (Py_ssize_t)one.msg_iov->iov_len;
+                        } else if (list_error(errors, start + runs[at] + k, errno) < 0) {
+                            Py_DECREF(errors);
+                            return NULL;
+                        }
+                    }
+                } else {
+                    for (k = 0; k < run_sizes[at]; k++)
+                        if (list_error(errors, start + runs[at] + k, code) < 0) {
+                            Py_DECREF(errors);
+                            return NULL;
+                        }
                 }
-                Py_DECREF(code);
                 at++;
                 continue;
             }
-            for (i = at; i < at + done; i++)
-                sent_bytes += messages[i].msg_len;
-            sent += done;
+            for (k = at; k < at + done; k++) {
+                sent_bytes += messages[k].msg_len;
+                sent += run_sizes[k];
+            }
             at += done;
         }
     }
