@@ -10,6 +10,9 @@ import os
 import socket
 import struct
 
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+IPV6_TRANSPARENT = 75
+
 
 def why_not() -> str | None:
     """Why spoofed datagrams cannot be sent here, or None when they can."""
@@ -29,6 +32,9 @@ def send_spoofed(source: tuple[str, int], destination: tuple[str, int], payload:
         if family == socket.AF_INET6:
             # The kernel fills in the UDP checksum, mandatory over IPv6.
             raw.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, 6)
-        raw.bind((source[0], 0))
+            raw.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        else:
+            raw.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
+        raw.bind((source[0], 0))  # any address, this host's or not (transparent)
         header = struct.pack("!HHHH", source[1], destination[1], 8 + len(payload), 0)
         raw.sendto(header + payload, (destination[0], 0))

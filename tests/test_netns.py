@@ -8,6 +8,7 @@ its defaults, and sends from the other.  Skipped where that cannot be done.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -127,3 +128,43 @@ class LoopBetweenHostsTests(unittest.TestCase):
         received = sum(counter["received"] for counter in counters)
         self.assertLess(received, 2 * (400 + 2 * 200), counters)  # dead in the burst
         self.assertEqual(sum(counter.get("rate_limited", 0) for counter in counters), 1)
+
+
+class LocalSourceFromOutsideTests(NetnsTestCase):
+    """A datagram from the wire whose source is one of the host's own
+    addresses: Linux drops it for IPv4, not for IPv6; the README's nftables
+    rule drops it for both, before anything answers it."""
+
+    RULE = ["add rule inet udpupper input iif != lo fib saddr type local drop"]
+
+    def spoof_from_the_server_itself(self, host: str) -> None:
+        subprocess.run(
+            ["ip", "netns", "exec", self.link.client, sys.executable, "-c",
+             "from tests.spoof import send_spoofed; "
+             f"send_spoofed(({host!r}, 40000), ({host!r}, {self.port}), b'loop?')"],
+            check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60,
+        )
+
+    def nft(self, *commands: str) -> None:
+        for command in commands:
+            subprocess.run(["ip", "netns", "exec", self.link.server, "nft", *command.split()],
+                           check=True, capture_output=True, timeout=30)
+
+    def test_without_and_with_the_rule(self) -> None:
+        if shutil.which("nft") is None:
+            raise unittest.SkipTest("nftables is not installed")
+        if spoof.why_not():
+            raise unittest.SkipTest(spoof.why_not())
+        for host in ("10.77.0.1", "2001:db8:77::1"):  # the link is up, neighbours known
+            self.assertEqual(self.link.ask(host, self.port, "ready")["reply"], "READY")
+        self.spoof_from_the_server_itself("10.77.0.1")  # a martian: dropped
+        self.spoof_from_the_server_itself("2001:db8:77::1")  # delivered
+        time.sleep(0.5)
+        self.nft("add table inet udpupper",
+                 "add chain inet udpupper input { type filter hook input priority 0 ; }",
+                 *self.RULE)
+        self.spoof_from_the_server_itself("2001:db8:77::1")  # dropped by the rule
+        time.sleep(0.5)
+        self.assertEqual(self.link.ask("2001:db8:77::1", self.port, "ok")["reply"], "OK")
+        counters = self.daemon.summary()
+        self.assertEqual((counters["received"], counters["replied"]), (2 + 2, 2 + 2))
