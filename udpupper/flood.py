@@ -70,6 +70,8 @@ def daemon_received(metrics_url: str | None) -> float | None:
 
 @dataclass
 class FloodResult:
+    """What one flood measured."""
+
     duration: float = 0.0
     sent: int = 0
     send_errors: int = 0
