@@ -124,12 +124,14 @@ class Sources:
 
     def get(self, host: str) -> bytes:
         """``host`` as a key: its kind (NORMAL, EXEMPT or BAD), then its prefix."""
+        return self.known.get(host) or self.add(host)
+
+    def add(self, host: str) -> bytes:
+        """Classify ``host``, not known yet, and remember it."""
         known = self.known
-        key = known.get(host)
-        if key is None:
-            if len(known) >= self.size:
-                known.clear()
-            key = known[host] = self.classify(host)
+        if len(known) >= self.size:
+            known.clear()
+        key = known[host] = self.classify(host)
         return key
 
     def classify(self, host: str) -> bytes:
