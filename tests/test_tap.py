@@ -83,6 +83,8 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--metrics", "bogus:1", says="--metrics")
         self.assert_usage_error("--workers", "0", says="--workers")
         self.assert_usage_error("--busy-poll", "-1", says="--busy-poll")
+        self.assert_usage_error("--loop-budget", "-1", says="--loop-budget")
+        self.assert_usage_error("--loop-budget", "16777217", says="--loop-budget")
 
 
 class MakeServiceTests(unittest.TestCase):
@@ -106,6 +108,27 @@ class MakeServiceTests(unittest.TestCase):
 
     def test_rate_0_means_no_limiter(self) -> None:
         self.assertIsNone(tap.makeService(parse("--rate", "0")).protocol.limiter)
+
+    def test_a_rate_below_half_gets_a_burst_of_one(self) -> None:
+        limiter = tap.makeService(parse("--rate", "0.1")).protocol.limiter
+        self.assertEqual((limiter.rate, limiter.burst), (0.1, 1.0))
+
+    def test_loop_budget(self) -> None:
+        loops = tap.makeService(parse("--loop-budget", "50")).protocol.loops
+        self.assertEqual((loops.limiter.burst, loops.limiter.rate), (50, 5.0))
+        self.assertIsNone(tap.makeService(parse("--loop-budget", "0")).protocol.loops)
+        self.assertEqual(tap.makeService(parse("--rate-table", "1")).protocol.loops.limiter.size, 1)
+
+    def test_the_reactor_is_a_parameter(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor = MemoryReactorClock()
+        service = tap.makeService(parse("--port", "0"), reactor)
+        self.assertIs(service.reactor, reactor)
+        self.assertIs(service.checker.clock, reactor)
+
+    def test_workers_pass_the_loop_budget_on(self) -> None:
+        self.assertIn("--loop-budget=7", tap.worker_options(parse("--loop-budget", "7")))
 
 
 class PluginTests(unittest.TestCase):
