@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from udpupper.droplog import LOG_PERIOD, Throttle
 from udpupper.loops import LoopBreaker
-from udpupper.policy import BAD, EXEMPT, Protections, Sources, lowest_port
+from udpupper.policy import BAD, EXEMPT, SOURCE_MEMORY, Protections, Sources, lowest_port
 from udpupper.ratelimit import RateLimiter
 from udpupper.stats import Reason, Stats
 from udpupper.transform import upper
@@ -60,7 +60,7 @@ class UpperProtocol(DatagramProtocol):
         self.stats = Stats() if stats is None else stats
         self.clock = MonotonicClock() if clock is None else clock
         self.transform = transform
-        self.sources = Sources(protections.exempt, protections.rate_table)
+        self.sources = Sources(protections.exempt, min(protections.rate_table, SOURCE_MEMORY))
         rate = protections.rate
         self.limiter = (
             RateLimiter(
