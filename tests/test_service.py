@@ -130,6 +130,33 @@ class ServiceTests(unittest.TestCase):
         self.flushLoggedErrors(RuntimeError)
 
     @defer.inlineCallbacks
+    def test_a_send_that_raises_loses_only_its_batch_counted(self):
+        port = self.start("127.0.0.1")
+        batch = self.service.port.batch
+        if batch is None:
+            raise unittest.SkipTest("the C helper's send: with it only")
+
+        class Failing:
+            BATCH, recv_batch = batch.BATCH, batch.recv_batch
+            failures = 1
+
+            def send_batch(self, fd, replies):
+                if self.failures:
+                    self.failures -= 1
+                    raise RuntimeError("a bug in the send")
+                return batch.send_batch(fd, replies)
+
+        self.service.port.batch = Failing()
+        with self.assertRaises(TimeoutError):
+            yield exchange_in_thread("127.0.0.1", port, b"lost", 0.5)
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"next")
+        self.assertEqual(reply, b"NEXT")
+        stats = self.service.stats
+        self.assertEqual((stats.received, stats.replied, stats.bytes_out), (2, 1, 4))
+        self.assertEqual(stats.counted(), {Reason.SEND_ERROR: 1})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @defer.inlineCallbacks
     def test_no_destination_information_no_reply(self):
         """Fail closed: on a wildcard bind, a datagram that comes without
         its destination (pktinfo turned off under us) is not answered."""

@@ -244,7 +244,12 @@ class ServerPort(UDPPort):
 
     def _send(self, fd: int, queue: list) -> None:
         """Send the batch's replies; hand back those the kernel refused."""
-        _, _, errors = self.batch.send_batch(fd, queue)
+        try:
+            _, _, errors = self.batch.send_batch(fd, queue)
+        except Exception:
+            # A bug of ours: none of them went.  Logged, and each counted.
+            self.protocol.log_error()
+            errors = [(index, None) for index in range(len(queue))]
         for index, errno in errors:
             self.protocol.send_failed(queue[index][0], errno)
 

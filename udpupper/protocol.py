@@ -157,6 +157,10 @@ class UpperProtocol(DatagramProtocol):
     def internal_error(self) -> None:
         """Count the exception being handled; log it, at most once a period."""
         self.stats.drop(Reason.INTERNAL_ERROR)
+        self.log_error()
+
+    def log_error(self) -> None:
+        """Log the exception being handled, with its traceback, at most once a period."""
         if self.errors.due(self.clock.seconds()):
             self.log.failure(
                 "udpupper could not handle a datagram (counted as internal_error; "
