@@ -1,8 +1,11 @@
 """The option checks both programs share."""
 
+import subprocess
+
 from twisted.trial import unittest
 
-from udpupper.options import count, port_number, positive_float
+from udpupper import __version__
+from udpupper.options import bounded, count, peer_port, port_number, positive_float
 
 
 class ChecksTests(unittest.TestCase):
@@ -20,3 +23,35 @@ class ChecksTests(unittest.TestCase):
         self.assertEqual(count("0"), 0)
         for bad in ("-1", "x", "2.0"):
             self.assertRaises(ValueError, count, bad)
+
+    def test_peer_port(self) -> None:
+        self.assertEqual(peer_port("1"), 1)
+        for bad, says in (("0", "must be 1 to 65535, not 0"),
+                          ("70000", "must be 1 to 65535, not 70000")):
+            with self.assertRaises(ValueError) as raised:
+                peer_port(bad)
+            self.assertEqual(str(raised.exception), says)
+
+    def test_range_messages_name_the_range_enforced(self) -> None:
+        for check, bad, says in (
+            (bounded(count, 1, 1 << 24), "16777217", "must be 1 to 16777216, not 16777217"),
+            (bounded(count, 1, 1 << 24), "0", "must be 1 to 16777216, not 0"),
+            (bounded(positive_float, 0.1, 600), "0.05", "must be 0.1 to 600, not 0.05"),
+            (port_number, "65536", "must be 0 to 65535, not 65536"),
+        ):
+            with self.assertRaises(ValueError) as raised:
+                check(bad)
+            self.assertEqual(str(raised.exception), says)
+
+
+class VersionTests(unittest.TestCase):
+    """``--version`` says udpupper's version, whichever program is asked."""
+
+    def test_every_program(self) -> None:
+        from tests.processes import CLIENT, TWISTD
+        from tests.test_bench import BENCH
+
+        for command in (CLIENT, BENCH, [*TWISTD, "udpupper"]):
+            result = subprocess.run([*command, "--version"], capture_output=True, timeout=60)
+            self.assertEqual((result.stdout, result.returncode),
+                             (f"udpupper {__version__}\n".encode(), 0), command)

@@ -15,7 +15,7 @@ from udpupper.options import (
     bounded,
     count,
     non_negative_float,
-    port_number,
+    peer_port,
     positive_float,
 )
 from udpupper.transform import MAX_IPV4_PAYLOAD
@@ -73,7 +73,7 @@ class Options(OneLineUsageErrors, usage.Options):
          "http://127.0.0.1:9812/metrics, for its intake under the flood."],
     ]
     checks = {
-        "port": bounded(port_number, 1, 65535),
+        "port": peer_port,
         "duration": bounded(positive_float, 0.1, 600),
         "warmup": bounded(non_negative_float, 0, 60),
         "window": bounded(count, 1, 1024),

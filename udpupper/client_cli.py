@@ -14,7 +14,7 @@ from udpupper.options import (
     OneLineUsageErrors,
     bounded,
     count,
-    port_number,
+    peer_port,
     positive_float,
 )
 from udpupper.port import UDPPort
@@ -54,7 +54,7 @@ class Options(OneLineUsageErrors, usage.Options):
          "the last is settled)."],
     ]
     checks = {
-        "port": bounded(port_number, 1, 65535),
+        "port": peer_port,
         "timeout": positive_float,
         "retries": count,
         "window": bounded(count, 1, 1024),

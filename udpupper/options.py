@@ -16,12 +16,22 @@ def _convert(value: str, kind: type, what: str):
         raise ValueError(f"not {what}: {value!r}") from None
 
 
-def port_number(value: str) -> int:
-    """A UDP port number, 0 to 65535."""
+def port_number(value: str, lowest: int = 0) -> int:
+    """A UDP port number, ``lowest`` (0: pick one) to 65535."""
     number = _convert(value, int, "a port number")
-    if not 0 <= number <= 65535:
-        raise ValueError(f"must be 0 to 65535, not {number}")
+    if not lowest <= number <= 65535:
+        raise ValueError(f"must be {lowest} to 65535, not {number}")
     return number
+
+
+def peer_port(value: str) -> int:
+    """A port to send to: 1 to 65535."""
+    return port_number(value, 1)
+
+
+def _figure(number: float) -> str:
+    """A bound as a person reads it: 16777216, not 1.67772e+07."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def positive_float(value: str) -> float:
@@ -70,7 +80,7 @@ def bounded(check: Callable, low: float, high: float) -> Callable:
     def checked(value):
         number = check(value)
         if not low <= number <= high:
-            raise ValueError(f"must be {low:g} to {high:g}, not {number:g}")
+            raise ValueError(f"must be {_figure(low)} to {_figure(high)}, not {_figure(number)}")
         return number
 
     return checked
@@ -95,6 +105,13 @@ class OneLineUsageErrors:
                 self[name] = check(self[name])  # type: ignore[index]
             except ValueError as error:
                 raise usage.UsageError(f"--{name}: {error}") from None
+
+    def opt_version(self) -> None:
+        """Print udpupper's version and exit."""
+        from udpupper import __version__
+
+        print(f"udpupper {__version__}")
+        raise SystemExit(0)
 
     def parseOptions(self, options=None) -> None:
         try:
