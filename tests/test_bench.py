@@ -106,6 +106,13 @@ class RunTests(unittest.TestCase):
         figures = json.loads(result.stdout)
         self.assertEqual(figures["received"], 0)
         self.assertGreater(figures["lost"], 0)
+        plain = subprocess.run(
+            [*BENCH, "--port", str(port), "--duration", "0.3", "--warmup", "0",
+             "--timeout", "0.1"], capture_output=True, timeout=60,
+        )
+        self.assertEqual(plain.returncode, 1)
+        self.assertTrue(plain.stdout.startswith(b"no replies: "), plain.stdout)
+        self.assertNotIn(b"p50", plain.stdout)  # no latencies of nothing
 
     def test_usage_errors(self) -> None:
         for options in (["--size", "5"], ["--duration", "601"], ["--sockets", "0"],

@@ -249,6 +249,10 @@ def cpu_bound(result: Result) -> bool:
 def report(result: Result, out=sys.stdout) -> None:
     """The human-readable summary of a run."""
     d = result.as_dict()
+    if not result.received:
+        print(f"no replies: {d['sent']:,} requests sent, {d['lost']:,} lost, none "
+              "answered (is a server listening on that address and port?)", file=out)
+        return
     print(f"replies/s  {d['replies_per_s']:,.0f}", file=out)
     print(f"sent {d['sent']:,}  received {d['received']:,}  lost {d['lost']:,}  "
           f"mismatched {d['mismatched']:,}  late {d['late']:,}", file=out)
