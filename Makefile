@@ -26,7 +26,7 @@ $(VENV)/installed: $(BIN)/python $(SOURCES)
 	touch $@
 
 $(VENV)/installed-test: $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]" setuptools
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]" setuptools wheel
 	# The tests import udpupper from this tree: build its C helper here too.
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@

@@ -1,0 +1,49 @@
+"""What a user installs: the wheel and the sdist carry the plugin and the LICENSE."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+
+from twisted.trial import unittest
+
+from tests.netns import ROOT
+
+
+class DistributionTests(unittest.TestCase):
+    def build(self, *command: str) -> str:
+        """Build in a copy of the tree (no network: no build isolation)."""
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        tree = os.path.join(folder, "tree")
+        shutil.copytree(ROOT, tree, symlinks=True, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "_trial_temp*", "*.so", "*.egg-info", ".hypothesis",
+            ".pytest_cache", "__pycache__", "dropin.cache"))
+        out = os.path.join(folder, "dist")
+        result = subprocess.run([sys.executable, *command, "-d" if "sdist" in command
+                                 else "-w", out], cwd=tree, capture_output=True, timeout=300)
+        if result.returncode:
+            raise unittest.SkipTest(f"cannot build here: {result.stderr[-300:]!r}")
+        (built,) = os.listdir(out)
+        return os.path.join(out, built)
+
+    def test_wheel(self) -> None:
+        wheel = self.build("-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "--quiet", ".")
+        names = zipfile.ZipFile(wheel).namelist()
+        self.assertIn("twisted/plugins/udpupper_plugin.py", names)
+        self.assertTrue(any(name.endswith(".dist-info/LICENSE")
+                            or "/licenses/LICENSE" in name for name in names), names)
+        self.assertNotIn("twisted/__init__.py", names)
+
+    def test_sdist(self) -> None:
+        sdist = self.build("setup.py", "--quiet", "sdist")
+        names = [name.split("/", 1)[-1] for name in tarfile.open(sdist).getnames()]
+        for expected in ("LICENSE", "README.md", "udpupper/_batch.c",
+                         "twisted/plugins/udpupper_plugin.py"):
+            self.assertIn(expected, names)
