@@ -290,6 +290,26 @@ class ProtectionTests(unittest.TestCase):
         self.assertEqual(reply, b"OK")
 
 
+class WithoutHelperTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_says_so_once_at_start(self):
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def said() -> int:
+            return sum("without its C helper" in event.get("log_format", "")
+                       for event in events)
+
+        for batch, expected in ((None, 1), (port_module._batch, 1 if port_module._batch else 2)):
+            self.patch(ServerPort, "batch", batch)
+            service = UpperService(0, "127.0.0.1", reactor)
+            service.startService()
+            self.addCleanup(service.stopService)
+            yield task.deferLater(reactor, 0, lambda: None)  # the reactor runs
+            self.assertEqual(said(), expected)
+
+
 class OneByOneMixin:
     """The same tests without the C helper: one system call per datagram."""
 

@@ -9,7 +9,7 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
-from udpupper import tap
+from udpupper import metrics, tap
 from udpupper.policy import parse_networks
 from udpupper.service import UpperService
 
@@ -81,6 +81,12 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--rcvbuf", "-5", says="--rcvbuf")
         self.assert_usage_error("--metrics", "tcp:abc", says="--metrics: not a server endpoint")
         self.assert_usage_error("--metrics", "bogus:1", says="--metrics")
+
+    def test_metrics_without_prometheus_client_says_how_to_install_it(self) -> None:
+        self.patch(metrics, "available", lambda: False)
+        self.assert_usage_error("--metrics", "tcp:9812", says=(
+            "--metrics: needs prometheus_client: in a checkout, pip install '.[metrics]'; "
+            "from a package index, pip install 'udpupper[metrics]'"))
         self.assert_usage_error("--workers", "0", says="--workers")
         self.assert_usage_error("--busy-poll", "-1", says="--busy-poll")
         self.assert_usage_error("--loop-budget", "-1", says="--loop-budget")

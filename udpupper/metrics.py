@@ -1,6 +1,6 @@
 """Prometheus metrics over HTTP (``--metrics ENDPOINT``), read from Stats.
 
-Needs ``prometheus_client`` (``pip install 'udpupper[metrics]'``).  The
+Needs ``prometheus_client`` (the ``metrics`` extra).  The
 collector reads the counters at scrape time; nothing is added to the hot
 path.  Served by twisted.web on any Twisted server endpoint, at /metrics.
 """
@@ -15,7 +15,10 @@ from twisted.web.server import Site
 
 from udpupper.stats import Stats
 
-MISSING = "needs prometheus_client: pip install 'udpupper[metrics]'"
+MISSING = (
+    "needs prometheus_client: in a checkout, pip install '.[metrics]'; "
+    "from a package index, pip install 'udpupper[metrics]'"
+)
 
 def available() -> bool:
     """Whether prometheus_client can be imported."""

@@ -147,6 +147,12 @@ class UpperService(service.MultiService):
             how=" (socket from systemd)" if self.from_systemd else "",
         )
         systemd.notify("READY=1")
+        if self.port.batch is None:
+            self.log.warn(
+                "udpupper runs without its C helper (udpupper._batch did not "
+                "build or import): one system call per datagram, about half the "
+                "speed; install a C compiler and Python's headers, then reinstall"
+            )
         granted = self.port.rcvbuf_granted
         if granted is not None and granted < self.rcvbuf:
             self.log.warn(
