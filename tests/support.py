@@ -53,3 +53,25 @@ def exchange_in_thread(*args, **kwargs):
 def can_bind_low_ports() -> bool:
     """Whether this process may bind a port below 1024 (root may)."""
     return can_bind("127.0.0.1", 1000)
+
+
+class CapturedStderr:
+    """File descriptor 2, captured: what ``options.exit_with`` writes there."""
+
+    def __enter__(self) -> CapturedStderr:
+        import os
+        import tempfile
+
+        self.file = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import os
+
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.file.seek(0)
+        self.text = self.file.read().decode()
+        self.file.close()

@@ -14,6 +14,7 @@ from twisted.trial import unittest
 
 from tests.processes import CLIENT, TWISTD, Daemon, Terminal, run_client
 from tests.support import NO_IPV6, exchange
+from udpupper import metrics
 
 
 class DaemonTestCase(unittest.TestCase):
@@ -68,10 +69,34 @@ class ServerTests(DaemonTestCase):
                  "--port", str(port)],
                 capture_output=True, timeout=60,
             )
-        output = (result.stdout + result.stderr).decode()
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"cannot listen on 127.0.0.1:{port}/udp: Address already in use", output)
-        self.assertNotIn("Traceback", output)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.decode(),
+            f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use\n")
+        self.assertNotIn(b"Traceback", result.stdout)
+
+    def test_metrics_endpoint_that_cannot_listen_is_one_clear_line(self) -> None:
+        if not metrics.available():
+            raise unittest.SkipTest(metrics.MISSING)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            tcp = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+            for endpoint, workers, reason in (
+                (tcp, "1", "Address already in use"),
+                (tcp, "2", "Address already in use"),
+                ("unix:/nonexistent/metrics.sock", "1", "No such file or directory"),
+            ):
+                result = subprocess.run(
+                    [*TWISTD, "-n", "--pidfile=", "udpupper", "--port", "0",
+                     "--workers", workers, "--metrics", endpoint],
+                    capture_output=True, timeout=60,
+                )
+                self.assertEqual(result.returncode, 1, endpoint)
+                self.assertEqual(
+                    result.stderr.decode(),
+                    f"udpupper: cannot serve metrics on {endpoint}: {reason}\n")
+                self.assertNotIn(b"Traceback", result.stdout)
 
     def test_bad_options_exit_non_zero_without_traceback(self) -> None:
         for options in (["--port", "70000"], ["--port", "abc"], ["--interface", "nonsense"]):

@@ -8,7 +8,13 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from tests.support import NO_IPV6, can_bind_low_ports, exchange, exchange_in_thread
+from tests.support import (
+    NO_IPV6,
+    CapturedStderr,
+    can_bind_low_ports,
+    exchange,
+    exchange_in_thread,
+)
 from udpupper import port as port_module
 from udpupper.policy import Protections, parse_networks
 from udpupper.port import ServerPort
@@ -173,11 +179,12 @@ class ServiceTests(unittest.TestCase):
             taken.bind(("127.0.0.1", 0))
             port = taken.getsockname()[1]
             service = UpperService(port, "127.0.0.1", reactor)
-            with self.assertRaises(SystemExit) as raised:
+            with CapturedStderr() as stderr, self.assertRaises(SystemExit) as raised:
                 service.startService()
+        self.assertEqual(raised.exception.code, 1)
         self.assertEqual(
-            raised.exception.code,
-            f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use",
+            stderr.text,
+            f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use\n",
         )
 
     @defer.inlineCallbacks

@@ -12,7 +12,7 @@ import time
 from twisted.trial import unittest
 
 from tests.processes import LISTENING, Daemon
-from tests.support import exchange
+from tests.support import CapturedStderr, exchange
 from udpupper.tap import Options, makeService
 from udpupper.workers import Workers
 
@@ -94,6 +94,8 @@ class WorkersServiceTests(unittest.TestCase):
             options = Options()
             options.parseOptions(["--workers", "2", "--interface", "127.0.0.1",
                                   "--port", str(taken.getsockname()[1])])
-            with self.assertRaises(SystemExit) as raised:
+            with CapturedStderr() as stderr, self.assertRaises(SystemExit) as raised:
                 makeService(options)
-        self.assertIn("Address already in use", str(raised.exception.code))
+        self.assertEqual(raised.exception.code, 1)
+        self.assertIn("Address already in use", stderr.text)
+        self.assertEqual(len(stderr.text.splitlines()), 1)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from twisted.application import service, strports
+from twisted.application import internet, service
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from udpupper.options import exit_with
 from udpupper.stats import Stats
 
 MISSING = (
@@ -97,7 +100,29 @@ class MetricsPage(Resource):
         return generate_latest(self.registry)
 
 
-def metrics_service(endpoint: str, collector: StatsCollector) -> service.IService:
+class MetricsService(internet.StreamServerEndpointService):
+    """Serves the page; an endpoint that cannot listen ends the daemon with
+    one line on stderr, as a UDP port in use does, not a traceback."""
+
+    def __init__(self, description: str, factory, reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        super().__init__(serverFromString(reactor, description), factory)
+        self.description = description
+        self._raiseSynchronously = True  # as strports.service does
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or error.socketError
+            exit_with(f"udpupper: cannot serve metrics on {self.description}: {reason}")
+        except OSError as error:  # a UNIX socket's lock file, before the bind
+            exit_with(f"udpupper: cannot serve metrics on {self.description}: "
+                      f"{error.strerror or error}")
+
+
+def metrics_service(endpoint: str, collector: StatsCollector, reactor=None) -> service.IService:
     """The HTTP service for ``endpoint`` (a Twisted server endpoint string)."""
     from prometheus_client import CollectorRegistry
 
@@ -105,4 +130,4 @@ def metrics_service(endpoint: str, collector: StatsCollector) -> service.IServic
     registry.register(collector)
     root = Resource()
     root.putChild(b"metrics", MetricsPage(registry))
-    return strports.service(endpoint, Site(root))
+    return MetricsService(endpoint, Site(root), reactor)

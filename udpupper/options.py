@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from twisted.python import usage
 
@@ -84,6 +86,20 @@ def bounded(check: Callable, low: float, high: float) -> Callable:
         return number
 
     return checked
+
+
+def exit_with(line: str, status: int = 1) -> NoReturn:
+    """End the program with ``line`` on standard error, and ``status``.
+
+    Written to file descriptor 2 itself: once twistd logs, ``sys.stderr`` is
+    its log (stdout with -n), not the terminal or the journal where a user
+    looks for why the daemon did not start.
+    """
+    try:
+        os.write(2, line.encode("utf-8", "replace") + b"\n")
+    except OSError:
+        pass  # no standard error to say it on: the status still says it
+    raise SystemExit(status)
 
 
 class OneLineUsageErrors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from errno import EADDRNOTAVAIL, EAFNOSUPPORT
 from os import strerror
+from typing import NoReturn
 
 from twisted.application import internet, service
 from twisted.internet.error import CannotListenError
@@ -13,6 +14,7 @@ from twisted.logger import Logger
 from udpupper import systemd
 from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
+from udpupper.options import exit_with
 from udpupper.policy import Protections
 from udpupper.port import DEFAULT_BUSY_POLL, ServerPort
 from udpupper.protocol import MonotonicClock, UpperProtocol
@@ -36,11 +38,9 @@ def interfaces_to_try(interface: str | None) -> list[str]:
     return [interface] if interface else [DUAL_STACK, IPV4_ANY]
 
 
-def cannot_listen(interface: str, port: int, reason: str) -> SystemExit:
-    """The one line a daemon that cannot bind exits with."""
-    return SystemExit(
-        f"udpupper: cannot listen on {format_endpoint(interface, port)}: {reason}"
-    )
+def cannot_listen(interface: str, port: int, reason: str) -> NoReturn:
+    """Exit, status 1, with one line on stderr: the daemon cannot bind."""
+    exit_with(f"udpupper: cannot listen on {format_endpoint(interface, port)}: {reason}")
 
 
 class UpperService(service.MultiService):
@@ -127,7 +127,7 @@ class UpperService(service.MultiService):
                 if interface == DUAL_STACK and errno in (EAFNOSUPPORT, EADDRNOTAVAIL):
                     continue  # no IPv6 on this host: fall back to IPv4
                 reason = strerror(errno) if errno else str(error.socketError)
-                raise cannot_listen(interface, self.port_number, reason) from None
+                cannot_listen(interface, self.port_number, reason)
         raise AssertionError("unreachable: the IPv4 fallback binds or exits")
 
     def startService(self) -> None:

@@ -168,7 +168,7 @@ def makeService(config: Options, reactor=None) -> service.IService:
         return daemon
     both = service.MultiService()
     daemon.setServiceParent(both)
-    metrics.metrics_service(config["metrics"], collector).setServiceParent(both)
+    metrics.metrics_service(config["metrics"], collector, reactor).setServiceParent(both)
     return both
 
 

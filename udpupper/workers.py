@@ -44,7 +44,7 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
                 probe.bind((candidate, port))
             except OSError as error:
                 if error.errno == EADDRINUSE or candidate == candidates[-1]:
-                    raise cannot_listen(candidate, port, strerror(error.errno)) from None
+                    cannot_listen(candidate, port, strerror(error.errno))
                 continue
             return candidate, probe.getsockname()[1]
     raise SystemExit("udpupper: no address family to listen on")
