@@ -100,3 +100,8 @@ class ScrapeTests(unittest.TestCase):
             figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 0)
         self.assertEqual(figures["udpupper_rate_limit_prefixes"], 2)
         self.assertEqual(figures["udpupper_workers_alive"], 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10):
+            pass  # a second scrape
+        daemon.stop()
+        scrapes = [line for line in daemon.log if "/metrics" in line or '"GET' in line]
+        self.assertEqual(scrapes, [], "a scrape wrote to the log")

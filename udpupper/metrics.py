@@ -100,6 +100,16 @@ class MetricsPage(Resource):
         return generate_latest(self.registry)
 
 
+class QuietSite(Site):
+    """A site that writes no access-log line: a scrape every few seconds
+    would otherwise fill the daemon's log with them."""
+
+    noisy = False
+
+    def log(self, request) -> None:
+        pass
+
+
 class MetricsService(internet.StreamServerEndpointService):
     """Serves the page; an endpoint that cannot listen ends the daemon with
     one line on stderr, as a UDP port in use does, not a traceback."""
@@ -130,4 +140,4 @@ def metrics_service(endpoint: str, collector: StatsCollector, reactor=None) -> s
     registry.register(collector)
     root = Resource()
     root.putChild(b"metrics", MetricsPage(registry))
-    return MetricsService(endpoint, Site(root), reactor)
+    return MetricsService(endpoint, QuietSite(root), reactor)
