@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
@@ -23,8 +24,9 @@ from udpupper.transform import max_payload
 COMMAND = "udpupper-client"
 
 # Exit statuses: every line answered, some line not, bad command line or
-# host, interrupted (128 + SIGINT, as a shell reports it).
+# host, interrupted (128 + SIGINT, as a shell reports it; 143 for SIGTERM).
 EXIT_OK, EXIT_UNANSWERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OUTPUT_CLOSED = -1  # end as cat does when nobody reads: by SIGPIPE
 
 
 class Options(OneLineUsageErrors, usage.Options):
@@ -86,6 +88,8 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
 
     def when_done(code: int) -> None:
         outcome.setdefault("status", code)
+        if interactive and not reader.output_lost and "stopping" not in outcome:
+            write_out(b"\n")  # after Ctrl-D, the shell's prompt on a line of its own
         reader.close(then=stop)
 
     def stop() -> None:
@@ -94,17 +98,34 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
 
     def on_shutdown() -> None:
         # Ctrl-C (or SIGTERM) stops the reactor before the input has ended.
+        # Whether nobody read our output is decided now: shutting down
+        # closes stdout too.
         outcome["stopping"] = 1
+        if reader.output_lost:
+            outcome["status"] = EXIT_OUTPUT_CLOSED
         outcome.setdefault("status", EXIT_INTERRUPTED)
 
     def on_idle() -> None:
         if interactive:
-            reader.transport.write(PROMPT)
+            write_out(PROMPT)
+
+    def write_out(data: bytes) -> None:
+        # A reply may come after stdout has closed (| head -1): drop it.
+        if reader.transport is not None and not reader.output_lost:
+            reader.transport.write(data)
+
+    def on_signal(number: int, frame) -> None:
+        outcome.setdefault("status", 128 + number)  # 130 for Ctrl-C, 143 for SIGTERM
+        reactor.callFromThread(reactor.stop)
+
+    def take_signals() -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, on_signal)
 
     client = UpperClient(
         server,
         reactor,
-        write_out=lambda data: reader.transport.write(data),
+        write_out=write_out,
         report=report,
         timeout=options["timeout"],
         retries=options["retries"],
@@ -118,6 +139,7 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
     reader = LineReader(client)
     stdio.StandardIO(reader, reactor=reactor)
     reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    reactor.callWhenRunning(take_signals)
     reactor.callWhenRunning(client.start)
     reactor.run()
     return outcome.get("status", EXIT_INTERRUPTED)
@@ -145,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
                 fdesc.setBlocking(fd)
             except OSError:
                 pass
+    if code == EXIT_OUTPUT_CLOSED:
+        # Nobody reads what we write (| head -1): end as cat does, by the
+        # signal that Python ignores, with nothing said.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
     if code == EXIT_INTERRUPTED:
         print(file=sys.stderr)
     raise SystemExit(code)
