@@ -53,6 +53,15 @@ class ServerTests(DaemonTestCase):
         self.assertIn("received=1 replied=1 bytes_in=3 bytes_out=3 dropped=0", summary[0])
         self.assertFalse(any("Traceback" in line for line in self.daemon.log))
 
+    def test_sighup_logs_the_counters_and_goes_on(self) -> None:
+        port = self.start_daemon()
+        exchange("127.0.0.1", port, b"abc")
+        self.daemon.process.send_signal(signal.SIGHUP)
+        line = self.daemon.wait_for(r"udpupper counters: (.*)").group(1)
+        self.assertTrue(line.startswith("received=1 replied=1 bytes_in=3 bytes_out=3"), line)
+        self.assertEqual(exchange("127.0.0.1", port, b"still")[0], b"STILL")
+        self.assertEqual(self.daemon.summary()["received"], 2)
+
     def test_sigint_stops_it(self) -> None:
         self.start_daemon()
         self.daemon.stop(signal.SIGINT)

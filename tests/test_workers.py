@@ -6,12 +6,13 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
 from twisted.trial import unittest
 
-from tests.processes import LISTENING, Daemon
+from tests.processes import LISTENING, TWISTD, Daemon
 from tests.support import CapturedStderr, exchange
 from udpupper.tap import Options, makeService
 from udpupper.workers import Workers
@@ -62,6 +63,29 @@ class WorkersTests(unittest.TestCase):
         self.assertNotIn(min(before), after)
         for number in range(20):
             self.assertEqual(exchange("127.0.0.1", port, b"x%d" % number)[0], b"X%d" % number)
+
+    def test_a_second_group_on_the_same_port_is_refused(self) -> None:
+        port = self.start(2)
+        for extra in (["--workers", "2"], []):  # another group; a plain daemon
+            result = subprocess.run(
+                [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
+                 "--port", str(port), *extra], capture_output=True, timeout=60)
+            self.assertEqual(result.returncode, 1, extra)
+            self.assertEqual(result.stderr.decode(),
+                             f"udpupper: cannot listen on 127.0.0.1:{port}/udp: "
+                             "Address already in use\n")
+        self.assertEqual(len(children(self.daemon.process.pid)), 2)
+
+    def test_sighup_makes_each_worker_say_its_counters(self) -> None:
+        port = self.start(2)
+        for number in range(10):
+            exchange("127.0.0.1", port, b"h%d" % number)
+        self.daemon.process.send_signal(signal.SIGHUP)
+        said = [int(self.daemon.wait_for(r"udpupper counters: received=(\d+)").group(1))
+                for _ in range(2)]
+        self.assertEqual(sum(said), 10)
+        self.assertEqual(exchange("127.0.0.1", port, b"on")[0], b"ON")
+        self.assertEqual(len(children(self.daemon.process.pid)), 2)
 
     def test_sigterm_stops_them_all(self) -> None:
         self.start(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from errno import EADDRNOTAVAIL, EAFNOSUPPORT
 from os import strerror
@@ -41,6 +42,19 @@ def interfaces_to_try(interface: str | None) -> list[str]:
 def cannot_listen(interface: str, port: int, reason: str) -> NoReturn:
     """Exit, status 1, with one line on stderr: the daemon cannot bind."""
     exit_with(f"udpupper: cannot listen on {format_endpoint(interface, port)}: {reason}")
+
+
+def on_hangup(reactor, action) -> None:
+    """Run ``action`` in the reactor on SIGHUP, unless SIGHUP is taken already.
+
+    A daemon has no terminal to hang up: SIGHUP is the operator asking for
+    news, as with many daemons, and never ends it.
+    """
+    if signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, None):
+        try:
+            signal.signal(signal.SIGHUP, lambda number, frame: reactor.callFromThread(action))
+        except ValueError:  # not the main thread (some test runners)
+            pass
 
 
 class UpperService(service.MultiService):
@@ -136,6 +150,7 @@ class UpperService(service.MultiService):
         super().startService()
         # Once the reactor runs, signals are handled too: only then say so.
         self.reactor.callWhenRunning(self._announce)
+        on_hangup(self.reactor, self.log_counters)
 
     def _announce(self) -> None:
         if self.port is None:
@@ -161,6 +176,11 @@ class UpperService(service.MultiService):
                 requested=self.rcvbuf,
                 granted=granted,
             )
+
+    def log_counters(self) -> None:
+        """SIGHUP: say every counter, as the summary at shutdown does, and go on."""
+        self.update_kernel_drops()
+        self.log.info("udpupper counters: {summary}", summary=self.stats.summary())
 
     def update_kernel_drops(self) -> None:
         """Read how many datagrams the kernel dropped on our socket."""

@@ -16,20 +16,21 @@ from errno import EADDRINUSE
 from os import strerror
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
-from udpupper.service import cannot_listen, format_endpoint, interfaces_to_try
+from udpupper.service import cannot_listen, format_endpoint, interfaces_to_try, on_hangup
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
-    """Check the workers can share ``port`` (pick one when 0); the address.
+    """Check that nothing serves ``port`` yet (pick one when 0); the address.
 
     Exits with one line, as the single-process daemon does, when the port is
-    taken by a socket that does not share it.
+    taken, by a socket that does not share it or by another group of workers.
     """
     candidates = interfaces_to_try(interface)
     for candidate in candidates:
@@ -39,7 +40,8 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
         except OSError:
             continue  # no IPv6 here
         with probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # Bound without SO_REUSEPORT: a port that anything serves already,
+            # another --workers group included, is in use, not joined.
             try:
                 probe.bind((candidate, port))
             except OSError as error:
@@ -77,6 +79,15 @@ class Workers(ProcessMonitor):
             endpoint=self.endpoint,
         )
         super().startService()
+        on_hangup(self._reactor, self.pass_hangup_on)
+
+    def pass_hangup_on(self) -> None:
+        """SIGHUP: each worker logs its counters."""
+        for name, protocol in self.protocols.items():
+            try:
+                protocol.transport.signalProcess("HUP")
+            except ProcessExitedAlready:
+                self.log.info("udpupper {name} has ended", name=name)
 
     def stopService(self) -> Deferred[None]:
         """Signal every worker, and wait until they have all ended.
