@@ -24,6 +24,15 @@ def children(pid: int) -> set[int]:
         return {int(child) for child in listing.read().split()}
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs still (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "State:\tZ" not in status.read()
+    except FileNotFoundError:
+        return False
+
+
 class WorkersTests(unittest.TestCase):
     skip = None if sys.platform.startswith("linux") else "SO_REUSEPORT sharing is Linux's"
 
@@ -86,6 +95,18 @@ class WorkersTests(unittest.TestCase):
         self.assertEqual(sum(said), 10)
         self.assertEqual(exchange("127.0.0.1", port, b"on")[0], b"ON")
         self.assertEqual(len(children(self.daemon.process.pid)), 2)
+
+    def test_workers_do_not_outlive_a_killed_parent(self) -> None:
+        port = self.start(2)
+        workers = children(self.daemon.process.pid)
+        self.assertEqual(len(workers), 2)
+        self.daemon.process.kill()  # SIGKILL: the parent can do nothing
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual([pid for pid in workers if alive(pid)], [])
+        with self.assertRaises(TimeoutError):  # nobody answers on the port any more
+            exchange("127.0.0.1", port, b"anyone?", timeout=0.5)
 
     def test_sigterm_stops_them_all(self) -> None:
         self.start(2)

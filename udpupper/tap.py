@@ -25,7 +25,7 @@ from udpupper.policy import (
 )
 from udpupper.port import DEFAULT_BUSY_POLL
 from udpupper.service import DEFAULT_RCVBUF, UpperService
-from udpupper.workers import Workers, reserve_port
+from udpupper.workers import Workers, die_with_parent, reserve_port
 
 DEFAULT_PORT = 12000
 
@@ -135,6 +135,7 @@ def makeService(config: Options, reactor=None) -> service.IService:
     """
     if reactor is None:
         from twisted.internet import reactor
+    die_with_parent()  # when this is one of --workers' processes
     if config["workers"] > 1:
         interface, port = reserve_port(config["interface"], config["port"])
         daemon = Workers(config["workers"], interface, port, worker_options(config))

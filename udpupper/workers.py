@@ -10,6 +10,8 @@ the parent (SIGTERM) stops them all.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 from errno import EADDRINUSE
@@ -24,6 +26,28 @@ from twisted.runner.procmon import ProcessMonitor
 from udpupper.service import cannot_listen, format_endpoint, interfaces_to_try, on_hangup
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+# In a worker's environment: the process id of the parent it must not outlive.
+PARENT = "UDPUPPER_PARENT"
+PR_SET_PDEATHSIG = 1  # prctl(2), Linux
+
+
+def die_with_parent(environ=os.environ) -> None:
+    """In a worker: be sent SIGTERM when the parent dies (PR_SET_PDEATHSIG).
+
+    A parent killed with SIGKILL cannot stop its workers itself; the kernel
+    does it.  Should the parent have died already, before this call, exit.
+    """
+    parent = environ.get(PARENT)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return  # nothing more to be done: the parent's SIGTERM still reaches us
+    if os.getppid() != int(parent):
+        raise SystemExit(0)  # orphaned between the fork and the prctl
 
 
 def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
@@ -69,8 +93,10 @@ class Workers(ProcessMonitor):
             ]
             for number in range(1, count + 1)
         }
+        # The workers end with their parent, however it ends (die_with_parent).
+        env = {**os.environ, PARENT: str(os.getpid())}
         for name, command in self.commands.items():
-            self.addProcess(name, command)
+            self.addProcess(name, command, env=env)
 
     def startService(self) -> None:
         self.log.info(
