@@ -7,7 +7,7 @@ import sys
 
 from twisted.trial import unittest
 
-from udpupper.kernel import set_receive_buffer, socket_drops
+from udpupper.kernel import proc_socket_drops, set_receive_buffer, socket_drops
 
 LINUX = None if sys.platform.startswith("linux") else "Linux only"
 
@@ -34,6 +34,14 @@ class KernelTests(unittest.TestCase):
             for _ in range(200):
                 sender.sendto(b"x" * 1000, receiver.getsockname())
         self.assertGreater(socket_drops(receiver), 0)
+        # SO_MEMINFO and /proc/net/udp agree.
+        self.assertEqual(socket_drops(receiver), proc_socket_drops(receiver))
+
+    def test_a_larger_buffer_is_never_made_smaller(self) -> None:
+        sock = self.socket()
+        granted = set_receive_buffer(sock, 1 << 20)
+        self.assertEqual(set_receive_buffer(sock, 4096), granted)
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2, granted)
 
     def test_ipv6_socket(self) -> None:
         try:

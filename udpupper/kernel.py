@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import sys
 
 # Linux values that Python's socket module does not name on every version.
@@ -17,23 +18,54 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
     As root (CAP_NET_ADMIN) SO_RCVBUFFORCE goes past net.core.rmem_max, as
     Unbound does; otherwise the kernel caps SO_RCVBUF at rmem_max.  Linux
     reports twice the size it was asked for (the double is its bookkeeping).
+    A buffer already larger (a socket unit's ReceiveBuffer=) is never made
+    smaller.
     """
+    linux = sys.platform.startswith("linux")
+
+    def current() -> int:
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return granted // 2 if linux else granted
+
+    if current() >= size:
+        return current()
     try:
-        if not sys.platform.startswith("linux"):
+        if not linux:
             raise PermissionError
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    return granted // 2 if sys.platform.startswith("linux") else granted
+    return current()
+
+
+# getsockopt(SO_MEMINFO) gives the socket's memory counters, the drops among
+# them (Linux 4.12, SK_MEMINFO_DROPS since 4.15): one call, no file to open,
+# so it works after twistd has dropped privileges too.
+SO_MEMINFO = 55
+SK_MEMINFO_DROPS = 8
+_MEMINFO = struct.Struct("=9I")
 
 
 def socket_drops(sock: socket.socket) -> int | None:
     """Datagrams the kernel dropped on ``sock`` (its receive buffer was full).
 
-    Read from the ``drops`` column of /proc/net/udp or /proc/net/udp6, found
-    by the socket's inode; None where there is no such file.
+    From SO_MEMINFO where the kernel has it, else from the ``drops`` column
+    of /proc/net/udp or /proc/net/udp6, found by the socket's inode; None
+    where there is neither.
     """
+    if sys.platform.startswith("linux"):
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+        except OSError:
+            pass
+        else:
+            if len(raw) >= _MEMINFO.size:
+                return _MEMINFO.unpack_from(raw)[SK_MEMINFO_DROPS]
+    return proc_socket_drops(sock)
+
+
+def proc_socket_drops(sock: socket.socket) -> int | None:
+    """The ``drops`` column of /proc/net/udp{,6} for ``sock``, or None."""
     inode = str(os.fstat(sock.fileno()).st_ino)
     name = "udp6" if sock.family == socket.AF_INET6 else "udp"
     try:
@@ -43,6 +75,6 @@ def socket_drops(sock: socket.socket) -> int | None:
                 fields = line.split()
                 if fields[9] == inode:
                     return int(fields[-1])
-    except (OSError, StopIteration, IndexError, ValueError):
+    except (OSError, StopIteration, IndexError, ValueError, LookupError):
         return None
     return None
