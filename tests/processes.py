@@ -52,6 +52,9 @@ class Daemon:
             # ignored SIGINT ignored: give the daemon the default, as a
             # terminal or systemd would.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            # A process group of its own, as a shell gives a job: a test may
+            # signal the whole group as a terminal's Ctrl-C does.
+            start_new_session=True,
         )
 
     def _read(self) -> None:

@@ -108,6 +108,17 @@ class WorkersTests(unittest.TestCase):
         with self.assertRaises(TimeoutError):  # nobody answers on the port any more
             exchange("127.0.0.1", port, b"anyone?", timeout=0.5)
 
+    def test_ctrl_c_to_the_whole_group_stops_them_without_a_traceback(self) -> None:
+        """A terminal's Ctrl-C reaches the parent and every worker at once;
+        the parent then stops the workers too: a second signal each."""
+        port = self.start(2)
+        exchange("127.0.0.1", port, b"before")
+        os.killpg(self.daemon.process.pid, signal.SIGINT)
+        self.daemon.stop()
+        log = "\n".join(self.daemon.log)
+        self.assertNotIn("Traceback", log)
+        self.assertEqual(log.count("udpupper stopped:"), 2, log)
+
     def test_sigterm_stops_them_all(self) -> None:
         self.start(2)
         workers = children(self.daemon.process.pid)

@@ -57,6 +57,28 @@ def on_hangup(reactor, action) -> None:
             pass
 
 
+def stop_once(reactor) -> None:
+    """Let a second SIGTERM or SIGINT while stopping pass unremarked.
+
+    A terminal's Ctrl-C reaches ``--workers``' processes as their parent
+    stops them too; Twisted would answer the second signal with a traceback
+    (the reactor is no longer running).  Call once the reactor runs: its own
+    handlers are wrapped.
+    """
+    seen: list[int] = []
+    for number in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(number)
+        if not callable(handler):
+            continue
+
+        def once(signum, frame, handler=handler) -> None:
+            if not seen:
+                seen.append(signum)
+                handler(signum, frame)
+
+        signal.signal(number, once)
+
+
 class UpperService(service.MultiService):
     """Listens on one UDP port and answers with :class:`UpperProtocol`.
 
@@ -150,6 +172,7 @@ class UpperService(service.MultiService):
         super().startService()
         # Once the reactor runs, signals are handled too: only then say so.
         self.reactor.callWhenRunning(self._announce)
+        self.reactor.callWhenRunning(stop_once, self.reactor)
         on_hangup(self.reactor, self.log_counters)
 
     def _announce(self) -> None:

@@ -23,7 +23,13 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
 
-from udpupper.service import cannot_listen, format_endpoint, interfaces_to_try, on_hangup
+from udpupper.service import (
+    cannot_listen,
+    format_endpoint,
+    interfaces_to_try,
+    on_hangup,
+    stop_once,
+)
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -106,6 +112,7 @@ class Workers(ProcessMonitor):
         )
         super().startService()
         on_hangup(self._reactor, self.pass_hangup_on)
+        self._reactor.callWhenRunning(stop_once, self._reactor)
 
     def pass_hangup_on(self) -> None:
         """SIGHUP: each worker logs its counters."""
