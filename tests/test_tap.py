@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stderr
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
+from tests.support import CapturedStderr
 from udpupper import metrics, tap
 from udpupper.policy import parse_networks
 from udpupper.service import UpperService
@@ -142,3 +146,47 @@ class PluginTests(unittest.TestCase):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("udpupper", makers)
         self.assertIs(makers["udpupper"].options, tap.Options)
+
+
+OPTION_NAMES = ["port", "interface", "rate", "burst", "rate-table", "loop-budget", "exempt",
+                "max-amplification", "rcvbuf", "workers", "busy-poll", "metrics"]
+VALUES = st.one_of(
+    st.integers(-(2 ** 40), 2 ** 40).map(str),
+    st.floats().map(repr),  # nan, inf, -0.0, 1e+300 ...
+    st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=24),
+    st.sampled_from(["", "0", "1", "-1", "0.4", "65535", "65536", "16777217", "::",
+                     "0.0.0.0", "127.0.0.1", "224.0.0.1", "fe80::1%lo", "10.0.0.0/8",
+                     "10.0.0.0/33", ",", "tcp:0", "tcp:0:interface=127.0.0.1", "unix:",
+                     "bogus:1", "x"]),
+)
+
+
+class AnythingTypedTests(unittest.TestCase):
+    """Whatever values, alone or together, with or without --workers: the
+    options and the service they make end in a service, or in one line on
+    stderr and status 1; never a traceback."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(st.sampled_from(OPTION_NAMES), VALUES, max_size=4),
+           st.booleans())
+    def test_any_values(self, values: dict[str, str], workers: bool) -> None:
+        argv = [f"--{name}={value}" for name, value in values.items()]
+        if workers and "workers" not in values:
+            argv.append("--workers=2")
+        usage = io.StringIO()
+        with CapturedStderr() as fd2, redirect_stderr(usage):
+            try:
+                options = parse(*argv)
+                tap.makeService(options, MemoryReactorClock())
+            except SystemExit as exit:
+                code = exit.code
+            else:
+                code = 0
+        said = (usage.getvalue() + fd2.text).splitlines()
+        if code == 0:
+            self.assertEqual(said, [], argv)
+        else:
+            self.assertEqual(code, 1, argv)
+            self.assertEqual(len(said), 1, (argv, said))
+            self.assertTrue(said[0].startswith(("twistd udpupper: error: --", "udpupper: ")),
+                            said)
