@@ -119,6 +119,16 @@ class WorkersTests(unittest.TestCase):
         self.assertNotIn("Traceback", log)
         self.assertEqual(log.count("udpupper stopped:"), 2, log)
 
+    def test_worker_lines_carry_one_time_and_none_is_empty(self) -> None:
+        self.start(2)
+        self.daemon.stop()
+        worker_lines = [line for line in self.daemon.log if "[worker-" in line]
+        self.assertGreater(len(worker_lines), 8)
+        for line in worker_lines:
+            after_tag = line.split("] ", 2)[-1]
+            self.assertFalse(re.match(r"\d{4}-\d\d-\d\dT", after_tag), line)  # no second time
+            self.assertNotRegex(line, r"\[worker-\d+\]\s*$")  # not empty
+
     def test_sigterm_stops_them_all(self) -> None:
         self.start(2)
         workers = children(self.daemon.process.pid)

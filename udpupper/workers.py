@@ -20,7 +20,12 @@ from os import strerror
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    Logger,
+    formatEventAsClassicLogText,
+)
 from twisted.runner.procmon import ProcessMonitor
 
 from udpupper.service import (
@@ -82,10 +87,31 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
     raise SystemExit("udpupper: no address family to listen on")
 
 
+def worker_log() -> ILogObserver:
+    """A worker's log (twistd --logger): its lines without the time, which the
+    parent puts in front of each when it logs them as its own."""
+
+    def without_time(event: dict) -> str | None:
+        text = formatEventAsClassicLogText(event, formatTime=lambda when: "")
+        return text[1:] if text else text  # the space after the missing time
+
+    return FileLogObserver(sys.stdout, without_time)
+
+
+class WorkerLines(Logger):
+    """The parent's logger, which skips the empty line ProcessMonitor adds
+    after each worker's last one (it takes ``data[-1]``, an int, for bytes)."""
+
+    def info(self, format=None, **kwargs) -> None:
+        if kwargs.get("line") == "" and "tag" in kwargs:
+            return
+        super().info(format, **kwargs)
+
+
 class Workers(ProcessMonitor):
     """Supervises the worker processes; logs what the port is."""
 
-    log = Logger()
+    log = WorkerLines()
     threshold = 5  # a worker that lives less is restarting too fast
     maxRestartDelay = 30
 
@@ -94,7 +120,8 @@ class Workers(ProcessMonitor):
         self.endpoint = format_endpoint(interface, port)
         self.commands = {
             f"worker-{number}": [
-                *TWISTD, "-n", "--pidfile=", "udpupper", "--reuse-port",
+                *TWISTD, "-n", "--pidfile=", f"--logger={__name__}.worker_log",
+                "udpupper", "--reuse-port",
                 "--interface", interface, "--port", str(port), *options,
             ]
             for number in range(1, count + 1)
