@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 from twisted.trial import unittest
 
@@ -43,3 +44,12 @@ class PrivilegeTests(unittest.TestCase):
         self.assertEqual(daemon.start(), port)
         self.assertEqual(ids(daemon.process.pid), (NOBODY, NOBODY))
         self.assertEqual(exchange("127.0.0.1", port, b"as nobody")[0], b"AS NOBODY")
+        # The kernel's drops are read every second, and at the end, after the
+        # drop: with SO_MEMINFO, not a file that nobody may not be able to
+        # open (the interpreter's home here may be root's alone).
+        time.sleep(2.5)
+        counters = daemon.summary()
+        self.assertEqual((counters["received"], counters["replied"]), (1, 1))
+        self.assertIn("kernel_drops", counters)
+        self.assertFalse([line for line in daemon.log
+                          if "Traceback" in line or "LookupError" in line], daemon.log)
