@@ -15,6 +15,7 @@ from twisted.trial import unittest
 from tests.processes import CLIENT, TWISTD, Daemon, Terminal, run_client
 from tests.support import NO_IPV6, exchange
 from udpupper import metrics
+from udpupper.kernel import set_receive_buffer
 
 
 class DaemonTestCase(unittest.TestCase):
@@ -52,6 +53,46 @@ class ServerTests(DaemonTestCase):
         self.assertEqual(len(summary), 1, self.daemon.log)
         self.assertIn("received=1 replied=1 bytes_in=3 bytes_out=3 dropped=0", summary[0])
         self.assertFalse(any("Traceback" in line for line in self.daemon.log))
+
+    def test_sigterm_under_load_loses_nothing_it_answered(self) -> None:
+        """Every reply the daemon counts as sent reaches the client: a batch
+        answered when SIGTERM comes still goes out."""
+        port = self.start_daemon()
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(peer.close)
+        set_receive_buffer(peer, 8 << 20)  # room for every reply (root: forced)
+        peer.connect(("127.0.0.1", port))
+        peer.setblocking(False)
+        replies = 0
+        deadline = time.monotonic() + 1.0
+        stopped = False
+        while True:
+            if not stopped:
+                for _ in range(64):
+                    try:
+                        peer.send(b"load")
+                    except OSError:
+                        break
+            while True:
+                try:
+                    replies += peer.recv(100) == b"LOAD"
+                except BlockingIOError:
+                    break
+                except ConnectionRefusedError:  # the port has closed
+                    continue
+            if not stopped and time.monotonic() > deadline:
+                self.daemon.process.send_signal(signal.SIGTERM)
+                stopped = True
+            if stopped and self.daemon.process.poll() is not None:
+                break
+        counters = self.daemon.summary()
+        while True:  # what was still on its way
+            try:
+                replies += peer.recv(100) == b"LOAD"
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+        self.assertGreater(counters["replied"], 1000)
+        self.assertEqual(replies, counters["replied"], counters)
 
     def test_sighup_logs_the_counters_and_goes_on(self) -> None:
         port = self.start_daemon()
