@@ -131,6 +131,16 @@ class NotifyTests(unittest.TestCase):
 class UnitFileTests(unittest.TestCase):
     skip = None if shutil.which("systemd-analyze") else "systemd-analyze is not installed"
 
+    def test_the_readme_installs_where_the_unit_looks(self) -> None:
+        with open(os.path.join(ROOT, "contrib", "systemd", "udpupper.service")) as unit:
+            exec_start = re.search(r"^ExecStart=(\S+)/bin/twistd ", unit.read(), re.M)
+        with open(os.path.join(ROOT, "README.md")) as readme:
+            text = readme.read()
+        venv = exec_start.group(1)
+        self.assertIn(f"python3 -m venv {venv} ", text)
+        self.assertIn(f"{venv}/bin/pip install .", text)
+        self.assertNotIn("pip install --prefix", text.replace("`pip install --prefix`", ""))
+
     def test_units_verify(self) -> None:
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder)
