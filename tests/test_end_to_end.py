@@ -191,12 +191,15 @@ class ClientTests(DaemonTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"line 2: 70000 bytes is more than the largest datagram", result.stderr)
 
-
-    def test_terminal_prompts_and_ctrl_c_ends_quietly(self) -> None:
-        port = self.start_daemon()
-        terminal = Terminal("--port", str(port))
+    def at_the_prompt(self) -> Terminal:
+        """udpupper-client on a terminal, against a daemon, at its first prompt."""
+        terminal = Terminal("--port", str(self.start_daemon()))
         self.addCleanup(terminal.close)
         terminal.read_until(b"Input lowercase sentence:")
+        return terminal
+
+    def test_terminal_prompts_and_ctrl_c_ends_quietly(self) -> None:
+        terminal = self.at_the_prompt()
         terminal.type(b"hello tty\n")
         screen = terminal.read_until(b"HELLO TTY\r\nInput lowercase sentence:")
         self.assertEqual(screen.count(b"Input lowercase sentence:"), 2)
@@ -239,10 +242,7 @@ class ClientTests(DaemonTestCase):
             self.assertEqual((client.returncode, stderr), (status, said), number)
 
     def test_ctrl_d_at_the_prompt_ends_its_line(self) -> None:
-        port = self.start_daemon()
-        terminal = Terminal("--port", str(port))
-        self.addCleanup(terminal.close)
-        terminal.read_until(b"Input lowercase sentence:")
+        terminal = self.at_the_prompt()
         terminal.type(b"\x04")
         screen = terminal.read_until(b"Input lowercase sentence:\r\n")
         self.assertTrue(screen.endswith(b"Input lowercase sentence:\r\n"), screen)
