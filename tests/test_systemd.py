@@ -8,7 +8,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 
 from twisted.trial import unittest
 
@@ -90,6 +92,57 @@ class SocketActivateToolTests(unittest.TestCase):
         daemon.wait_for("Listening on")
         self.assertEqual(exchange("127.0.0.1", port, b"wake up", timeout=15)[0], b"WAKE UP")
         self.assertIn("(socket from systemd)", daemon.find(r"udpupper listening on .*").group(0))
+
+
+class InstalledRecipeTests(unittest.TestCase):
+    """The README's systemd recipe, word for word but for the folder: a venv,
+    the project installed into it, and the unit's ExecStart started by
+    systemd-socket-activate answers."""
+
+    skip = None if shutil.which("systemd-socket-activate") else "no systemd-socket-activate"
+
+    def test_the_units_exec_start_from_a_venv(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        venv = os.path.join(folder, "udpupper")
+        tree = os.path.join(folder, "tree")  # a copy: pip builds in the tree
+        shutil.copytree(ROOT, tree, symlinks=True, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "_trial_temp*", "*.so", "*.egg-info", ".hypothesis",
+            ".pytest_cache", "__pycache__", "dropin.cache"))
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+        installed = subprocess.run(
+            [os.path.join(venv, "bin", "pip"), "install", "--quiet",
+             "--disable-pip-version-check", tree], capture_output=True, timeout=600)
+        if installed.returncode:
+            raise unittest.SkipTest(f"cannot install here: {installed.stderr[-300:]!r}")
+        with open(os.path.join(ROOT, "contrib", "systemd", "udpupper.service")) as unit:
+            exec_start = re.search(r"^ExecStart=(.*)$", unit.read(), re.M).group(1)
+        command = exec_start.replace("/opt/udpupper", venv).split()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(
+            ["systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}",
+             *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop() -> None:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = exchange("127.0.0.1", port, b"from the venv", timeout=2)[0]
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        self.assertEqual(reply, b"FROM THE VENV")
 
 
 class NotifyTests(unittest.TestCase):
