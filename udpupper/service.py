@@ -188,7 +188,7 @@ class UpperService(service.MultiService):
         if self.port.batch is None:
             self.log.warn(
                 "udpupper runs without its C helper (udpupper._batch did not "
-                "build or import): one system call per datagram, about half the "
+                "build or import): one system call per datagram, about 0.4x the "
                 "speed; install a C compiler and Python's headers, then reinstall"
             )
         granted = self.port.rcvbuf_granted
