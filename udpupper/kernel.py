@@ -27,8 +27,9 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         return granted // 2 if linux else granted
 
-    if current() >= size:
-        return current()
+    granted = current()
+    if granted >= size:
+        return granted
     try:
         if not linux:
             raise PermissionError

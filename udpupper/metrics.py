@@ -23,6 +23,7 @@ MISSING = (
     "from a package index, pip install 'udpupper[metrics]'"
 )
 
+
 def available() -> bool:
     """Whether prometheus_client can be imported."""
     try:
@@ -124,12 +125,11 @@ class MetricsService(internet.StreamServerEndpointService):
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
-        except CannotListenError as error:
-            reason = getattr(error.socketError, "strerror", None) or error.socketError
+        except (CannotListenError, OSError) as error:
+            # An OSError comes from a UNIX socket's lock file, before any bind.
+            cause = getattr(error, "socketError", error)
+            reason = getattr(cause, "strerror", None) or cause
             exit_with(f"udpupper: cannot serve metrics on {self.description}: {reason}")
-        except OSError as error:  # a UNIX socket's lock file, before the bind
-            exit_with(f"udpupper: cannot serve metrics on {self.description}: "
-                      f"{error.strerror or error}")
 
 
 def metrics_service(endpoint: str, collector: StatsCollector, reactor=None) -> service.IService:

@@ -28,6 +28,7 @@ from twisted.logger import (
 )
 from twisted.runner.procmon import ProcessMonitor
 
+from udpupper.options import exit_with
 from udpupper.service import (
     cannot_listen,
     format_endpoint,
@@ -84,7 +85,7 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
                     cannot_listen(candidate, port, strerror(error.errno))
                 continue
             return candidate, probe.getsockname()[1]
-    raise SystemExit("udpupper: no address family to listen on")
+    exit_with("udpupper: no address family to listen on")
 
 
 def worker_log() -> ILogObserver:
