@@ -31,11 +31,17 @@ class Daemon:
     """``twistd -n udpupper`` in a subprocess, its log read line by line."""
 
     def __init__(
-        self, *options: str, prefix: tuple[str, ...] = (), before_plugin: bool = False
+        self,
+        *options: str,
+        prefix: tuple[str, ...] = (),
+        before_plugin: bool = False,
+        preexec=None,
     ) -> None:
         """``options`` follow ``udpupper``; with ``before_plugin``, they are
-        twistd's own and name the plugin themselves."""
+        twistd's own and name the plugin themselves.  ``preexec`` runs in
+        the child before twistd (to set a resource limit, say)."""
         plugin = () if before_plugin else ("udpupper",)
+        self.preexec = preexec
         self.process = self._popen([*prefix, *TWISTD, "-n", "--pidfile=", *plugin, *options])
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
@@ -51,11 +57,16 @@ class Daemon:
             # A shell's background job ignores SIGINT, and twistd keeps an
             # ignored SIGINT ignored: give the daemon the default, as a
             # terminal or systemd would.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=self._before_exec,
             # A process group of its own, as a shell gives a job: a test may
             # signal the whole group as a terminal's Ctrl-C does.
             start_new_session=True,
         )
+
+    def _before_exec(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if self.preexec is not None:
+            self.preexec()
 
     def _read(self) -> None:
         for raw in self.process.stdout:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+import resource
+import socket
+import time
 import urllib.request
 
+from twisted.internet import task
+from twisted.logger import Logger
 from twisted.trial import unittest
 
 from tests.processes import Daemon
@@ -105,3 +110,81 @@ class ScrapeTests(unittest.TestCase):
         daemon.stop()
         scrapes = [line for line in daemon.log if "/metrics" in line or '"GET' in line]
         self.assertEqual(scrapes, [], "a scrape wrote to the log")
+
+
+class AcceptLogTests(unittest.TestCase):
+    """Refused connections: counted, said at most once per period."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.forwarded: list[dict] = []
+        self.accept_log = metrics.AcceptLog(self.forwarded.append, self.clock, period=30)
+        self.lines: list[dict] = []
+        self.accept_log.log = Logger(observer=self.lines.append)
+        # What Twisted's listener logs for connections it cannot accept.
+        self.listener = Logger(namespace="twisted.internet.tcp.Port", observer=self.accept_log)
+
+    def refuse(self, times: int) -> None:
+        for _ in range(times):
+            self.listener.info("EMFILE encountered; releasing reserved file descriptor.")
+            self.listener.info("EMFILE recovery: Closed socket from {address}", address="x")
+            self.listener.info("Re-reserving EMFILE recovery file descriptor.")
+            self.listener.info("Could not accept new connection ({acceptError})",
+                               acceptError="ENFILE")
+
+    def counts(self) -> list[int]:
+        return [line["count"] for line in self.lines]
+
+    def test_one_line_per_period_with_the_count(self) -> None:
+        self.refuse(1)
+        self.assertEqual(self.counts(), [1])  # the first is said at once
+        self.refuse(500)
+        self.clock.advance(29)
+        self.assertEqual(self.counts(), [1])
+        self.clock.advance(1)
+        self.assertEqual(self.counts(), [1, 1001])
+        self.assertEqual(self.lines[-1]["errors"], "EMFILE, ENFILE")
+        self.assertEqual(self.forwarded, [])
+        self.clock.advance(3600)  # quiet: nothing more to say
+        self.assertEqual(self.counts(), [1, 1001])
+
+    def test_stop_says_what_is_left(self) -> None:
+        self.refuse(3)
+        self.accept_log.stop()
+        self.assertEqual(self.counts(), [1, 5])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_other_events_pass_unchanged(self) -> None:
+        self.listener.info("Site starting on {port}", port=1)
+        self.assertEqual([event["port"] for event in self.forwarded], [1])
+        self.assertEqual(self.lines, [])
+
+
+class OutOfDescriptorsTests(unittest.TestCase):
+    """A daemon out of file descriptors, and clients that keep connecting."""
+
+    skip = None if metrics.available() else metrics.MISSING
+
+    def test_refused_connections_are_counted_not_logged_each(self) -> None:
+        limit = 40
+
+        def few_descriptors() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        daemon = Daemon("--port", "0", "--metrics", "tcp:0:interface=127.0.0.1",
+                        preexec=few_descriptors)
+        self.addCleanup(daemon.stop)
+        daemon.start()
+        http_port = int(daemon.find(r"Site starting on (\d+)").group(1))
+        held = []
+        self.addCleanup(lambda: [connection.close() for connection in held])
+        for _ in range(300):
+            held.append(socket.create_connection(("127.0.0.1", http_port), timeout=10))
+        time.sleep(1)
+        daemon.stop()
+        refusals = [line for line in daemon.log if "EMFILE" in line or "accept" in line]
+        counted = sum(int(re.search(r"could not accept (\d+)", line).group(1))
+                      for line in refusals)
+        self.assertLessEqual(len(refusals), 2, refusals)
+        self.assertGreater(counted, 300 - limit)
+        self.assertIn("udpupper stopped:", "\n".join(daemon.log))

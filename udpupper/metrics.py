@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 from twisted.application import internet, service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from udpupper.droplog import LOG_PERIOD, Throttle
 from udpupper.options import exit_with
 from udpupper.stats import Stats
 
@@ -111,6 +113,66 @@ class QuietSite(Site):
         pass
 
 
+class AcceptLog:
+    """The metrics listener's own log, with refused connections counted.
+
+    Out of file descriptors, Twisted's listener logs up to three lines for
+    each connection it cannot accept; a client retrying in a loop turns that
+    into a flood.  This observer takes the listener's events: a refused
+    connection is counted and said at most once per period, with the count,
+    as the drop log does; any other event goes on unchanged.
+    """
+
+    log = Logger()
+
+    def __init__(self, forward, clock, period: float = LOG_PERIOD) -> None:
+        self.forward = forward  # the observer the listener logged to before
+        self.clock = clock
+        self.period = period
+        self.throttle = Throttle(period)
+        self.refused = 0
+        self.errors: set[str] = set()
+        self.flush_later = None
+
+    def __call__(self, event: dict) -> None:
+        text = event.get("log_format") or ""
+        if "acceptError" in event or text.startswith("EMFILE recovery: Closed"):
+            self.refused += 1
+            self.errors.add(event.get("acceptError", "EMFILE"))
+            self.say()
+        elif "EMFILE" not in text:  # the rest of the recovery dance is noise
+            self.forward(event)
+
+    def say(self, now_or_never: bool = False) -> None:
+        """Log the count now if a period has passed, else once it has."""
+        now = self.clock.seconds()
+        last = self.throttle.last
+        if self.refused and (self.throttle.due(now) or now_or_never):
+            self.log.warn(
+                "udpupper could not accept {count} metrics connection(s) {since} "
+                "({errors}: out of file descriptors or memory)",
+                count=self.refused,
+                errors=", ".join(sorted(self.errors)),
+                since="so far" if last is None else f"in the last {now - last:.0f} s",
+            )
+            self.refused = 0
+            self.errors.clear()
+        elif self.refused and self.flush_later is None:
+            wait = max(0.0, self.throttle.last + self.period - now)
+            self.flush_later = self.clock.callLater(wait, self.flush)
+
+    def flush(self) -> None:
+        self.flush_later = None
+        self.say()
+
+    def stop(self) -> None:
+        """Say what is still uncounted in the log: stopping loses nothing."""
+        if self.flush_later is not None and self.flush_later.active():
+            self.flush_later.cancel()
+        self.flush_later = None
+        self.say(now_or_never=True)
+
+
 class MetricsService(internet.StreamServerEndpointService):
     """Serves the page; an endpoint that cannot listen ends the daemon with
     one line on stderr, as a UDP port in use does, not a traceback."""
@@ -120,6 +182,8 @@ class MetricsService(internet.StreamServerEndpointService):
             from twisted.internet import reactor
         super().__init__(serverFromString(reactor, description), factory)
         self.description = description
+        self.reactor = reactor
+        self.accept_log: AcceptLog | None = None
         self._raiseSynchronously = True  # as strports.service does
 
     def privilegedStartService(self) -> None:
@@ -130,6 +194,20 @@ class MetricsService(internet.StreamServerEndpointService):
             cause = getattr(error, "socketError", error)
             reason = getattr(cause, "strerror", None) or cause
             exit_with(f"udpupper: cannot serve metrics on {self.description}: {reason}")
+        self._waitingForPort.addCallback(self._count_refusals)
+
+    def _count_refusals(self, port):
+        """Give the listener (a tcp or unix Port) an :class:`AcceptLog`."""
+        logger = getattr(port, "_logger", None)  # Twisted's, set per class
+        if isinstance(logger, Logger):
+            self.accept_log = AcceptLog(logger.observer, self.reactor)
+            port._logger = Logger(namespace=logger.namespace, observer=self.accept_log)
+        return port
+
+    def stopService(self):
+        if self.accept_log is not None:
+            self.accept_log.stop()
+        return super().stopService()
 
 
 def metrics_service(endpoint: str, collector: StatsCollector, reactor=None) -> service.IService:
