@@ -18,8 +18,9 @@ from udpupper.options import (
     peer_port,
     positive_float,
 )
+from udpupper.ping import MIN_SIZE, UDP_HEADER, Ping
 from udpupper.port import UDPPort
-from udpupper.transform import max_payload
+from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD, max_payload
 
 COMMAND = "udpupper-client"
 
@@ -36,15 +37,23 @@ class Options(OneLineUsageErrors, usage.Options):
     usage_status = EXIT_USAGE
     synopsis = (
         f"Usage: {COMMAND} [--host HOST] [--port PORT] [--timeout SECONDS] "
-        "[--retries N] [--window N]"
+        "[--retries N] [--window N]\n"
+        f"       {COMMAND} --ping [--host HOST] [--port PORT] [--count N] "
+        "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--quiet]"
     )
     longdesc = (
         "Send each line of standard input (without its line ending) to a "
         "udpupper server as one datagram and print each reply on its own "
         "line, in input order. Exit status: 0 when every line was answered, "
         "1 when any was not, 2 for a usage error or a host that does not "
-        "resolve."
+        "resolve. With --ping, instead: probe the server as ping does, with "
+        "ping's lines, summary and exit status (0 when any probe was answered, "
+        "1 when none was)."
     )
+    optFlags = [
+        ["ping", None, "Probe the server as ping does, instead of reading stdin."],
+        ["quiet", "q", "With --ping: only the first line and the summary."],
+    ]
     optParameters = [
         ["host", "H", "localhost", "Server name or IPv4/IPv6 address (a name is "
          "resolved once, IPv4 first)."],
@@ -54,6 +63,11 @@ class Options(OneLineUsageErrors, usage.Options):
          "as unanswered."],
         ["window", "w", 32, "Lines in flight at once (1 sends a line only after "
          "the last is settled)."],
+        ["count", "c", None, "With --ping: probes to send (default: until Ctrl-C)."],
+        ["interval", "i", None, "With --ping: seconds between probes, at least "
+         "0.001 (default 1)."],
+        ["size", "s", None, f"With --ping: probe bytes, {MIN_SIZE} to {MAX_IPV4_PAYLOAD} "
+         f"({MAX_IPV6_PAYLOAD} over IPv6; default 32)."],
     ]
     checks = {
         "port": peer_port,
@@ -61,10 +75,29 @@ class Options(OneLineUsageErrors, usage.Options):
         "retries": count,
         "window": bounded(count, 1, 1024),
     }
+    # Only with --ping, and their defaults there.
+    ping_checks = {
+        "count": (bounded(count, 1, 10**9), None),
+        "interval": (bounded(positive_float, 0.001, 3600), 1.0),
+        "size": (bounded(count, MIN_SIZE, MAX_IPV6_PAYLOAD), 32),
+    }
 
     def parseArgs(self, *args: str) -> None:
         if args:
             raise usage.UsageError(f"unexpected argument: {args[0]!r}")
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        for name, (check, default) in self.ping_checks.items():
+            given = self[name]
+            if given is not None and not self["ping"]:
+                raise usage.UsageError(f"--{name} is only for --ping")
+            try:
+                self[name] = default if given is None else check(given)
+            except ValueError as error:
+                raise usage.UsageError(f"--{name}: {error}") from None
+        if self["quiet"] and not self["ping"]:
+            raise usage.UsageError("--quiet is only for --ping")
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
@@ -145,6 +178,54 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
     return outcome.get("status", EXIT_INTERRUPTED)
 
 
+def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
+    """``--ping``: probe until ``--count`` or a signal; ping's exit status."""
+    host = options["host"]
+    size = options["size"]
+    outcome: dict[str, int] = {}
+
+    def say(line: str) -> None:
+        if "output_lost" in outcome:
+            return
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # | head -1: nobody reads us any more
+            outcome["output_lost"] = 1
+            outcome["status"] = EXIT_OUTPUT_CLOSED
+            pinger.finish()
+
+    def done(status: int) -> None:
+        outcome.setdefault("status", status)
+        for line in ["", *pinger.summary(host)]:  # a blank line first, as ping
+            say(line)
+        if reactor.running:
+            reactor.stop()
+
+    def on_signal(number: int, frame) -> None:
+        if number == signal.SIGTERM:
+            outcome.setdefault("status", 128 + number)
+        reactor.callFromThread(pinger.finish)  # Ctrl-C: the summary, as ping
+
+    def take_signals() -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, on_signal)
+
+    pinger = Ping(server, reactor, say, count=options["count"],
+                  interval=options["interval"], size=size,
+                  timeout=options["timeout"], quiet=options["quiet"])
+    pinger.when_done = done
+    ip_header = 40 if family == socket.AF_INET6 else 20
+    say(f"PING {host} ({server[0]}) port {server[1]}: "
+        f"{size}({size + UDP_HEADER + ip_header}) bytes of data.")
+    interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    UDPPort(0, pinger, interface, reactor).startListening()
+    reactor.callWhenRunning(take_signals)
+    reactor.callWhenRunning(pinger.start)
+    reactor.run()
+    return outcome.get("status", pinger.status)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     options = Options()
@@ -155,10 +236,14 @@ def main(argv: list[str] | None = None) -> None:
         reason = getattr(error, "strerror", None) or error
         print(f"{COMMAND}: cannot resolve {options['host']!r}: {reason}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+    if options["ping"] and options["size"] > max_payload(server[0]):
+        print(f"{COMMAND}: error: --size: at most {max_payload(server[0])} bytes "
+              f"to {server[0]}, not {options['size']}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
     from twisted.internet import reactor
 
     try:
-        code = run(reactor, options, family, server)
+        code = (ping if options["ping"] else run)(reactor, options, family, server)
     finally:
         # StandardIO made stdin and stdout non-blocking; the shell that
         # shares them expects them back as they were.

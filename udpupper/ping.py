@@ -1,0 +1,240 @@
+"""``udpupper-client --ping``: probe a server's path as ``ping`` does.
+
+Each probe carries its sequence number in decimal, then lower-case filler to
+the size asked for; the reply must be that probe upper-cased, so a server
+that only echoes (or mangles) is seen.  Lines and summary are ``ping``'s own,
+so that people and scripts that read ``ping`` read this too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+
+WIRE_SEQ = 10**7  # sequence numbers on the wire are modulo this: 7 digits
+SLOTS = 100_000  # probes remembered for late and duplicate replies; divides WIRE_SEQ
+MIN_SIZE = 8  # seven digits and a space
+FILLER = b" udpupper ping probe"  # lower case: the reply shows the upper-casing
+UDP_HEADER = 8
+
+
+def probe(seq: int, size: int) -> bytes:
+    """The probe with sequence number ``seq``, ``size`` bytes long."""
+    head = b"%d" % (seq % WIRE_SEQ)
+    return (head + FILLER * (size // len(FILLER) + 1))[:size]
+
+
+def format_ms(seconds: float) -> str:
+    """A round trip as ``ping`` prints one: three significant places or so."""
+    ms = seconds * 1000
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+@dataclass
+class PingStats:
+    """What ``ping`` sums up at the end; round trips in seconds."""
+
+    transmitted: int = 0
+    received: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    rtt_min: float = math.inf
+    rtt_max: float = 0.0
+    rtt_sum: float = 0.0
+    rtt_squares: float = 0.0
+
+    def add(self, rtt: float) -> None:
+        self.received += 1
+        self.rtt_min = min(self.rtt_min, rtt)
+        self.rtt_max = max(self.rtt_max, rtt)
+        self.rtt_sum += rtt
+        self.rtt_squares += rtt * rtt
+
+    @property
+    def loss(self) -> float:
+        """Per cent of probes that got no right reply."""
+        if not self.transmitted:
+            return 0.0
+        return 100 * (self.transmitted - self.received) / self.transmitted
+
+    def summary(self, host: str, elapsed: float) -> list[str]:
+        """``ping``'s closing lines (no round-trip line when nothing came back)."""
+        parts = [f"{self.transmitted} packets transmitted", f"{self.received} received"]
+        if self.duplicates:
+            parts.append(f"+{self.duplicates} duplicates")
+        if self.errors:
+            parts.append(f"+{self.errors} errors")
+        parts += [f"{self.loss:g}% packet loss", f"time {elapsed * 1000:.0f}ms"]
+        lines = [f"--- {host} ping statistics ---", ", ".join(parts)]
+        if self.received:
+            average = self.rtt_sum / self.received
+            mdev = math.sqrt(max(0.0, self.rtt_squares / self.received - average**2))
+            figures = (self.rtt_min, average, self.rtt_max, mdev)
+            lines.append("rtt min/avg/max/mdev = "
+                         + "/".join(f"{value * 1000:.3f}" for value in figures) + " ms")
+        return lines
+
+
+@dataclass(eq=False)
+class Probe:
+    seq: int
+    sent_at: float
+    replies: int = 0
+    expired: bool = False
+
+
+class Ping(DatagramProtocol):
+    """Sends a probe every ``interval`` seconds to ``server``, ``count``
+    times (None: until stopped), and says what comes back.
+
+    ``say`` takes each line of output; ``when_done`` is called once, with
+    the exit status, after the last probe is answered or timed out.  Round
+    trips are measured on ``now`` (monotonic); timers run on ``clock``.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        clock: IReactorTime,
+        say: Callable[[str], object],
+        *,
+        count: int | None = None,
+        interval: float = 1.0,
+        size: int = 32,
+        timeout: float = 1.0,
+        quiet: bool = False,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.server = server
+        self.clock = clock
+        self.say = say
+        self.count = count
+        self.interval = interval
+        self.size = size
+        self.timeout = timeout
+        self.quiet = quiet
+        self.now = now
+        self.stats = PingStats()
+        self.probes: dict[int, Probe] = {}  # the last SLOTS probes, by wire number
+        self.waiting: deque[Probe] = deque()  # in sending order, until expired
+        self.unsettled = 0  # probes neither answered nor timed out
+        self.sender: IDelayedCall | None = None
+        self.expiry: IDelayedCall | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.when_done: Callable[[int], object] | None = None
+
+    @property
+    def status(self) -> int:
+        """``ping``'s exit status: 0 when some probe was answered, else 1."""
+        return 0 if self.stats.received else 1
+
+    def start(self) -> None:
+        self.started = self.now()
+        self._send_next()
+
+    def _send_next(self) -> None:
+        stats = self.stats
+        seq = stats.transmitted
+        sent = Probe(seq, self.now())
+        wire = seq % WIRE_SEQ
+        self.probes.pop((wire - SLOTS) % WIRE_SEQ, None)
+        self.probes[wire] = sent
+        stats.transmitted += 1
+        self.waiting.append(sent)
+        self.unsettled += 1
+        try:
+            self.transport.write(probe(seq, self.size), self.server)
+        except OSError as error:  # e.g. no route: it will time out too
+            self._line(f"seq={seq}: cannot send: {error.strerror or error}")
+        if self.count is None or stats.transmitted < self.count:
+            self.sender = self.clock.callLater(self.interval, self._send_next)
+        else:
+            self.sender = None
+        self._arm_expiry()
+        self._maybe_done()
+
+    def _arm_expiry(self) -> None:
+        if self.expiry is None and self.waiting:
+            due = self.waiting[0].sent_at + self.timeout - self.now()
+            self.expiry = self.clock.callLater(max(0.0, due), self._expire)
+
+    def _expire(self) -> None:
+        self.expiry = None
+        late = self.now() - self.timeout + 1e-9
+        while self.waiting and (self.waiting[0].replies or self.waiting[0].sent_at <= late):
+            sent = self.waiting.popleft()
+            if not sent.replies:
+                sent.expired = True
+                self.unsettled -= 1
+                self._line(f"no answer yet for seq={sent.seq}")
+        self._arm_expiry()
+        self._maybe_done()
+
+    def datagramReceived(self, datagram: bytes, addr: tuple) -> None:
+        arrived = self.now()
+        host = addr[0]
+        size = len(datagram) + UDP_HEADER
+        if tuple(addr[:2]) != tuple(self.server):
+            self._line(f"{size} bytes from {host}: not from the server, ignored")
+            return
+        digits = datagram[:7].split(b" ", 1)[0]
+        sent = self.probes.get(int(digits)) if digits.isdigit() else None
+        if sent is None or datagram != probe(sent.seq, self.size).upper():
+            self.stats.errors += 1
+            which = f"seq={sent.seq} " if sent is not None else ""
+            self._line(f"{size} bytes from {host}: {which}wrong reply, not this probe upper-cased")
+            return
+        rtt = arrived - sent.sent_at
+        sent.replies += 1
+        if sent.replies > 1:
+            self.stats.duplicates += 1
+            self._line(f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms (DUP!)")
+            return
+        self.stats.add(rtt)
+        if not sent.expired:
+            self.unsettled -= 1
+        self._line(f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms")
+        self._maybe_done()
+
+    def _line(self, text: str) -> None:
+        if not self.quiet:
+            self.say(text)
+
+    def _maybe_done(self) -> None:
+        if self.sender is None and self.unsettled == 0 and self.when_done is not None:
+            self.finish()
+
+    def finish(self) -> None:
+        """Stop probing and waiting (the end, or Ctrl-C): say ``when_done``."""
+        for timer in (self.sender, self.expiry):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.sender = self.expiry = None
+        if self.ended is None:
+            self.ended = self.now()
+        if self.when_done is not None:
+            done, self.when_done = self.when_done, None
+            done(self.status)
+
+    def summary(self, host: str) -> list[str]:
+        """``ping``'s closing lines, timed from the first probe to the end."""
+        if self.started is None:
+            return self.stats.summary(host, 0.0)
+        ended = self.now() if self.ended is None else self.ended
+        elapsed = ended - self.started
+        return self.stats.summary(host, elapsed)
