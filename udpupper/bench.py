@@ -20,6 +20,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from udpupper.histogram import percentile
 from udpupper.transform import upper
 
 try:
@@ -83,12 +84,18 @@ class Result:
         return self.percentiles(share)[0]
 
     def percentiles(self, *shares: float) -> list[float]:
-        """:meth:`percentile` for each share, sorting the latencies once."""
-        if not self.latencies:
+        """:meth:`percentile` for each share, from the latencies sorted once."""
+        ordered = self.ordered_us()
+        if not ordered:
             return [0.0] * len(shares)
-        ordered = sorted(self.latencies)
-        last = len(ordered) - 1
-        return [ordered[min(last, int(share * len(ordered)))] * 1e6 for share in shares]
+        return [percentile(ordered, share) for share in shares]
+
+    def ordered_us(self) -> list[float]:
+        """The latencies in microseconds, sorted (once per length: at the end)."""
+        cached = getattr(self, "_ordered", None)
+        if cached is None or len(cached) != len(self.latencies):
+            cached = self._ordered = sorted(latency * 1e6 for latency in self.latencies)
+        return cached
 
     def as_dict(self) -> dict:
         p50, p90, p99 = self.percentiles(0.50, 0.90, 0.99)

@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from udpupper.bench import HEADER, PAYLOADS, Bench, Result, report
 from udpupper.flood import FLOODS, run_flood
+from udpupper.histogram import Histogram, check_plot_path, plot, render
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,
@@ -43,8 +44,8 @@ class Options(OneLineUsageErrors, usage.Options):
     synopsis = (
         f"Usage: {COMMAND} [--host H] [--port P] [--duration S] [--warmup S] "
         "[--window N] [--sockets N] [--size BYTES] [--payload ascii|unicode|binary] "
-        "[--timeout S] [--json] [--flood random|one [--flood-rate N] [--quiet-rate N] "
-        "[--metrics URL]]"
+        "[--timeout S] [--json] [--histogram] [--plot FILE.png] "
+        "[--flood random|one [--flood-rate N] [--quiet-rate N] [--metrics URL]]"
     )
     longdesc = (
         "Keep WINDOW requests in flight on each of SOCKETS sockets for DURATION "
@@ -55,7 +56,11 @@ class Options(OneLineUsageErrors, usage.Options):
         "127.0.0.1 from every /24 of 127/8 (random) or from one /24 (one), with a "
         "quiet client beside it; the daemon's intake is read from --metrics."
     )
-    optFlags = [["json", None, "Print one JSON object instead of the summary."]]
+    optFlags = [
+        ["json", None, "Print one JSON object instead of the summary."],
+        ["histogram", None, "Also show the latency distribution as a bar chart "
+         "(log-scale buckets; with --json, as a list)."],
+    ]
     optParameters = [
         ["host", "H", "127.0.0.1", "Server address or name."],
         ["port", "p", 12000, "Server UDP port."],
@@ -71,6 +76,8 @@ class Options(OneLineUsageErrors, usage.Options):
         ["quiet-rate", None, 100, "Datagrams a second the quiet client sends, 1 to 10000."],
         ["metrics", None, None, "The daemon's metrics page, e.g. "
          "http://127.0.0.1:9812/metrics, for its intake under the flood."],
+        ["plot", None, None, "Also write the latency distribution as a PNG "
+         "(needs matplotlib: the plot extra)."],
     ]
     checks = {
         "port": peer_port,
@@ -84,17 +91,34 @@ class Options(OneLineUsageErrors, usage.Options):
         "flood": one_of(FLOODS),
         "flood-rate": bounded(count, 0, 10_000_000),
         "quiet-rate": bounded(count, 1, 10_000),
+        "plot": lambda path: None if path is None else check_plot_path(path),
     }
 
     def parseArgs(self, *args: str) -> None:
         if args:
             raise usage.UsageError(f"unexpected argument: {args[0]!r}")
 
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["flood"] is not None:
+            for name in ("histogram", "plot"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} is not for --flood (no latencies)")
+
 
 def progress_line(result: Result, elapsed: float) -> None:
     rate = result.received / elapsed if elapsed > 0 else 0
     print(f"\r{elapsed:6.1f} s  {rate:12,.0f} replies/s  lost {result.lost:,}  "
           f"mismatched {result.mismatched:,}", end="", file=sys.stderr, flush=True)
+
+
+def can_draw_blocks() -> bool:
+    """Whether stdout takes the block characters the bars are made of."""
+    try:
+        "\u2588\u258f".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,10 +144,22 @@ def main(argv: list[str] | None = None) -> None:
         bench.close()
     if interactive:
         print(file=sys.stderr)
+    histogram = Histogram.of(result.ordered_us())
     if options["json"]:
-        print(json.dumps(result.as_dict()))
+        figures = result.as_dict()
+        if options["histogram"]:
+            figures["histogram"] = histogram.as_list()
+        print(json.dumps(figures))
     else:
         report(result)
+        if options["histogram"] and result.received:
+            print()
+            print("\n".join(render(histogram, unicode=can_draw_blocks())))
+    if options["plot"] and result.received:
+        title = (f"udpupper-bench: {options['host']}:{options['port']}, "
+                 f"{result.received:,} replies of {options['size']} B, "
+                 f"window {options['window']} x {options['sockets']}")
+        plot(histogram, options["plot"], title)
     raise SystemExit(0 if not (result.lost or result.mismatched) and result.received else 1)
 
 

@@ -1,0 +1,163 @@
+"""Latency you can see: log-scale buckets, a terminal bar chart, a PNG.
+
+Built once, at the end of a run, from the exact latencies (sorted once, as
+the percentiles are): nothing is added per reply while the bench measures.
+Ten buckets a decade (the R10 series: 1, 1.25, 1.6, 2, ... 8), so a bucket is
+about 25% wide wherever the latencies fall, from microseconds to seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+STEPS = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 8.0)
+MARKS = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
+PLOT_MISSING = (
+    "--plot needs matplotlib: in a checkout, pip install '.[plot]'; "
+    "from a package index, pip install 'udpupper[plot]'"
+)
+
+
+def edges_between(low: float, high: float) -> list[float]:
+    """Bucket edges (in the unit given) from at or below ``low`` to above ``high``."""
+    decade = math.floor(math.log10(max(low, 1e-3)))
+    edges: list[float] = []
+    while not edges or edges[-1] <= high:
+        edges.extend(round(step * 10.0**decade, 6) for step in STEPS)
+        decade += 1
+    first = max(i for i, edge in enumerate(edges) if edge <= max(low, edges[0]))
+    last = next(i for i, edge in enumerate(edges) if edge > high)
+    return edges[first:last + 1]
+
+
+def percentile(ordered: Sequence[float], share: float) -> float:
+    """The value below which ``share`` of ``ordered`` lies (the bench's rule)."""
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+@dataclass
+class Histogram:
+    """``counts[i]`` values in ``[edges[i], edges[i + 1])`` microseconds."""
+
+    edges: list[float]
+    counts: list[int]
+    marks: dict[str, float]  # p50 ... max, in microseconds
+
+    @classmethod
+    def of(cls, ordered_us: Sequence[float]) -> Histogram:
+        """The histogram of latencies in microseconds, sorted."""
+        if not ordered_us:
+            return cls([], [], {})
+        edges = edges_between(ordered_us[0], ordered_us[-1])
+        places = [bisect_left(ordered_us, edge) for edge in edges]
+        places[0], places[-1] = 0, len(ordered_us)  # 0 us included: no value is left out
+        counts = [after - before for before, after in zip(places, places[1:])]
+        marks = {name: percentile(ordered_us, share) for name, share in MARKS}
+        marks["max"] = ordered_us[-1]
+        return cls(edges, counts, marks)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def bucket_of(self, value: float) -> int:
+        return max(0, min(len(self.counts) - 1, bisect_left(self.edges, value + 1e-9) - 1))
+
+    def as_list(self) -> list[dict]:
+        """For ``--json``: one object per bucket."""
+        return [{"from_us": low, "to_us": high, "count": count}
+                for low, high, count in zip(self.edges, self.edges[1:], self.counts)]
+
+
+def label(us: float) -> str:
+    return f"{us:g}" if us < 10 else f"{us:,.0f}"
+
+
+def render(histogram: Histogram, width: int | None = None, unicode: bool = True) -> list[str]:
+    """The chart as lines: bucket, count, a bar scaled to ``width``, marks."""
+    if not histogram.counts:
+        return ["no latencies to show"]
+    if width is None:
+        width = shutil.get_terminal_size((80, 24)).columns
+    marks: dict[int, list[str]] = {}
+    for name, value in histogram.marks.items():
+        marks.setdefault(histogram.bucket_of(value), []).append(name)
+    edge_width = max(len(label(edge)) for edge in histogram.edges)
+    count_width = max(len(f"{count:,}") for count in histogram.counts)
+    mark_width = max((len(" ".join(names)) for names in marks.values()), default=0)
+    bar_room = max(10, width - (2 * edge_width + 3) - count_width - mark_width - 4)
+    tallest = max(histogram.counts)
+    lines = [f"{'latency us':>{2 * edge_width + 3}} {'replies':>{count_width}}"]
+    for i, count in enumerate(histogram.counts):
+        span = f"{label(histogram.edges[i]):>{edge_width}} - {label(histogram.edges[i + 1]):>{edge_width}}"
+        bar = bar_of(count / tallest * bar_room, unicode) if count else ""
+        lines.append(f"{span} {count:>{count_width},} {bar:<{bar_room}} "
+                     f"{' '.join(marks.get(i, []))}".rstrip())
+    return lines
+
+
+def bar_of(length: float, unicode: bool) -> str:
+    """A bar ``length`` cells long, in eighths of a cell; never invisible."""
+    if not unicode:
+        return "#" * max(1, round(length))
+    eighths = max(1, round(length * 8))
+    full, rest = divmod(eighths, 8)
+    return "\u2588" * full + ("", "\u258f", "\u258e", "\u258d", "\u258c", "\u258b",
+                              "\u258a", "\u2589")[rest]
+
+
+def plot_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_plot_path(path: str) -> str:
+    """The PNG's path, if a file can be written there (before a long run)."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"no such folder: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write in {folder}")
+    if not plot_available():
+        raise ValueError(PLOT_MISSING.removeprefix("--plot "))
+    return path
+
+
+PLOT_SIZE = (960, 540)  # pixels
+
+
+def plot(histogram: Histogram, path: str, title: str) -> None:
+    """The chart as a PNG of ``PLOT_SIZE``: log-scale latency, marks as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    from matplotlib import pyplot
+
+    dpi = 100
+    figure, axes = pyplot.subplots(figsize=(PLOT_SIZE[0] / dpi, PLOT_SIZE[1] / dpi), dpi=dpi)
+    try:
+        lows, highs = histogram.edges[:-1], histogram.edges[1:]
+        axes.bar(lows, histogram.counts, width=[h - l for l, h in zip(lows, highs)],
+                 align="edge", color="#4878a8", edgecolor="white", linewidth=0.5)
+        axes.set_xscale("log")
+        axes.set_yscale("log")  # so the tail's few replies show beside the peak
+        axes.set_xlabel("latency (µs, log scale)")
+        axes.set_ylabel("replies (log scale)")
+        axes.set_title(title)
+        for step, (name, value) in enumerate(histogram.marks.items()):
+            axes.axvline(value, color="#c0392b", linestyle="--", linewidth=0.8)
+            axes.annotate(f" {name} {label(value)} µs", (value, 0.97 - 0.06 * step),
+                          xycoords=("data", "axes fraction"), va="top", ha="left",
+                          fontsize=8, color="#c0392b")
+        figure.tight_layout()
+        figure.savefig(path, format="png", dpi=dpi)
+    finally:
+        pyplot.close(figure)
