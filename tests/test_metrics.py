@@ -64,9 +64,43 @@ class CollectorTests(unittest.TestCase):
         self.assertEqual(figures["udpupper_rate_limit_prefixes"], 3)
         self.assertEqual(figures["udpupper_workers_alive"], 1)
 
-    def test_supervisor_has_only_workers(self) -> None:
-        figures = self.scrape(metrics.StatsCollector(None, workers=lambda: 4))
-        self.assertEqual(figures, {"udpupper_workers_alive": 4})
+    def test_workers_totals_and_each_worker(self) -> None:
+        """A --workers parent: the totals keep what ended workers counted;
+        each worker's own series start again when it does."""
+        from udpupper.workers import WorkerCounters
+
+        counters = WorkerCounters(["worker-1", "worker-2"])
+        one, two = Stats(), Stats()
+        one.received, one.replied = 10, 9
+        one.drop("loop")
+        two.received = two.replied = 5
+        counters.update("worker-1", {**one.as_dict(), "prefixes": 3})
+        counters.update("worker-2", {**two.as_dict(), "prefixes": 1})
+
+        class Parent:  # what the collector reads of Workers
+            names = ["worker-1", "worker-2"]
+            protocols = {"worker-1": object(), "worker-2": object()}
+
+            def kernel_drops(self):
+                return {"worker-1": 4, "worker-2": 0}
+
+            def totals(self):
+                total = counters.totals()
+                total.kernel_drops = 4
+                return total
+
+        Parent.counters = counters
+        figures = self.scrape(metrics.WorkersCollector(Parent()))
+        self.assertEqual(figures["udpupper_datagrams_received_total"], 15)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "loop")], 1)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 4)
+        self.assertEqual(figures["udpupper_rate_limit_prefixes"], 4)
+        self.assertEqual(figures["udpupper_workers_alive"], 2)
+        counters.retire("worker-1")  # it died; its successor starts from 0
+        counters.update("worker-1", {**Stats().as_dict(), "prefixes": 0})
+        figures = self.scrape(metrics.WorkersCollector(Parent()))
+        self.assertEqual(figures["udpupper_datagrams_received_total"], 15)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "loop")], 1)
 
 
 class ScrapeTests(unittest.TestCase):

@@ -14,7 +14,9 @@ from twisted.trial import unittest
 
 from tests.processes import LISTENING, TWISTD, Daemon
 from tests.support import CapturedStderr, exchange
-from udpupper.tap import Options, makeService
+from tests.test_metrics import parse
+from udpupper import metrics
+from udpupper.tap import PARENT_ONLY, Options, makeService, worker_options
 from udpupper.workers import Workers
 
 
@@ -45,10 +47,11 @@ class WorkersTests(unittest.TestCase):
             self.daemon.wait_for(LISTENING)
         return port
 
-    def test_many_source_ports_all_answered_by_both(self) -> None:
+    def test_many_prefixes_all_answered_by_both(self) -> None:
         port = self.start(2)
         for number in range(60):
-            reply, _ = exchange("127.0.0.1", port, b"q%d" % number)
+            source = f"127.0.{number % 12}.{1 + number // 12}"
+            reply, _ = exchange("127.0.0.1", port, b"q%d" % number, source=source)
             self.assertEqual(reply, b"Q%d" % number)
         self.daemon.stop()
         received = [int(match.group(1)) for line in self.daemon.log
@@ -56,6 +59,123 @@ class WorkersTests(unittest.TestCase):
         self.assertEqual(sorted(received) and sum(received), 60, self.daemon.log)
         self.assertEqual(len(received), 2)
         self.assertTrue(all(count > 0 for count in received), received)
+
+    def burst(self, port: int, network: int, count: int = 16) -> int:
+        """Send ``count`` datagrams at once from one /24, each from its own
+        source port; how many were answered."""
+        peers = []
+        for _ in range(count):
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.bind((f"127.0.{network}.1", 0))
+            peer.setblocking(False)
+            peers.append(peer)
+        try:
+            for peer in peers:
+                peer.sendto(b"b", ("127.0.0.1", port))
+            time.sleep(0.4)
+            answered = 0
+            for peer in peers:
+                try:
+                    answered += peer.recv(16) == b"B"
+                except BlockingIOError:
+                    pass
+            return answered
+        finally:
+            for peer in peers:
+                peer.close()
+
+    def scrape(self) -> dict:
+        import urllib.request
+
+        http_port = int(self.daemon.find(r"Site starting on (\d+)").group(1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as page:
+            return parse_workers(page.read().decode())
+
+    def test_exact_limits_across_workers(self) -> None:
+        """One prefix from 16 source ports gets rate x t + burst, as from one
+        worker; two prefixes, each on its own worker, get theirs each."""
+        if not metrics.available():
+            raise unittest.SkipTest(metrics.MISSING)
+        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
+                             "--exempt", "", "--rate", "2", "--burst", "5",
+                             "--metrics", "tcp:0:interface=127.0.0.1")
+        self.addCleanup(self.daemon.stop)
+        port = self.daemon.start()
+        self.daemon.wait_for(LISTENING)
+        self.daemon.find("each source prefix to one of them")
+        started = time.monotonic()
+        first = [self.burst(port, 0), self.burst(port, 1)]
+        time.sleep(max(0.0, started + 2.0 - time.monotonic()))
+        elapsed = time.monotonic() - started
+        second = [self.burst(port, 0), self.burst(port, 1)]
+        for network in (0, 1):
+            self.assertEqual(first[network], 5, (network, first, second))
+            # Refilled at 2 a second since the first burst, within 1.
+            self.assertLessEqual(abs(second[network] - 2 * elapsed), 1.5, (second, elapsed))
+        time.sleep(1.3)  # a report from each worker
+        figures = self.scrape()
+        # 127.0.0/24 and 127.0.1/24 on different workers, all of each on one.
+        self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "1")], 32)
+        self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "2")], 32)
+        self.assertEqual(figures["udpupper_datagrams_replied_total"], sum(first + second))
+
+    def test_metrics_add_up_and_a_killed_worker_is_accounted_for(self) -> None:
+        if not metrics.available():
+            raise unittest.SkipTest(metrics.MISSING)
+        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
+                             "--exempt", "127.0.0.0/24", "--rate", "1", "--burst", "2",
+                             "--metrics", "tcp:0:interface=127.0.0.1")
+        self.addCleanup(self.daemon.stop)
+        port = self.daemon.start()
+        self.daemon.wait_for(LISTENING)
+        for number in range(10):  # 127.0.0/24, exempt, to worker-1: all answered
+            exchange("127.0.0.1", port, b"e%d" % number)
+        answered = 0
+        for number in range(4):  # 127.0.1/24, to worker-2: a burst of 2
+            try:
+                exchange("127.0.0.1", port, b"r", source="127.0.1.1", timeout=0.3)
+                answered += 1
+            except TimeoutError:
+                pass
+        self.assertIn(answered, (2, 3))
+        time.sleep(1.3)
+        figures = self.scrape()
+        self.assertEqual(figures["udpupper_datagrams_received_total"], 14)
+        self.assertEqual(figures["udpupper_datagrams_replied_total"], 10 + answered)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")],
+                         4 - answered)
+        self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "1")], 10)
+        self.assertEqual(figures[("udpupper_worker_datagrams_replied_total", "2")], answered)
+        self.assertEqual(figures["udpupper_workers_alive"], 2)
+
+        # Stop both workers, send to worker-1's prefix, kill them: what waits
+        # in the socket is said, and answered by the next worker-1.
+        workers = children(self.daemon.process.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        waiting = []
+        for number in range(3):
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.settimeout(20)
+            self.addCleanup(peer.close)
+            peer.sendto(b"w%d" % number, ("127.0.0.1", port))
+            waiting.append(peer)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        held = int(self.daemon.wait_for(
+            r"worker-1 ended \(killed by signal 9\); its last report: received=10 .* "
+            r"holds (\d+) bytes").group(1))
+        self.assertGreater(held, 0)
+        self.daemon.find(r"worker-2 ended \(killed by signal 9\).* holds 0 bytes")
+        for number, peer in enumerate(waiting):
+            self.assertEqual(peer.recv(16), b"W%d" % number)  # nothing lost
+        time.sleep(1.3)
+        figures = self.scrape()
+        self.assertEqual(figures["udpupper_datagrams_received_total"], 17)  # kept
+        self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "1")], 3)
+        self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "2")], 0)
+        self.daemon.stop()
+        self.daemon.find(rf"udpupper workers stopped: received=17 replied={13 + answered} ")
 
     def test_a_killed_worker_comes_back(self) -> None:
         port = self.start(2)
@@ -138,8 +258,51 @@ class WorkersTests(unittest.TestCase):
                              and "State:\tZ" not in open(f"/proc/{pid}/status").read())
 
 
+def parse_workers(text: str) -> dict:
+    """Prometheus text: {name, (name, worker), (name, reason) or
+    (name, worker, reason): value}."""
+    figures = parse(text)
+    for line in text.splitlines():
+        match = re.match(r'^(\w+)\{(?:reason="(\w+)",)?worker="(\d+)"\} (\S+)$', line)
+        if match:
+            name, reason, worker, value = match.groups()
+            key = (name, worker, reason) if reason else (name, worker)
+            figures[key] = float(value)
+    return figures
+
+
 class WorkersServiceTests(unittest.TestCase):
-    def test_options_reach_the_workers(self) -> None:
+    # A value for every option (not its default): a new option fails here
+    # until it has one, and then it is checked to reach the workers.
+    SAMPLES = {
+        "port": "0", "interface": "127.0.0.1", "rate": "7.5", "burst": "9",
+        "rate-table": "1000", "loop-budget": "3", "exempt": "10.0.0.0/8,2001:db8::/32",
+        "max-amplification": "2.5", "rcvbuf": "65536", "workers": "3",
+        "busy-poll": "0", "metrics": "tcp:0", "allow-low-ports": True, "reuse-port": True,
+    }
+
+    def test_every_option_reaches_the_workers(self) -> None:
+        names = {option[0] for option in Options.optParameters + Options.optFlags}
+        self.assertEqual(set(self.SAMPLES), names, "give the new option a sample")
+        samples = dict(self.SAMPLES)
+        if not metrics.available():
+            del samples["metrics"]
+        argv = [f"--{name}" if value is True else f"--{name}={value}"
+                for name, value in samples.items()]
+        parent = Options()
+        parent.parseOptions(argv)
+        forwarded = worker_options(parent)
+        worker = Options()
+        worker.parseOptions(forwarded)
+        defaults = Options()
+        defaults.parseOptions([])
+        for name in names - PARENT_ONLY:
+            self.assertEqual(worker[name], parent[name], name)
+            self.assertNotEqual(worker[name], defaults[name], name)  # not by chance
+        for name in PARENT_ONLY:
+            self.assertFalse(any(option.startswith(f"--{name}") for option in forwarded), name)
+
+    def test_a_worker_is_an_ordinary_daemon_on_its_given_socket(self) -> None:
         options = Options()
         options.parseOptions(["--workers", "3", "--port", "0", "--interface", "127.0.0.1",
                               "--rate", "50", "--exempt", "10.0.0.0/8", "--allow-low-ports"])
@@ -147,12 +310,11 @@ class WorkersServiceTests(unittest.TestCase):
         self.assertIsInstance(service, Workers)
         self.assertEqual(len(service.commands), 3)
         command = service.commands["worker-1"]
-        self.assertIn("--reuse-port", command)
-        self.assertIn("--rate=50.0", command)
-        self.assertIn("--exempt=10.0.0.0/8", command)
-        self.assertIn("--allow-low-ports", command)
-        port = int(command[command.index("--port") + 1])
-        self.assertGreater(port, 0)
+        self.assertEqual(command[command.index("udpupper"):], [
+            "udpupper", "--allow-low-ports", "--rate=50", "--rate-table=65536",
+            "--loop-budget=10000", "--exempt=10.0.0.0/8", "--max-amplification=1.0",
+            "--rcvbuf=4194304", "--busy-poll=50"])
+        self.assertGreater(service.port, 0)
 
     def test_port_taken_without_sharing(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:

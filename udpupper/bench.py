@@ -119,7 +119,8 @@ class Bench:
     """Runs the closed loop against one server address."""
 
     def __init__(self, host: str, port: int, *, window: int, sockets: int, size: int,
-                 payload: str, timeout: float, batch=_batch) -> None:
+                 payload: str, timeout: float, batch=_batch,
+                 prefixes: bool = False) -> None:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self.family, self.server = info[0], info[4][:2]
         self.route = sockaddr(self.family, *self.server)
@@ -127,9 +128,11 @@ class Bench:
         self.body = make_body(payload, size - HEADER)
         self.expected_body = upper(self.body)
         self.sockets = []
-        for _ in range(sockets):
+        for number in range(sockets):
             sock = socket.socket(self.family, socket.SOCK_DGRAM)
             sock.setblocking(False)
+            if prefixes:  # each its own /24: a load from many prefixes (loopback)
+                sock.bind((f"127.0.{number}.1", 0))
             sock.connect(self.server)  # the kernel filters out other senders
             self.sockets.append(sock)
         self.next_sequence = 0

@@ -44,7 +44,7 @@ class Options(OneLineUsageErrors, usage.Options):
     synopsis = (
         f"Usage: {COMMAND} [--host H] [--port P] [--duration S] [--warmup S] "
         "[--window N] [--sockets N] [--size BYTES] [--payload ascii|unicode|binary] "
-        "[--timeout S] [--json] [--histogram] [--plot FILE.png] "
+        "[--timeout S] [--json] [--histogram] [--plot FILE.png] [--prefixes] "
         "[--flood random|one [--flood-rate N] [--quiet-rate N] [--metrics URL]]"
     )
     longdesc = (
@@ -60,6 +60,8 @@ class Options(OneLineUsageErrors, usage.Options):
         ["json", None, "Print one JSON object instead of the summary."],
         ["histogram", None, "Also show the latency distribution as a bar chart "
          "(log-scale buckets; with --json, as a list)."],
+        ["prefixes", None, "Send each socket's requests from its own /24 "
+         "(127.0.N.1: an IPv4 loopback server only), as --workers steers them."],
     ]
     optParameters = [
         ["host", "H", "127.0.0.1", "Server address or name."],
@@ -100,8 +102,11 @@ class Options(OneLineUsageErrors, usage.Options):
 
     def postOptions(self) -> None:
         super().postOptions()
+        if self["prefixes"] and not self["host"].startswith("127."):
+            raise usage.UsageError("--prefixes sends from 127.0.N.1: only to an IPv4 "
+                                   "loopback server")
         if self["flood"] is not None:
-            for name in ("histogram", "plot"):
+            for name in ("histogram", "plot", "prefixes"):
                 if self[name]:
                     raise usage.UsageError(f"--{name} is not for --flood (no latencies)")
 
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         bench = Bench(options["host"], options["port"], window=options["window"],
                       sockets=options["sockets"], size=options["size"],
-                      payload=options["payload"], timeout=options["timeout"])
+                      payload=options["payload"], timeout=options["timeout"],
+                      prefixes=options["prefixes"])
     except OSError as error:
         print(f"{COMMAND}: {options['host']}: {error}", file=sys.stderr)
         raise SystemExit(2)

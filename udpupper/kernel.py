@@ -43,8 +43,19 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
 # them (Linux 4.12, SK_MEMINFO_DROPS since 4.15): one call, no file to open,
 # so it works after twistd has dropped privileges too.
 SO_MEMINFO = 55
-SK_MEMINFO_DROPS = 8
+SK_MEMINFO_RMEM_ALLOC, SK_MEMINFO_DROPS = 0, 8
 _MEMINFO = struct.Struct("=9I")
+
+
+def socket_memory(sock: socket.socket) -> tuple[int, int]:
+    """What ``sock`` holds unread (bytes, as the kernel accounts them) and
+    how many datagrams the kernel has dropped there; zeros where unknown."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+        fields = _MEMINFO.unpack_from(raw)
+    except (OSError, struct.error):
+        return 0, socket_drops(sock) or 0
+    return fields[SK_MEMINFO_RMEM_ALLOC], fields[SK_MEMINFO_DROPS]
 
 
 def socket_drops(sock: socket.socket) -> int | None:

@@ -35,56 +35,99 @@ def available() -> bool:
     return True
 
 
+COUNTERS = (
+    ("datagrams_received", "Datagrams received.", "received"),
+    ("datagrams_replied", "Datagrams answered.", "replied"),
+    ("received_bytes", "Payload bytes received.", "bytes_in"),
+    ("sent_bytes", "Payload bytes sent in replies.", "bytes_out"),
+)
+
+
+def counter_families(prefix: str, labels: list[str], rows: list[tuple[list[str], Stats]]):
+    """The counter families for ``rows`` of (label values, counters)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    for name, documentation, attribute in COUNTERS:
+        family = CounterMetricFamily(prefix + name, documentation, labels=labels)
+        for values, stats in rows:
+            family.add_metric(values, getattr(stats, attribute))
+        yield family
+    dropped = CounterMetricFamily(
+        prefix + "datagrams_dropped",
+        "Datagrams not answered, by reason (receive_buffer_full: by the kernel).",
+        labels=[*labels, "reason"],
+    )
+    for values, stats in rows:
+        # Every reason, from 0 on, as Prometheus wants each series to exist.
+        for reason, count in sorted(stats.all_drops().items()):
+            dropped.add_metric([*values, reason.value], count)
+    yield dropped
+
+
+def gauge(name: str, documentation: str, value: float):
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+PREFIXES = "Source prefixes in the rate limiter's table."
+
+
 class StatsCollector:
     """A prometheus_client collector of one daemon's counters.
 
     ``refresh`` is called before each scrape (to read the kernel's drops);
-    ``prefixes`` and ``workers`` give the two gauges.
+    ``prefixes`` gives the gauge.
     """
 
     def __init__(
         self,
-        stats: Stats | None,
+        stats: Stats,
         refresh: Callable[[], object] = lambda: None,
         prefixes: Callable[[], int] = lambda: 0,
-        workers: Callable[[], int] = lambda: 1,
     ) -> None:
         self.stats = stats
         self.refresh = refresh
         self.prefixes = prefixes
+
+    def collect(self) -> Iterator:
+        yield gauge("udpupper_workers_alive", "Processes answering datagrams.", 1)
+        self.refresh()
+        yield from counter_families("udpupper_", [], [([], self.stats)])
+        yield gauge("udpupper_rate_limit_prefixes", PREFIXES, self.prefixes())
+
+
+class WorkersCollector:
+    """The collector of a ``--workers`` parent: the totals under the names a
+    lone daemon uses (dashboards work either way), and each worker's
+    counters under ``udpupper_worker_*`` with a ``worker`` label.  A restarted
+    worker's own counters start again from 0 (Prometheus sees a reset); the
+    totals keep what every earlier run counted."""
+
+    def __init__(self, workers) -> None:
         self.workers = workers
 
     def collect(self) -> Iterator:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        workers = self.workers
+        yield gauge("udpupper_workers_alive", "Processes answering datagrams.",
+                    len(workers.protocols))
+        yield from counter_families("udpupper_", [], [([], workers.totals())])
+        counters = workers.counters
+        drops = workers.kernel_drops()
+        rows = []
+        for name in workers.names:
+            stats = counters.current[name]
+            stats.kernel_drops = drops.get(name, 0)  # the socket's: all its runs
+            rows.append(([name.removeprefix("worker-")], stats))
+        yield from counter_families("udpupper_worker_", ["worker"], rows)
+        yield gauge("udpupper_rate_limit_prefixes", PREFIXES, sum(counters.prefixes.values()))
+        from prometheus_client.core import GaugeMetricFamily
 
-        yield GaugeMetricFamily(
-            "udpupper_workers_alive", "Processes answering datagrams.", value=self.workers()
-        )
-        stats = self.stats
-        if stats is None:  # a supervisor: its workers keep the counters
-            return
-        self.refresh()
-        for name, documentation, value in (
-            ("udpupper_datagrams_received", "Datagrams received.", stats.received),
-            ("udpupper_datagrams_replied", "Datagrams answered.", stats.replied),
-            ("udpupper_received_bytes", "Payload bytes received.", stats.bytes_in),
-            ("udpupper_sent_bytes", "Payload bytes sent in replies.", stats.bytes_out),
-        ):
-            yield CounterMetricFamily(name, documentation, value=value)
-        dropped = CounterMetricFamily(
-            "udpupper_datagrams_dropped",
-            "Datagrams not answered, by reason (receive_buffer_full: by the kernel).",
-            labels=["reason"],
-        )
-        # Every reason, from 0 on, as Prometheus wants each series to exist.
-        for reason, count in sorted(stats.all_drops().items()):
-            dropped.add_metric([reason.value], count)
-        yield dropped
-        yield GaugeMetricFamily(
-            "udpupper_rate_limit_prefixes",
-            "Source prefixes in the rate limiter's table.",
-            value=self.prefixes(),
-        )
+        per_worker = GaugeMetricFamily("udpupper_worker_rate_limit_prefixes", PREFIXES,
+                                       labels=["worker"])
+        for name in workers.names:
+            per_worker.add_metric([name.removeprefix("worker-")], counters.prefixes[name])
+        yield per_worker
 
 
 class MetricsPage(Resource):

@@ -12,7 +12,7 @@ from twisted.application import internet, service
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from udpupper import systemd
+from udpupper import supervised, systemd
 from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
 from udpupper.options import exit_with
@@ -118,7 +118,8 @@ class UpperService(service.MultiService):
             self.stats, MonotonicClock() if clock is None else clock, protections
         )
         self.port: ServerPort | None = None
-        self.from_systemd = False
+        self.given_by = ""  # who bound the socket served, when it was not us
+        self.reporter: supervised.Reporter | None = None
         self.drop_log = DropLog(self.stats, self.log)
         self.checker = internet.TimerService(CHECK_INTERVAL, self.check)
         self.checker.clock = reactor
@@ -126,11 +127,17 @@ class UpperService(service.MultiService):
 
     def privilegedStartService(self) -> None:
         inherited = systemd.inherited_datagram_socket()
-        self.port = self._listen() if inherited is None else self._adopt(inherited)
+        if inherited is not None:
+            self.port, self.given_by = self._adopt(inherited), "systemd"
+        elif (given := supervised.given_socket()) is not None:
+            self.port, self.given_by = self._adopt(given), "its --workers parent"
+            self.reporter = supervised.Reporter.from_environment()
+        else:
+            self.port = self._listen()
         super().privilegedStartService()
 
     def _adopt(self, inherited: socket.socket) -> ServerPort:
-        """Serve the socket systemd passed: --port and --interface do not apply."""
+        """Serve a socket bound already: --port and --interface do not apply."""
         port = ServerPort(
             0,
             self.protocol,
@@ -141,7 +148,6 @@ class UpperService(service.MultiService):
         )
         port.adopt(inherited)
         port.startListening()
-        self.from_systemd = True
         return port
 
     def _listen(self) -> ServerPort:
@@ -182,7 +188,7 @@ class UpperService(service.MultiService):
         self.log.info(
             "udpupper listening on {endpoint}{how}",
             endpoint=format_endpoint(host, port),
-            how=" (socket from systemd)" if self.from_systemd else "",
+            how=f" (socket from {self.given_by})" if self.given_by else "",
         )
         systemd.notify("READY=1")
         if self.port.batch is None:
@@ -213,9 +219,13 @@ class UpperService(service.MultiService):
                 self.stats.kernel_drops = drops
 
     def check(self) -> None:
-        """Read the kernel's drops on our socket; log drop reasons."""
+        """Read the kernel's drops on our socket; log drop reasons; as a
+        worker, report the counters to the parent."""
         self.update_kernel_drops()
         self.drop_log.check(self.protocol.clock.seconds())
+        if self.reporter is not None:
+            limiter = self.protocol.limiter
+            self.reporter.report(self.stats, len(limiter) if limiter is not None else 0)
 
     def stopService(self):
         systemd.notify("STOPPING=1")

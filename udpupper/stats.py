@@ -91,6 +91,42 @@ class Stats:
         """Every reason's count, the kernel's included."""
         return {**self.drops, Reason.RECEIVE_BUFFER_FULL: self.kernel_drops}
 
+    def as_dict(self) -> dict:
+        """The counters as plain data: what a worker reports to its parent."""
+        return {
+            "received": self.received,
+            "replied": self.replied,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "kernel_drops": self.kernel_drops,
+            "drops": {reason.value: count for reason, count in self.drops.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Stats:
+        """The counters :meth:`as_dict` gave (a reason unknown here is skipped)."""
+        stats = cls()
+        for name in ("received", "replied", "bytes_in", "bytes_out", "kernel_drops"):
+            setattr(stats, name, int(data.get(name, 0)))
+        for name, count in data.get("drops", {}).items():
+            try:
+                reason = Reason(name)
+            except ValueError:
+                continue
+            if reason in stats.drops:
+                stats.drops[reason] = int(count)
+        return stats
+
+    def add(self, other: Stats) -> None:
+        """Add ``other``'s counts to these (totals over workers)."""
+        self.received += other.received
+        self.replied += other.replied
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.kernel_drops += other.kernel_drops
+        for reason, count in other.drops.items():
+            self.drops[reason] += count
+
     def summary(self) -> str:
         """One line for the log: every counter, the drops by reason that had any."""
         reasons = ", ".join(

@@ -25,7 +25,8 @@ from udpupper.policy import (
 )
 from udpupper.port import DEFAULT_BUSY_POLL
 from udpupper.service import DEFAULT_RCVBUF, UpperService
-from udpupper.workers import Workers, die_with_parent, reserve_port
+from udpupper.supervised import die_with_parent
+from udpupper.workers import Workers, reserve_port
 
 DEFAULT_PORT = 12000
 
@@ -116,6 +117,13 @@ class Options(OneLineUsageErrors, usage.Options):
     }
 
     def postOptions(self) -> None:
+        # As typed (or the default), before the checks convert them: what
+        # --workers passes on to each worker.
+        flags = {flag[0] for flag in self.optFlags}
+        self.given = {
+            name: (bool(value) or None) if name in flags else value
+            for name, value in self.opts.items()
+        }
         super().postOptions()
         if self["burst"] is not None:
             try:
@@ -138,8 +146,9 @@ def makeService(config: Options, reactor=None) -> service.IService:
     die_with_parent()  # when this is one of --workers' processes
     if config["workers"] > 1:
         interface, port = reserve_port(config["interface"], config["port"])
-        daemon = Workers(config["workers"], interface, port, worker_options(config))
-        collector = metrics.StatsCollector(None, workers=lambda: len(daemon.protocols))
+        daemon = Workers(config["workers"], interface, port, worker_options(config),
+                         rcvbuf=config["rcvbuf"])
+        collector = metrics.WorkersCollector(daemon)
     else:
         protections = Protections(
             rate=config["rate"],
@@ -173,19 +182,18 @@ def makeService(config: Options, reactor=None) -> service.IService:
     return both
 
 
+# What only the parent of --workers does: each worker serves the socket the
+# parent bound and passed it, and the parent serves the metrics.
+PARENT_ONLY = frozenset({"workers", "metrics", "port", "interface", "reuse-port"})
+
+
 def worker_options(config: Options) -> list[str]:
-    """The options each worker gets: the parent's, but for the address."""
-    options = [
-        f"--rate={config['rate']}",
-        f"--rate-table={config['rate-table']}",
-        f"--loop-budget={config['loop-budget']}",
-        "--exempt=" + ",".join(str(network) for network in config["exempt"]),
-        f"--max-amplification={config['max-amplification']}",
-        f"--rcvbuf={config['rcvbuf']}",
-        f"--busy-poll={config['busy-poll']}",
-    ]
-    if config["burst"] is not None:
-        options.append(f"--burst={config['burst']}")
-    if config["allow-low-ports"]:
-        options.append("--allow-low-ports")
+    """The options each worker gets: all the parent was given, as given,
+    but for what only the parent does.  Nothing is listed by name here, so an
+    option added later reaches the workers too."""
+    options = []
+    for name, value in config.given.items():
+        if name in PARENT_ONLY or value is None:
+            continue
+        options.append(f"--{name}" if value is True else f"--{name}={value}")
     return options
