@@ -120,3 +120,22 @@ class RunTests(unittest.TestCase):
             result = subprocess.run([*BENCH, *options], capture_output=True, timeout=60)
             self.assertEqual(result.returncode, 2, options)
             self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+
+
+class PrefixesTests(unittest.TestCase):
+    def test_each_socket_from_its_own_prefix(self) -> None:
+        seen = []
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        bench = Bench("127.0.0.1", server.getsockname()[1], window=1, sockets=3, size=32,
+                      payload="ascii", timeout=1, prefixes=True)
+        self.addCleanup(bench.close)
+        seen = [sock.getsockname()[0] for sock in bench.sockets]
+        self.assertEqual(seen, ["127.0.0.1", "127.0.1.1", "127.0.2.1"])
+
+    def test_only_to_loopback(self) -> None:
+        result = subprocess.run([*BENCH, "--prefixes", "--host", "::1"],
+                                capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(len(result.stderr.splitlines()), 1)

@@ -95,7 +95,7 @@ class Options(OneLineUsageErrors, usage.Options):
         ["rcvbuf", None, DEFAULT_RCVBUF,
          "Bytes of socket receive buffer to ask for; 0: the kernel's default."],
         ["workers", None, 1, "Processes answering on the port (SO_REUSEPORT, Linux), "
-         "supervised and restarted; rate limits are per process."],
+         "supervised and restarted, each source prefix steered to one of them."],
         ["busy-poll", None, DEFAULT_BUSY_POLL, "Microseconds to poll for the next "
          "datagram after answering (lower latency, more CPU under light load); 0: "
          "never."],
