@@ -84,6 +84,17 @@ class WorkersTests(unittest.TestCase):
             for peer in peers:
                 peer.close()
 
+    def start_metered(self, *options: str) -> int:
+        """Two workers on 127.0.0.1 with metrics; wait until both listen."""
+        if not metrics.available():
+            raise unittest.SkipTest(metrics.MISSING)
+        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
+                             "--metrics", "tcp:0:interface=127.0.0.1", *options)
+        self.addCleanup(self.daemon.stop)
+        port = self.daemon.start()
+        self.daemon.wait_for(LISTENING)
+        return port
+
     def scrape(self) -> dict:
         import urllib.request
 
@@ -94,14 +105,7 @@ class WorkersTests(unittest.TestCase):
     def test_exact_limits_across_workers(self) -> None:
         """One prefix from 16 source ports gets rate x t + burst, as from one
         worker; two prefixes, each on its own worker, get theirs each."""
-        if not metrics.available():
-            raise unittest.SkipTest(metrics.MISSING)
-        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
-                             "--exempt", "", "--rate", "2", "--burst", "5",
-                             "--metrics", "tcp:0:interface=127.0.0.1")
-        self.addCleanup(self.daemon.stop)
-        port = self.daemon.start()
-        self.daemon.wait_for(LISTENING)
+        port = self.start_metered("--exempt", "", "--rate", "2", "--burst", "5")
         self.daemon.find("each source prefix to one of them")
         started = time.monotonic()
         first = [self.burst(port, 0), self.burst(port, 1)]
@@ -120,14 +124,7 @@ class WorkersTests(unittest.TestCase):
         self.assertEqual(figures["udpupper_datagrams_replied_total"], sum(first + second))
 
     def test_metrics_add_up_and_a_killed_worker_is_accounted_for(self) -> None:
-        if not metrics.available():
-            raise unittest.SkipTest(metrics.MISSING)
-        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
-                             "--exempt", "127.0.0.0/24", "--rate", "1", "--burst", "2",
-                             "--metrics", "tcp:0:interface=127.0.0.1")
-        self.addCleanup(self.daemon.stop)
-        port = self.daemon.start()
-        self.daemon.wait_for(LISTENING)
+        port = self.start_metered("--exempt", "127.0.0.0/24", "--rate", "1", "--burst", "2")
         for number in range(10):  # 127.0.0/24, exempt, to worker-1: all answered
             exchange("127.0.0.1", port, b"e%d" % number)
         answered = 0
