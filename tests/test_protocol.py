@@ -161,6 +161,20 @@ class RateLimitTests(unittest.TestCase):
             protocol.datagramReceived(b"a", ("192.0.2.1", 5000))
         self.assertEqual(len(transport.written), 21 + 10)
 
+    def test_new_prefixes_beyond_their_rate_are_counted_apart(self) -> None:
+        clock = task.Clock()
+        protocol, transport = connected(clock=clock, rate=10, burst=20, new_prefix_rate=5,
+                                        exempt=())
+        protocol.datagramReceived(b"known", ("192.0.2.1", 5000))
+        for n in range(20):  # spoofed: a new /24 each
+            protocol.datagramReceived(b"x", (f"10.{n}.0.1", 5000))
+        protocol.datagramReceived(b"known", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 1 + 4 + 1)  # 5 new a second, ours first
+        self.assertEqual(protocol.stats.counted(), {Reason.NEW_PREFIX_LIMITED: 16})
+        clock.advance(1.0)
+        protocol.datagramReceived(b"y", ("10.19.0.1", 5000))  # a second later: taken in
+        self.assertEqual(transport.written[-1], (b"Y", ("10.19.0.1", 5000)))
+
     def test_exempt_sources_are_not_limited(self) -> None:
         protocol, transport = connected(rate=1, burst=1)
         for _ in range(100):

@@ -69,6 +69,45 @@ class RateLimiterTests(unittest.TestCase):
             self.assertRaises(ValueError, RateLimiter, rate, burst, size)
 
 
+class NewKeyTests(unittest.TestCase):
+    """At most ``new_rate`` keys not in the table a second are taken in."""
+
+    def keys(self, count: int, first: int = 0) -> list[bytes]:
+        return [(first + n).to_bytes(3, "big") for n in range(count)]
+
+    def test_new_keys_beyond_their_rate_are_refused_and_not_remembered(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        verdicts = [limiter.allow(key, 0.0) for key in self.keys(500)]
+        self.assertEqual(verdicts.count(True), 100)  # a second's worth at once
+        self.assertEqual(verdicts.count(None), 400)
+        self.assertEqual(len(limiter), 100)
+        self.assertTrue(limiter.allow(self.keys(1)[0], 0.0))  # known: its own bucket
+        self.assertIsNone(limiter.allow(self.keys(1, 400)[0], 0.0))
+        self.assertTrue(limiter.allow(self.keys(1, 400)[0], 0.01))  # one a 1/100 s
+
+    def test_known_keys_keep_their_place_under_a_flood_of_new_ones(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertTrue(limiter.allow(A, 0.0))
+        for second in range(60):  # 10,000 new keys a second, for a minute
+            for key in self.keys(10_000, first=second * 10_000):
+                limiter.allow(key, second + 0.5)
+            self.assertEqual(replies(limiter, A, 10, second + 0.6), 10)  # its rate
+        self.assertLessEqual(len(limiter), 1000)
+        self.assertIn(A, limiter.buckets)
+
+    def test_a_clock_step_back_does_not_stop_new_keys(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20, new_rate=10)
+        self.assertEqual([limiter.allow(key, 1000.0) for key in self.keys(10)].count(True), 10)
+        # An hour back: the new keys' bucket counts as empty from then, no more.
+        self.assertIsNone(limiter.allow(b"late", 1000.0 - 3600))
+        self.assertTrue(limiter.allow(b"late", 1000.0 - 3600 + 0.1))
+
+    def test_zero_is_no_limit(self) -> None:
+        limiter = RateLimiter(rate=10, burst=20, size=100_000, new_rate=0)
+        self.assertTrue(all(limiter.allow(key, 0.0) for key in self.keys(50_000)))
+        self.assertRaises(ValueError, RateLimiter, 10, 20, 100, -1)
+
+
 class ClockStepTests(unittest.TestCase):
     """Time is the caller's: it may step back or jump ahead (a wall clock
     set by hand or by NTP).  No prefix is starved, none gets past its burst."""

@@ -273,7 +273,7 @@ class WorkersServiceTests(unittest.TestCase):
     # until it has one, and then it is checked to reach the workers.
     SAMPLES = {
         "port": "0", "interface": "127.0.0.1", "rate": "7.5", "burst": "9",
-        "rate-table": "1000", "loop-budget": "3", "exempt": "10.0.0.0/8,2001:db8::/32",
+        "rate-table": "1000", "new-prefix-rate": "123", "loop-budget": "3", "exempt": "10.0.0.0/8,2001:db8::/32",
         "max-amplification": "2.5", "rcvbuf": "65536", "workers": "3",
         "busy-poll": "0", "metrics": "tcp:0", "allow-low-ports": True, "reuse-port": True,
     }
@@ -309,6 +309,7 @@ class WorkersServiceTests(unittest.TestCase):
         command = service.commands["worker-1"]
         self.assertEqual(command[command.index("udpupper"):], [
             "udpupper", "--allow-low-ports", "--rate=50", "--rate-table=65536",
+            "--new-prefix-rate=10000.0",
             "--loop-budget=10000", "--exempt=10.0.0.0/8", "--max-amplification=1.0",
             "--rcvbuf=4194304", "--busy-poll=50"])
         self.assertGreater(service.port, 0)

@@ -174,7 +174,8 @@ def flood(options: Options) -> None:
     99% of its replies."""
     try:
         result = run_flood(options["port"], options["flood"], options["duration"],
-                           options["flood-rate"], options["quiet-rate"], options["metrics"])
+                           options["flood-rate"], options["quiet-rate"], options["metrics"],
+                           warmup=options["warmup"])
     except ImportError:
         print(f"{COMMAND}: --flood needs the C helper (udpupper._batch)", file=sys.stderr)
         raise SystemExit(2)

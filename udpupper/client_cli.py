@@ -58,7 +58,8 @@ class Options(OneLineUsageErrors, usage.Options):
         ["host", "H", "localhost", "Server name or IPv4/IPv6 address (a name is "
          "resolved once, IPv4 first)."],
         ["port", "p", 12000, "Server UDP port."],
-        ["timeout", "t", 1.0, "Seconds to wait for a reply before asking again."],
+        ["timeout", "t", 1.0, "Seconds to wait for a reply before asking again (with "
+         "--ping: before saying a probe has no answer yet)."],
         ["retries", "r", 3, "How many times to ask again before reporting a line "
          "as unanswered."],
         ["window", "w", 32, "Lines in flight at once (1 sends a line only after "

@@ -121,8 +121,10 @@ class Quiet(threading.Thread):
 
 def run_flood(port: int, kind: str, duration: float, rate: float = 0.0,
               quiet_rate: float = 100.0, metrics_url: str | None = None,
-              batch=None) -> FloodResult:
-    """Flood ``127.0.0.1:port`` for ``duration`` s (``rate`` a second; 0: flat out)."""
+              batch=None, warmup: float = 0.0) -> FloodResult:
+    """Flood ``127.0.0.1:port`` for ``warmup`` + ``duration`` s (``rate`` a
+    second; 0: flat out), measuring the last ``duration`` s: after the
+    warm-up the daemon's tables hold what the flood brings, a steady state."""
     if batch is None:
         from udpupper import _batch as batch
     server = sockaddr(socket.AF_INET, "127.0.0.1", port)
@@ -133,21 +135,27 @@ def run_flood(port: int, kind: str, duration: float, rate: float = 0.0,
     result = FloodResult()
     stop = threading.Event()
     quiet = Quiet(port, quiet_rate, stop)
-    before = daemon_received(metrics_url)
     quiet.start()
     start = time.perf_counter()
-    end, at = start + duration, 0
+    measured_from = start + warmup
+    end, at, offered = measured_from + duration, 0, 0
+    before = daemon_received(metrics_url) if not warmup else None
     try:
         while (now := time.perf_counter()) < end:
-            if rate and result.sent + result.send_errors > (now - start) * rate:
+            if warmup and before is None and now >= measured_from:
+                before = daemon_received(metrics_url)
+                measured_from = time.perf_counter()
+                result.sent = result.send_errors = 0
+            if rate and offered > (now - start) * rate:
                 continue  # open loop, paced: wait for the next batch's time
             chunk = items[at:at + size]
             at = (at + size) % len(items)
             sent, _, errors = batch.send_batch(sock.fileno(), chunk)
+            offered += len(chunk)
             result.sent += sent
             result.send_errors += len(errors)
     finally:
-        result.duration = time.perf_counter() - start
+        result.duration = time.perf_counter() - measured_from
         after = daemon_received(metrics_url)
         stop.set()
         quiet.join()

@@ -28,6 +28,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_EXEMPT = "127.0.0.0/8,::1/128"
 DEFAULT_RATE = 200.0  # replies a second per prefix: NSD's default
 DEFAULT_RATE_TABLE = 65_536  # prefixes (and addresses) remembered
+# Prefixes not in the table taken in a second, all together: far more than
+# the clients new to a busy service each second, far fewer than a
+# spoofed-source flood's (which would otherwise have each datagram answered).
+DEFAULT_NEW_PREFIX_RATE = 10_000.0
 # Source addresses whose classification is remembered: enough for the busy
 # ones, few enough to stay in the CPU's caches (a flood of new addresses then
 # costs about 400 ns less a datagram than with a 65,536-entry memory).
@@ -184,6 +188,7 @@ class Protections:
     rate: float = DEFAULT_RATE
     burst: float | None = None
     rate_table: int = DEFAULT_RATE_TABLE
+    new_prefix_rate: float = DEFAULT_NEW_PREFIX_RATE
     loop_budget: int = DEFAULT_LOOP_BUDGET
     exempt: tuple[Network, ...] = tuple(parse_networks(DEFAULT_EXEMPT))
     max_amplification: float = 1.0

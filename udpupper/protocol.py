@@ -28,6 +28,7 @@ BAD_SOURCE = Reason.BAD_SOURCE
 LOW_SOURCE_PORT = Reason.LOW_SOURCE_PORT
 LOOP = Reason.LOOP
 RATE_LIMITED = Reason.RATE_LIMITED
+NEW_PREFIX_LIMITED = Reason.NEW_PREFIX_LIMITED
 AMPLIFICATION = Reason.AMPLIFICATION
 
 
@@ -67,6 +68,7 @@ class UpperProtocol(DatagramProtocol):
                 rate,
                 max(1.0, 2 * rate) if protections.burst is None else protections.burst,
                 protections.rate_table,
+                protections.new_prefix_rate,
             )
             if rate
             else None
@@ -101,11 +103,11 @@ class UpperProtocol(DatagramProtocol):
                 stats.drop(self.guard_reason(kind, port))
                 return
             exempt = kind == EXEMPT
-            if not exempt and self.limiter is not None and not self.limiter.allow(
-                source, self.clock.seconds()
-            ):
-                stats.drop(RATE_LIMITED)
-                return
+            if not exempt and self.limiter is not None:
+                allowed = self.limiter.allow(source, self.clock.seconds())
+                if not allowed:
+                    stats.drop(RATE_LIMITED if allowed is False else NEW_PREFIX_LIMITED)
+                    return
             reply = self.transform(datagram)
             if not exempt and len(reply) > self.max_amplification * len(datagram):
                 stats.drop(AMPLIFICATION)

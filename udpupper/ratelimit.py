@@ -13,6 +13,12 @@ the garbage collector to walk, which a flood of new keys would make costly.
 Time is whatever the caller says it is, and may step back: a bucket is then
 taken as empty at the new time at worst and refills from there, never
 starved until the old time comes back.
+
+Keys not in the table may also have a rate of their own, all together
+(``new_rate`` a second, a second's worth at once): beyond it a new key is
+refused and not remembered.  A flood from spoofed sources, each one new,
+then neither pushes the keys that talk out of the table nor has each of its
+datagrams answered.
 """
 
 from __future__ import annotations
@@ -24,15 +30,20 @@ from collections.abc import Hashable
 class RateLimiter:
     """Decides, key by key, whether one more token may be spent now."""
 
-    __slots__ = ("rate", "burst", "size", "buckets", "interval", "depth", "limit")
+    __slots__ = ("rate", "burst", "size", "buckets", "interval", "depth", "limit",
+                 "new_interval", "new_limit", "new_full_at")
 
-    def __init__(self, rate: float, burst: float, size: int = 65_536) -> None:
+    def __init__(
+        self, rate: float, burst: float, size: int = 65_536, new_rate: float = 0.0
+    ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be more than 0, not {rate:g}")
         if not burst >= 1:
             raise ValueError(f"burst must be 1 or more, not {burst:g}")
         if size < 1:
             raise ValueError(f"size must be 1 or more, not {size}")
+        if not new_rate >= 0:
+            raise ValueError(f"new_rate must be 0 or more, not {new_rate:g}")
         self.rate = rate
         self.burst = burst
         self.size = size
@@ -43,12 +54,31 @@ class RateLimiter:
         self.limit = self.depth - self.interval * 0.999
         # key -> when its bucket is full again, least recently seen first.
         self.buckets: OrderedDict[Hashable, float] = OrderedDict()
+        # The same algorithm for new keys, all together: one bucket of a
+        # second's worth (0: no limit on new keys).
+        self.new_interval = 1.0 / new_rate if new_rate else 0.0
+        self.new_limit = 1.0 - self.new_interval * 0.999
+        self.new_full_at = 0.0
 
-    def allow(self, key: Hashable, now: float) -> bool:
-        """Take one token from ``key``'s bucket at time ``now``, if it has one."""
+    def allow(self, key: Hashable, now: float) -> bool | None:
+        """Take one token from ``key``'s bucket at time ``now``, if it has one.
+
+        True: it had one.  False: its bucket is empty.  None: the key is new,
+        and so many new keys came this second that it is not taken in.
+        """
         buckets = self.buckets
         full_at = buckets.get(key)
         if full_at is None:
+            if self.new_interval:
+                new_full_at = self.new_full_at
+                if new_full_at < now:
+                    new_full_at = now
+                elif new_full_at > now + 1.0:
+                    new_full_at = now + 1.0  # the clock stepped back
+                if new_full_at - now > self.new_limit:
+                    self.new_full_at = new_full_at
+                    return None
+                self.new_full_at = new_full_at + self.new_interval
             if len(buckets) >= self.size:
                 buckets.popitem(last=False)  # the least recently seen
             buckets[key] = now + self.interval

@@ -23,6 +23,7 @@ class Reason(str, Enum):
     LOOP = "loop"
     # How much (the rate limit and the amplification cap).
     RATE_LIMITED = "rate_limited"
+    NEW_PREFIX_LIMITED = "new_prefix_limited"  # too many prefixes not seen lately
     AMPLIFICATION = "amplification"
     # The reply could not be sent.
     TOO_LARGE = "too_large"

@@ -18,6 +18,7 @@ from udpupper.options import (
 from udpupper.policy import (
     DEFAULT_EXEMPT,
     DEFAULT_LOOP_BUDGET,
+    DEFAULT_NEW_PREFIX_RATE,
     DEFAULT_RATE,
     DEFAULT_RATE_TABLE,
     Protections,
@@ -53,8 +54,8 @@ class Options(OneLineUsageErrors, usage.Options):
     command = "twistd udpupper"
     synopsis = (
         "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
-        "[--rate-table N] [--loop-budget N] [--exempt CIDR,...] [--max-amplification F] "
-        "[--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--busy-poll US] "
+        "[--rate-table N] [--new-prefix-rate N] [--loop-budget N] [--exempt CIDR,...] "
+        "[--max-amplification F] [--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--busy-poll US] "
         "[--metrics ENDPOINT]"
     )
     longdesc = (
@@ -83,6 +84,10 @@ class Options(OneLineUsageErrors, usage.Options):
         ["burst", None, None, "Replies a prefix may get at once [default: 2 x rate]."],
         ["rate-table", None, DEFAULT_RATE_TABLE,
          "Prefixes the rate limiter remembers; the least recent is forgotten."],
+        ["new-prefix-rate", None, DEFAULT_NEW_PREFIX_RATE,
+         "Prefixes not in that table taken in a second, all together; beyond it "
+         "their datagrams get no reply and are not remembered (a spoofed-source "
+         "flood); 0: no limit."],
         ["loop-budget", None, DEFAULT_LOOP_BUDGET,
          "Replies a source address may get at once to requests that repeat an "
          "earlier one and come back unchanged, as in a loop between two echo "
@@ -107,6 +112,7 @@ class Options(OneLineUsageErrors, usage.Options):
         "interface": unicast_interface,
         "rate": non_negative_float,
         "rate-table": bounded(count, 1, 1 << 24),
+        "new-prefix-rate": bounded(non_negative_float, 0, 1e7),
         "loop-budget": bounded(count, 0, 1 << 24),
         "exempt": parse_networks,
         "max-amplification": positive_float,
@@ -154,6 +160,7 @@ def makeService(config: Options, reactor=None) -> service.IService:
             rate=config["rate"],
             burst=config["burst"],
             rate_table=config["rate-table"],
+            new_prefix_rate=config["new-prefix-rate"],
             loop_budget=config["loop-budget"],
             exempt=tuple(config["exempt"]),
             max_amplification=config["max-amplification"],
