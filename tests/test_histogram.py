@@ -111,6 +111,10 @@ class PlotOptionTests(unittest.TestCase):
         self.assertEqual(self.parse("--plot", "/no/such/folder/out.png"), 2)
         self.assertIn("no such folder", self.stderr)
 
+    def test_a_folder_is_not_a_file(self) -> None:
+        self.assertEqual(self.parse("--plot", tempfile.gettempdir()), 2)
+        self.assertIn("is a folder", self.stderr)
+
     def test_not_with_a_flood(self) -> None:
         self.assertEqual(self.parse("--flood", "one", "--histogram"), 2)
 

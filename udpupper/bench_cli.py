@@ -165,7 +165,12 @@ def main(argv: list[str] | None = None) -> None:
         title = (f"udpupper-bench: {options['host']}:{options['port']}, "
                  f"{result.received:,} replies of {options['size']} B, "
                  f"window {options['window']} x {options['sockets']}")
-        plot(histogram, options["plot"], title)
+        try:
+            plot(histogram, options["plot"], title)
+        except OSError as error:  # the folder went away, the disk is full
+            print(f"{COMMAND}: --plot: cannot write {options['plot']}: "
+                  f"{error.strerror or error}", file=sys.stderr)
+            raise SystemExit(1)
     raise SystemExit(0 if not (result.lost or result.mismatched) and result.received else 1)
 
 

@@ -122,6 +122,8 @@ def plot_available() -> bool:
 def check_plot_path(path: str) -> str:
     """The PNG's path, if a file can be written there (before a long run)."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a file to write")
     if not os.path.isdir(folder):
         raise ValueError(f"no such folder: {folder}")
     if not os.access(folder, os.W_OK):
