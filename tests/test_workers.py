@@ -314,6 +314,26 @@ class WorkersServiceTests(unittest.TestCase):
             "--rcvbuf=4194304", "--busy-poll=50"])
         self.assertGreater(service.port, 0)
 
+    def test_a_kernel_that_refuses_the_program_is_said_once(self) -> None:
+        """Where the kernel will not steer, one line says so, and the group
+        is still bound: the kernel spreads datagrams by address and port."""
+        from unittest import mock
+
+        from twisted.logger import capturedLogs
+
+        options = Options()
+        options.parseOptions(["--workers", "2", "--port", "0", "--interface", "127.0.0.1"])
+        service = makeService(options)
+        with mock.patch("udpupper.workers.attach", return_value="Invalid argument"), \
+                capturedLogs() as events:
+            service.privilegedStartService()
+        self.addCleanup(lambda: [sock.close() for sock in service.sockets])
+        self.assertFalse(service.steered)
+        self.assertEqual(len(service.sockets), 2)
+        said = [event for event in events if "cannot steer" in event.get("log_format", "")]
+        self.assertEqual(len(said), 1)
+        self.assertEqual(said[0]["reason"], "Invalid argument")
+
     def test_port_taken_without_sharing(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
             taken.bind(("127.0.0.1", 0))
