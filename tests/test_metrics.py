@@ -84,9 +84,9 @@ class CollectorTests(unittest.TestCase):
             def kernel_drops(self):
                 return {"worker-1": 4, "worker-2": 0}
 
-            def totals(self):
+            def totals(self, kernel_drops=None):
                 total = counters.totals()
-                total.kernel_drops = 4
+                total.kernel_drops = sum((kernel_drops or self.kernel_drops()).values())
                 return total
 
         Parent.counters = counters

@@ -69,6 +69,7 @@ class Result:
     late: int = 0
     cpu: float = 0.0  # the benchmark's own CPU seconds while measuring
     latencies: array = field(default_factory=lambda: array("d"))
+    _ordered: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def replies_per_s(self) -> float:
@@ -92,7 +93,7 @@ class Result:
 
     def ordered_us(self) -> list[float]:
         """The latencies in microseconds, sorted (once per length: at the end)."""
-        cached = getattr(self, "_ordered", None)
+        cached = self._ordered
         if cached is None or len(cached) != len(self.latencies):
             cached = self._ordered = sorted(latency * 1e6 for latency in self.latencies)
         return cached

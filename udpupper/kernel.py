@@ -54,7 +54,7 @@ def socket_memory(sock: socket.socket) -> tuple[int, int]:
         raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
         fields = _MEMINFO.unpack_from(raw)
     except (OSError, struct.error):
-        return 0, socket_drops(sock) or 0
+        return 0, proc_socket_drops(sock) or 0
     return fields[SK_MEMINFO_RMEM_ALLOC], fields[SK_MEMINFO_DROPS]
 
 

@@ -111,12 +111,12 @@ class WorkersCollector:
         workers = self.workers
         yield gauge("udpupper_workers_alive", "Processes answering datagrams.",
                     len(workers.protocols))
-        yield from counter_families("udpupper_", [], [([], workers.totals())])
+        drops = workers.kernel_drops()  # one read of each socket a scrape
+        yield from counter_families("udpupper_", [], [([], workers.totals(drops))])
         counters = workers.counters
-        drops = workers.kernel_drops()
         rows = []
         for name in workers.names:
-            stats = counters.current[name]
+            stats = Stats.from_dict(counters.current[name].as_dict())
             stats.kernel_drops = drops.get(name, 0)  # the socket's: all its runs
             rows.append(([name.removeprefix("worker-")], stats))
         yield from counter_families("udpupper_worker_", ["worker"], rows)

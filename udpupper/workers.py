@@ -106,13 +106,13 @@ class WorkerCounters:
         self.prefixes = dict.fromkeys(names, 0)
 
     def update(self, name: str, report: dict) -> None:
-        self.current[name] = Stats.from_dict(report)
+        stats = self.current[name] = Stats.from_dict(report)
+        stats.kernel_drops = 0  # the socket's: the parent reads them itself
         self.prefixes[name] = int(report.get("prefixes", 0))
 
     def retire(self, name: str) -> Stats:
         """A worker ended: keep its counts in the totals; its own start over."""
         last = self.current[name]
-        last.kernel_drops = 0  # the socket's, read by the parent: not the worker's
         self.retired[name].add(last)
         self.current[name] = Stats()
         self.prefixes[name] = 0
@@ -253,9 +253,13 @@ class Workers(ProcessMonitor):
         """The kernel's drops on each worker's socket (the parent holds them all)."""
         return {name: socket_memory(sock)[1] for name, sock in zip(self.names, self.sockets)}
 
-    def totals(self) -> Stats:
+    def totals(self, kernel_drops: dict[str, int] | None = None) -> Stats:
+        """Every worker's counts, with the kernel's drops on every socket
+        (read now, unless the caller has just read them)."""
         total = self.counters.totals()
-        total.kernel_drops = sum(self.kernel_drops().values())
+        if kernel_drops is None:
+            kernel_drops = self.kernel_drops()
+        total.kernel_drops = sum(kernel_drops.values())
         return total
 
     def pass_hangup_on(self) -> None:
