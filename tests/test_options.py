@@ -5,7 +5,7 @@ import subprocess
 from twisted.trial import unittest
 
 from udpupper import __version__
-from udpupper.options import bounded, count, peer_port, port_number, positive_float
+from udpupper.options import bounded, count, one_line, peer_port, port_number, positive_float
 
 
 class ChecksTests(unittest.TestCase):
@@ -55,3 +55,10 @@ class VersionTests(unittest.TestCase):
             result = subprocess.run([*command, "--version"], capture_output=True, timeout=60)
             self.assertEqual((result.stdout, result.returncode),
                              (f"udpupper {__version__}\n".encode(), 0), command)
+
+
+class OneLineTests(unittest.TestCase):
+    def test_nothing_typed_can_break_the_line(self) -> None:
+        text = one_line("a\x1eb\nc\rd\u2028e\x85f\x0bg\x1bh é 日本")
+        self.assertEqual(text.splitlines(), [text])
+        self.assertEqual(text, "a\\x1eb\\nc\\rd\\u2028e\\x85f\\x0bg\\x1bh é 日本")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stderr
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
@@ -148,8 +148,8 @@ class PluginTests(unittest.TestCase):
         self.assertIs(makers["udpupper"].options, tap.Options)
 
 
-OPTION_NAMES = ["port", "interface", "rate", "burst", "rate-table", "loop-budget", "exempt",
-                "max-amplification", "rcvbuf", "workers", "busy-poll", "metrics"]
+# Taken from Options itself: an option added later is tried too.
+OPTION_NAMES = [parameter[0] for parameter in tap.Options.optParameters]
 VALUES = st.one_of(
     st.integers(-(2 ** 40), 2 ** 40).map(str),
     st.floats().map(repr),  # nan, inf, -0.0, 1e+300 ...
@@ -169,6 +169,10 @@ class AnythingTypedTests(unittest.TestCase):
     @settings(max_examples=200, deadline=None)
     @given(st.dictionaries(st.sampled_from(OPTION_NAMES), VALUES, max_size=4),
            st.booleans())
+    @example({"metrics": "\x1e"}, False)  # a record separator: splitlines() splits there
+    @example({"exempt": "\u2028"}, True)
+    @example({"metrics": "a=b"}, False)  # IndexError inside Twisted's parser
+    @example({"metrics": "tcp:0:\\"}, False)  # RuntimeError there
     def test_any_values(self, values: dict[str, str], workers: bool) -> None:
         argv = [f"--{name}={value}" for name, value in values.items()]
         if workers and "workers" not in values:

@@ -16,6 +16,7 @@ from udpupper.options import (
     bounded,
     count,
     non_negative_float,
+    one_line,
     peer_port,
     positive_float,
 )
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                       payload=options["payload"], timeout=options["timeout"],
                       prefixes=options["prefixes"])
     except OSError as error:
-        print(f"{COMMAND}: {options['host']}: {error}", file=sys.stderr)
+        print(one_line(f"{COMMAND}: {options['host']}: {error}"), file=sys.stderr)
         raise SystemExit(2)
     interactive = os.isatty(2) and not options["json"]
     try:
@@ -168,8 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             plot(histogram, options["plot"], title)
         except OSError as error:  # the folder went away, the disk is full
-            print(f"{COMMAND}: --plot: cannot write {options['plot']}: "
-                  f"{error.strerror or error}", file=sys.stderr)
+            print(one_line(f"{COMMAND}: --plot: cannot write {options['plot']}: "
+                           f"{error.strerror or error}"), file=sys.stderr)
             raise SystemExit(1)
     raise SystemExit(0 if not (result.lost or result.mismatched) and result.received else 1)
 

@@ -15,6 +15,7 @@ from udpupper.options import (
     OneLineUsageErrors,
     bounded,
     count,
+    one_line,
     peer_port,
     positive_float,
 )
@@ -118,7 +119,7 @@ def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
     outcome: dict[str, int] = {}
 
     def report(message: str) -> None:
-        print(f"{COMMAND}: {message}", file=sys.stderr, flush=True)
+        print(one_line(f"{COMMAND}: {message}"), file=sys.stderr, flush=True)
 
     def when_done(code: int) -> None:
         outcome.setdefault("status", code)

@@ -88,6 +88,17 @@ def bounded(check: Callable, low: float, high: float) -> Callable:
     return checked
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that could end or garble a line escaped.
+
+    An error line may quote what a user typed (``--metrics=$'\\x1e'``) or
+    what a library said about it; it stays one line on any terminal.
+    """
+    return "".join(
+        char if char.isprintable() else repr(char)[1:-1] for char in text
+    )
+
+
 def exit_with(line: str, status: int = 1) -> NoReturn:
     """End the program with ``line`` on standard error, and ``status``.
 
@@ -96,7 +107,7 @@ def exit_with(line: str, status: int = 1) -> NoReturn:
     looks for why the daemon did not start.
     """
     try:
-        os.write(2, line.encode("utf-8", "replace") + b"\n")
+        os.write(2, one_line(line).encode("utf-8", "replace") + b"\n")
     except OSError:
         pass  # no standard error to say it on: the status still says it
     raise SystemExit(status)
@@ -134,7 +145,7 @@ class OneLineUsageErrors:
             super().parseOptions(options)  # type: ignore[misc]
         except usage.UsageError as error:
             print(
-                f"{self.command}: error: {error} (see {self.command} --help)",
+                one_line(f"{self.command}: error: {error} (see {self.command} --help)"),
                 file=sys.stderr,
             )
             raise SystemExit(self.usage_status) from None

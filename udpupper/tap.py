@@ -41,8 +41,9 @@ def metrics_endpoint(value: str | None) -> str | None:
     try:
         # Parsed only: the reactor it would listen with is makeService's.
         serverFromString(None, value)
-    except (ValueError, TypeError, KeyError) as error:
-        raise ValueError(f"not a server endpoint ({error}): {value!r}") from None
+    except Exception as error:  # Twisted's parser raises whatever it meets
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"not a server endpoint ({reason}): {value!r}") from None
     if not metrics.available():
         raise ValueError(metrics.MISSING)
     return value
