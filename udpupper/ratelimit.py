@@ -2,10 +2,18 @@
 
 As BIND, NSD and Knot do for DNS: each key (a /24 or /56 source prefix for
 the rate limit) may have ``rate`` tokens a second, with bursts up to
-``burst``.  The table holds at most ``size`` keys; the one seen least
-recently is forgotten first, in constant time, so a flood from spoofed
-sources can grow neither memory nor the cost of one datagram, and
-forgetting a key only ever gives it a full bucket again.
+``burst``.  As an LRU table of ``size`` keys would, the table forgets a key
+only once ``size`` others have been seen since it last was; it holds at
+most twice ``size``, so a flood from spoofed sources can grow neither memory
+nor the cost of one datagram, and forgetting a key only ever gives it a
+full bucket again.
+
+It is kept as two plain dicts, generations of up to ``size`` keys: a key
+seen is in ``recent``, or moves there from ``older``; when ``recent`` is
+full it becomes ``older`` and what ``older`` held is forgotten.  A known key
+then costs one look-up and one store: an ``OrderedDict`` kept in recency
+order (``move_to_end``) cost twice that under a flood from 65,536 prefixes,
+in cache misses on its links (775 against 387 ns a datagram measured).
 
 Each bucket is one float, the time at which it would be full again (the
 generic cell rate algorithm, exactly a token bucket): no object per key for
@@ -23,14 +31,13 @@ datagrams answered.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 
 
 class RateLimiter:
     """Decides, key by key, whether one more token may be spent now."""
 
-    __slots__ = ("rate", "burst", "size", "buckets", "interval", "depth", "limit",
+    __slots__ = ("rate", "burst", "size", "recent", "older", "interval", "depth", "limit",
                  "new_interval", "new_limit", "new_full_at")
 
     def __init__(
@@ -52,8 +59,11 @@ class RateLimiter:
         # A token may be spent while the bucket is full again within this
         # long (a thousandth of a token spare for the float sums' rounding).
         self.limit = self.depth - self.interval * 0.999
-        # key -> when its bucket is full again, least recently seen first.
-        self.buckets: OrderedDict[Hashable, float] = OrderedDict()
+        # key -> when its bucket is full again, in two generations: the keys
+        # seen since ``recent`` began, and those of the generation before
+        # that have not been seen again since.
+        self.recent: dict[Hashable, float] = {}
+        self.older: dict[Hashable, float] = {}
         # The same algorithm for new keys, all together: one bucket of a
         # second's worth (0: no limit on new keys).
         self.new_interval = 1.0 / new_rate if new_rate else 0.0
@@ -66,34 +76,40 @@ class RateLimiter:
         True: it had one.  False: its bucket is empty.  None: the key is new,
         and so many new keys came this second that it is not taken in.
         """
-        buckets = self.buckets
-        full_at = buckets.get(key)
+        recent = self.recent
+        full_at = recent.get(key)  # the hot path: one look-up, one store
         if full_at is None:
-            if self.new_interval:
-                new_full_at = self.new_full_at
-                if new_full_at < now:
-                    new_full_at = now
-                elif new_full_at > now + 1.0:
-                    new_full_at = now + 1.0  # the clock stepped back
-                if new_full_at - now > self.new_limit:
-                    self.new_full_at = new_full_at
-                    return None
-                self.new_full_at = new_full_at + self.new_interval
-            if len(buckets) >= self.size:
-                buckets.popitem(last=False)  # the least recently seen
-            buckets[key] = now + self.interval
-            return True  # a new key has a full bucket
-        buckets.move_to_end(key)
+            full_at = self.older.pop(key, None)
+            if full_at is None:
+                if self.new_interval:
+                    new_full_at = self.new_full_at
+                    if new_full_at < now:
+                        new_full_at = now
+                    elif new_full_at > now + 1.0:
+                        new_full_at = now + 1.0  # the clock stepped back
+                    if new_full_at - now > self.new_limit:
+                        self.new_full_at = new_full_at
+                        return None
+                    self.new_full_at = new_full_at + self.new_interval
+                full_at = now  # a new key has a full bucket
+            if len(recent) >= self.size:
+                # A generation is full: the one before it, the keys not seen
+                # for ``size`` others, is forgotten, all at once.
+                self.older = recent
+                self.recent = recent = {}
         if full_at < now:
             full_at = now  # full: tokens beyond the burst are not kept
         elif full_at > now + self.depth:
             full_at = now + self.depth  # the clock stepped back: empty, from now
         if full_at - now > self.limit:
-            buckets[key] = full_at
+            recent[key] = full_at
             return False  # less than one token left
-        buckets[key] = full_at + self.interval
+        recent[key] = full_at + self.interval
         return True
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.recent or key in self.older
+
     def __len__(self) -> int:
-        """How many keys the table holds now."""
-        return len(self.buckets)
+        """How many keys the table holds now: at most twice ``size``."""
+        return len(self.recent) + len(self.older)

@@ -84,7 +84,8 @@ class Options(OneLineUsageErrors, usage.Options):
          "Replies a second per source /24 (IPv4) or /56 (IPv6); 0: no limit."],
         ["burst", None, None, "Replies a prefix may get at once [default: 2 x rate]."],
         ["rate-table", None, DEFAULT_RATE_TABLE,
-         "Prefixes the rate limiter remembers; the least recent is forgotten."],
+         "Prefixes the rate limiter remembers at least (the most recent; it "
+         "holds at most twice as many)."],
         ["new-prefix-rate", None, DEFAULT_NEW_PREFIX_RATE,
          "Prefixes not in that table taken in a second, all together; beyond it "
          "their datagrams get no reply and are not remembered (a spoofed-source "
