@@ -135,36 +135,42 @@ class Sources:
         return self.known.get(host) or self.add(host)
 
     def add(self, host: str) -> bytes:
-        """Classify ``host``, not known yet, and remember it."""
+        """Classify ``host``, not known yet, and remember it.
+
+        Cannot be a sender: 0/8, 224/4 (multicast), 240/4 (class E,
+        255.255.255.255); ::, ff00::/8, and IPv4-mapped (in an IPv6 packet).
+        Written out in one function, without a call: a flood of new sources
+        runs it for every datagram.
+        """
+        if ":" in host:
+            packed = inet_pton(AF_INET6, host.partition("%")[0] if "%" in host else host)
+            if packed[0] == 0xFF or packed[:12] == _IPV4_MAPPED or packed == _IPV6_UNSPECIFIED:
+                kind = _BAD
+            elif self.exempt is not None and packed in self.exempt:
+                kind = _EXEMPT
+            else:
+                kind = _NORMAL
+            key = kind + packed[:7]
+        else:
+            packed = inet_pton(AF_INET, host)
+            first = packed[0]
+            if first == 0 or first >= 224:
+                kind = _BAD
+            elif self.exempt is not None and packed in self.exempt:
+                kind = _EXEMPT
+            else:
+                kind = _NORMAL
+            key = kind + packed[:3]
         known = self.known
         if len(known) >= self.size:
             known.clear()
-        key = known[host] = self.classify(host)
+        known[host] = key
         return key
-
-    def classify(self, host: str) -> bytes:
-        """``host``'s key.  Cannot be a sender: 0/8, 224/4 (multicast), 240/4
-        (class E, 255.255.255.255); ::, ff00::/8, and IPv4-mapped (in an IPv6
-        packet).  Written out in one function: a flood of new sources runs
-        it for every datagram."""
-        if ":" in host:
-            packed = inet_pton(AF_INET6, host.partition("%")[0] if "%" in host else host)
-            prefix = packed[:7]
-            if packed[0] == 0xFF or packed[:12] == _IPV4_MAPPED or packed == _IPV6_UNSPECIFIED:
-                return _BAD + prefix
-        else:
-            packed = inet_pton(AF_INET, host)
-            prefix = packed[:3]
-            if packed[0] == 0 or packed[0] >= 224:
-                return _BAD + prefix
-        if self.exempt is not None and packed in self.exempt:
-            return _EXEMPT + prefix
-        return _NORMAL + prefix
 
 
 def classify(host: str, exempt: Iterable[Network]) -> Source:
     """Look at a source address: is it bad, exempt, and its prefix."""
-    key = Sources(exempt, 1).classify(host)
+    key = Sources(exempt, 1).add(host)
     return Source(bad=key[0] == BAD, exempt=key[0] == EXEMPT, prefix=key[1:])
 
 
