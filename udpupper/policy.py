@@ -144,23 +144,19 @@ class Sources:
         """
         if ":" in host:
             packed = inet_pton(AF_INET6, host.partition("%")[0] if "%" in host else host)
-            if packed[0] == 0xFF or packed[:12] == _IPV4_MAPPED or packed == _IPV6_UNSPECIFIED:
-                kind = _BAD
-            elif self.exempt is not None and packed in self.exempt:
-                kind = _EXEMPT
-            else:
-                kind = _NORMAL
-            key = kind + packed[:7]
+            prefix = packed[:7]
+            bad = packed[0] == 0xFF or packed[:12] == _IPV4_MAPPED or packed == _IPV6_UNSPECIFIED
         else:
             packed = inet_pton(AF_INET, host)
+            prefix = packed[:3]
             first = packed[0]
-            if first == 0 or first >= 224:
-                kind = _BAD
-            elif self.exempt is not None and packed in self.exempt:
-                kind = _EXEMPT
-            else:
-                kind = _NORMAL
-            key = kind + packed[:3]
+            bad = first == 0 or first >= 224
+        if bad:
+            key = _BAD + prefix
+        elif self.exempt is not None and packed in self.exempt:
+            key = _EXEMPT + prefix
+        else:
+            key = _NORMAL + prefix
         known = self.known
         if len(known) >= self.size:
             known.clear()
