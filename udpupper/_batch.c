@@ -131,10 +131,10 @@ static Py_ssize_t reply_control(struct msghdr *header, control_buffer *out, int 
         if (ipv4.ipi_addr.s_addr != ipv4.ipi_spec_dst.s_addr
             || (ntohl(ipv4.ipi_addr.s_addr) >> 28) >= 0xE)
             return -(NOT_UNICAST + 1);
-        if (!have_ipv6) {
-            struct in_pktinfo info = {.ipi_ifindex = 0, .ipi_spec_dst = ipv4.ipi_spec_dst};
-            return put_control(out, IPPROTO_IP, IP_PKTINFO, &info, sizeof(info));
-        }
+        /* IP_PKTINFO on an IPv6 socket too: its 32 bytes fit the kernel's
+         * stack buffer, where IPV6_PKTINFO's 40 cost an allocation a reply. */
+        struct in_pktinfo info = {.ipi_ifindex = 0, .ipi_spec_dst = ipv4.ipi_spec_dst};
+        return put_control(out, IPPROTO_IP, IP_PKTINFO, &info, sizeof(info));
     }
     if (have_ipv6) {
         if (ipv6.ipi6_addr.s6_addr[0] == 0xFF)
@@ -144,22 +144,44 @@ static Py_ssize_t reply_control(struct msghdr *header, control_buffer *out, int 
     return -(NO_DESTINATION + 1);
 }
 
+/* An IPv4 address as inet_ntop writes it, without its printf: a flood of
+ * new senders formats one a datagram.  Returns the length written. */
+static size_t format_ipv4(const unsigned char *address, char *text)
+{
+    char *at = text;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        unsigned int byte = address[i];
+        if (byte >= 100)
+            *at++ = (char)('0' + byte / 100);
+        if (byte >= 10)
+            *at++ = (char)('0' + byte / 10 % 10);
+        *at++ = (char)('0' + byte % 10);
+        *at++ = '.';
+    }
+    *--at = '\0';
+    return (size_t)(at - text);
+}
+
 /* The sender as (host, port), the host as Python's socket module writes it,
  * but an IPv4 sender (`ipv4_packet`) as IPv4 on an IPv6 socket too.  None
  * for an address that is not IP. */
 static PyObject *format_address(struct sockaddr_storage *name, int ipv4_packet)
 {
     char text[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+    size_t length;
     long port;
+    PyObject *host, *number, *address;
 
     if (name->ss_family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)name;
-        inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text));
+        length = format_ipv4((const unsigned char *)&sin->sin_addr, text);
         port = ntohs(sin->sin_port);
     } else if (name->ss_family == AF_INET6) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)name;
         if (ipv4_packet && IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
-            inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], text, sizeof(text));
+            format_ipv4(&sin6->sin6_addr.s6_addr[12], text);
         else
             inet_ntop(AF_INET6, &sin6->sin6_addr, text, INET6_ADDRSTRLEN);
         if (sin6->sin6_scope_id) {
@@ -171,10 +193,24 @@ static PyObject *format_address(struct sockaddr_storage *name, int ipv4_packet)
                 snprintf(text + used, sizeof(text) - used, "%%%u", sin6->sin6_scope_id);
         }
         port = ntohs(sin6->sin6_port);
+        length = strlen(text);
     } else {
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(sl)", text, port);
+    /* Made directly: Py_BuildValue("(sl)") parses its format each time. */
+    if (!(host = PyUnicode_FromStringAndSize(text, (Py_ssize_t)length)))
+        return NULL;
+    if (!(address = PyTuple_New(2))) {
+        Py_DECREF(host);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(address, 0, host);
+    if (!(number = PyLong_FromLong(port))) {
+        Py_DECREF(address);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(address, 1, number);
+    return address;
 }
 
 static long long now_ns(void)

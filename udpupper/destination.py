@@ -67,15 +67,12 @@ def check_destination(ancdata: Ancillary, flags: int = 0) -> Destination | Reaso
         local, destination = ipv4[4:8], ipv4[8:12]
         if destination != local or destination[0] >= 224:
             return Reason.NOT_UNICAST_DESTINATION  # broadcast, 224/4 or 240/4
-        if ipv6 is None:
-            return Destination(
-                [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local + bytes(4))], True
-            )
+        # IP_PKTINFO on an IPv6 socket too: it fits the kernel's stack
+        # buffer for ancillary data, where IPV6_PKTINFO costs an allocation.
+        return Destination([(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local + bytes(4))], True)
     if ipv6 is not None:
         # struct in6_pktinfo: destination address, ifindex
         if ipv6[0] == 0xFF:
             return Reason.NOT_UNICAST_DESTINATION  # ff00::/8
-        return Destination(
-            [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ipv6[:20])], ipv4 is not None
-        )
+        return Destination([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ipv6[:20])], False)
     return Reason.NO_DESTINATION
