@@ -31,7 +31,7 @@ $(VENV)/installed-test: $(BIN)/python $(SOURCES)
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@
 
-# The C helper's tests again, with the helper built with AddressSanitizer and
+# The C helpers' tests again, with the helpers built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (gcc or clang), in a copy of the tree; any
 # report fails the run.  CI runs it where the compiler has the sanitizers.
 SANITIZE := build/sanitize
@@ -41,15 +41,19 @@ sanitize: $(VENV)/installed-test
 	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE)
 	cp -r udpupper tests $(SANITIZE)/
 	rm -f $(SANITIZE)/udpupper/*.so
-	$(CC) -shared -fPIC -O1 -g $(SANITIZERS) \
-	    -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-	    udpupper/_batch.c \
-	    -o $(SANITIZE)/udpupper/_batch$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+	for helper in _batch _ratelimit; do \
+	    $(CC) -shared -fPIC -O1 -g $(SANITIZERS) \
+	        -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+	        udpupper/$$helper.c \
+	        -o $(SANITIZE)/udpupper/$$helper$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))') \
+	        || exit 1; \
+	done
 	cd $(SANITIZE) && \
 	    LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_batch.py \
-	    tests/test_destination.py tests/test_service.py tests/test_bench.py
+	    tests/test_destination.py tests/test_service.py tests/test_bench.py \
+	    tests/test_ratelimit.py tests/test_protocol.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis udpupper/*.so

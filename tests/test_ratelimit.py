@@ -2,23 +2,29 @@
 
 from twisted.trial import unittest
 
-from udpupper.ratelimit import RateLimiter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from udpupper import ratelimit
+from udpupper.ratelimit import PythonRateLimiter
 
 A, B = b"\xc0\x00\x02", b"\xc6\x33\x64"  # two /24 prefixes
 
 
-def replies(limiter: RateLimiter, prefix: bytes, count: int, now: float) -> int:
+def replies(limiter, prefix: bytes, count: int, now: float) -> int:
     return sum(limiter.allow(prefix, now) for _ in range(count))
 
 
 class RateLimiterTests(unittest.TestCase):
+    RateLimiter = ratelimit.RateLimiter
+
     def test_burst_then_nothing(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20)
+        limiter = self.RateLimiter(rate=10, burst=20)
         self.assertEqual(replies(limiter, A, 100, now=0.0), 20)
 
     def test_burst_at_a_bucket_boundary(self) -> None:
         """BIND's test shape: the count is right, plus or minus one."""
-        limiter = RateLimiter(rate=100, burst=200)
+        limiter = self.RateLimiter(rate=100, burst=200)
         first = replies(limiter, A, 1000, now=0.0)
         # Just before and just after one second has passed: about 100 more.
         before = replies(limiter, A, 1000, now=0.999)
@@ -27,7 +33,7 @@ class RateLimiterTests(unittest.TestCase):
         self.assertLessEqual(abs(before + after - 100), 1)
 
     def test_refill_over_time(self) -> None:
-        limiter = RateLimiter(rate=5, burst=5)
+        limiter = self.RateLimiter(rate=5, burst=5)
         replies(limiter, A, 5, now=0.0)
         self.assertFalse(limiter.allow(A, 0.0))
         self.assertTrue(limiter.allow(A, 0.2))  # one token back after 1/5 s
@@ -35,14 +41,14 @@ class RateLimiterTests(unittest.TestCase):
         self.assertEqual(replies(limiter, A, 100, now=100.0), 5)  # capped at burst
 
     def test_sustained_rate(self) -> None:
-        limiter = RateLimiter(rate=200, burst=400)
+        limiter = self.RateLimiter(rate=200, burst=400)
         answered = sum(
             replies(limiter, A, 10, now=tick / 1000) for tick in range(10_000)
         )  # 10,000 a second for 10 s
         self.assertLessEqual(abs(answered - (400 + 200 * 10)), 1)
 
     def test_flooded_prefix_beside_a_quiet_one(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20)
+        limiter = self.RateLimiter(rate=10, burst=20)
         for tick in range(1000):  # A sends 1,000 a second for 10 s
             now = tick / 100
             replies(limiter, A, 10, now)
@@ -50,7 +56,7 @@ class RateLimiterTests(unittest.TestCase):
                 self.assertTrue(limiter.allow(B, now))
 
     def test_table_stays_bounded_under_a_million_prefixes(self) -> None:
-        limiter = RateLimiter(rate=1, burst=1, size=1000)
+        limiter = self.RateLimiter(rate=1, burst=1, size=1000)
         for n in range(1_000_000):
             limiter.allow(n.to_bytes(3, "big"), now=n / 1e6)
             if n % 997 == 0:
@@ -58,7 +64,7 @@ class RateLimiterTests(unittest.TestCase):
         self.assertGreaterEqual(len(limiter), 1000)
 
     def test_a_key_seen_again_keeps_its_bucket(self) -> None:
-        limiter = RateLimiter(rate=1, burst=1, size=2)
+        limiter = self.RateLimiter(rate=1, burst=1, size=2)
         self.assertTrue(limiter.allow(A, 0))
         self.assertTrue(limiter.allow(B, 0))
         for n in range(100):  # new keys, one at a time, with A between them
@@ -68,17 +74,19 @@ class RateLimiterTests(unittest.TestCase):
 
     def test_bad_settings(self) -> None:
         for rate, burst, size in ((0, 1, 1), (1, 0.5, 1), (1, 1, 0)):
-            self.assertRaises(ValueError, RateLimiter, rate, burst, size)
+            self.assertRaises(ValueError, self.RateLimiter, rate, burst, size)
 
 
 class NewKeyTests(unittest.TestCase):
     """At most ``new_rate`` keys not in the table a second are taken in."""
 
+    RateLimiter = ratelimit.RateLimiter
+
     def keys(self, count: int, first: int = 0) -> list[bytes]:
         return [(first + n).to_bytes(3, "big") for n in range(count)]
 
     def test_new_keys_beyond_their_rate_are_refused_and_not_remembered(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
         verdicts = [limiter.allow(key, 0.0) for key in self.keys(500)]
         self.assertEqual(verdicts.count(True), 100)  # a second's worth at once
         self.assertEqual(verdicts.count(None), 400)
@@ -88,7 +96,7 @@ class NewKeyTests(unittest.TestCase):
         self.assertTrue(limiter.allow(self.keys(1, 400)[0], 0.01))  # one a 1/100 s
 
     def test_known_keys_keep_their_place_under_a_flood_of_new_ones(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
         self.assertTrue(limiter.allow(A, 0.0))
         for second in range(60):  # 10,000 new keys a second, for a minute
             for key in self.keys(10_000, first=second * 10_000):
@@ -98,24 +106,26 @@ class NewKeyTests(unittest.TestCase):
         self.assertIn(A, limiter)
 
     def test_a_clock_step_back_does_not_stop_new_keys(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20, new_rate=10)
+        limiter = self.RateLimiter(rate=10, burst=20, new_rate=10)
         self.assertEqual([limiter.allow(key, 1000.0) for key in self.keys(10)].count(True), 10)
         # An hour back: the new keys' bucket counts as empty from then, no more.
         self.assertIsNone(limiter.allow(b"late", 1000.0 - 3600))
         self.assertTrue(limiter.allow(b"late", 1000.0 - 3600 + 0.1))
 
     def test_zero_is_no_limit(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20, size=100_000, new_rate=0)
+        limiter = self.RateLimiter(rate=10, burst=20, size=100_000, new_rate=0)
         self.assertTrue(all(limiter.allow(key, 0.0) for key in self.keys(50_000)))
-        self.assertRaises(ValueError, RateLimiter, 10, 20, 100, -1)
+        self.assertRaises(ValueError, self.RateLimiter, 10, 20, 100, -1)
 
 
 class ClockStepTests(unittest.TestCase):
     """Time is the caller's: it may step back or jump ahead (a wall clock
     set by hand or by NTP).  No prefix is starved, none gets past its burst."""
 
+    RateLimiter = ratelimit.RateLimiter
+
     def test_a_step_back_starves_no_one(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20)
+        limiter = self.RateLimiter(rate=10, burst=20)
         self.assertEqual(replies(limiter, A, 100, now=1000.0), 20)
         # The clock steps back an hour: the bucket refills from the new time.
         self.assertEqual(replies(limiter, A, 100, now=-2600.0), 0)
@@ -123,7 +133,7 @@ class ClockStepTests(unittest.TestCase):
         self.assertEqual(replies(limiter, A, 100, now=-2597.0), 20)
 
     def test_a_jump_ahead_gives_no_more_than_the_burst(self) -> None:
-        limiter = RateLimiter(rate=10, burst=20)
+        limiter = self.RateLimiter(rate=10, burst=20)
         replies(limiter, A, 100, now=0.0)
         self.assertEqual(replies(limiter, A, 100, now=1e9), 20)
         self.assertEqual(replies(limiter, A, 100, now=1e9 + 0.5), 5)
@@ -131,7 +141,7 @@ class ClockStepTests(unittest.TestCase):
     def test_back_and_forth(self) -> None:
         """Whatever the steps, a prefix never gets more than the burst plus
         the rate times the time that went forward."""
-        limiter = RateLimiter(rate=10, burst=20)
+        limiter = self.RateLimiter(rate=10, burst=20)
         times = [0.0, 5.0, 1.0, 1.5, 100.0, 50.0, 50.2, 49.0, 49.0, 60.0]
         forward, answered, last = 0.0, 0, None
         for now in times:
@@ -148,10 +158,12 @@ class EvictionTests(unittest.TestCase):
     ``size`` others have been seen since it last was, and by then it is
     forgotten within ``size`` more; in constant time a datagram."""
 
+    RateLimiter = ratelimit.RateLimiter
+
     def test_forgotten_after_size_others_and_no_later_than_twice(self) -> None:
         size = 1000
         for offset in (0, 1, 499, 999, 1000, 1500):  # where a generation stands
-            limiter = RateLimiter(rate=1, burst=1, size=size)
+            limiter = self.RateLimiter(rate=1, burst=1, size=size)
             for n in range(offset):
                 limiter.allow(("before", n), 0.0)
             self.assertTrue(limiter.allow(A, 0.0))
@@ -164,10 +176,61 @@ class EvictionTests(unittest.TestCase):
             self.assertTrue(limiter.allow(A, 0.0))  # forgotten: full again
 
     def test_a_busy_key_is_never_forgotten(self) -> None:
-        limiter = RateLimiter(rate=1000, burst=1000, size=100)
+        limiter = self.RateLimiter(rate=1000, burst=1000, size=100)
         for n in range(50_000):
             limiter.allow(n, 0.0)
             if n % 50 == 0:
                 limiter.allow(A, 0.0)
                 self.assertIn(A, limiter)
         self.assertLessEqual(len(limiter), 200)
+
+
+class ImplementationsAgreeTests(unittest.TestCase):
+    """The C table and the Python one give the same answers, whatever comes."""
+
+    def test_the_c_table_is_the_one_used_where_built(self) -> None:
+        try:
+            from udpupper import _ratelimit
+        except ImportError:
+            raise unittest.SkipTest("udpupper._ratelimit is not built here") from None
+        self.assertIs(ratelimit.RateLimiter, _ratelimit.RateLimiter)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        rate=st.sampled_from([0.5, 1, 10, 200]),
+        burst=st.sampled_from([1, 2.5, 20]),
+        size=st.integers(1, 6),
+        new_rate=st.sampled_from([0, 1, 50]),
+        steps=st.lists(
+            st.tuples(st.integers(0, 9), st.floats(-0.5, 2.0, allow_nan=False)), max_size=80
+        ),
+    )
+    def test_same_answers(self, rate, burst, size, new_rate, steps) -> None:
+        ours = ratelimit.RateLimiter(rate, burst, size, new_rate)
+        python = PythonRateLimiter(rate, burst, size, new_rate)
+        now = 0.0
+        for key, step in steps:  # time mostly forward, sometimes back
+            now += step
+            key = b"prefix %d" % key
+            self.assertEqual(ours.allow(key, now), python.allow(key, now), (key, now))
+            self.assertEqual(len(ours), len(python))
+            self.assertEqual(
+                [b"prefix %d" % k in ours for k in range(10)],
+                [b"prefix %d" % k in python for k in range(10)],
+            )
+
+    def test_not_a_number_for_now_is_an_error(self) -> None:
+        for limiter in (ratelimit.RateLimiter(1, 1), PythonRateLimiter(1, 1)):
+            self.assertRaises(TypeError, limiter.allow, b"key", "now")
+            self.assertRaises(TypeError, limiter.allow, [], 0.0)  # unhashable
+
+
+def in_python(case: type) -> type:
+    """``case``'s tests again, on the class that runs without a compiler."""
+    return type("Python" + case.__name__, (case,), {"RateLimiter": PythonRateLimiter})
+
+
+PythonRateLimiterTests = in_python(RateLimiterTests)
+PythonNewKeyTests = in_python(NewKeyTests)
+PythonClockStepTests = in_python(ClockStepTests)
+PythonEvictionTests = in_python(EvictionTests)

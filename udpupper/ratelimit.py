@@ -27,6 +27,13 @@ Keys not in the table may also have a rate of their own, all together
 refused and not remembered.  A flood from spoofed sources, each one new,
 then neither pushes the keys that talk out of the table nor has each of its
 datagrams answered.
+
+``RateLimiter`` is the same class in C (``_ratelimit.c``) where it could be
+built: under a flood from 65,536 prefixes a dict's look-up is a chain of
+cache misses, and the C table keeps a key's hash and bucket in one slot of
+an array.  It knows a key by its (SipHash) hash, as the loop breaker does.
+``PythonRateLimiter`` is what runs without a compiler; the tests hold both
+to the same cases, and to each other.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 
-class RateLimiter:
+class PythonRateLimiter:
     """Decides, key by key, whether one more token may be spent now."""
 
     __slots__ = ("rate", "burst", "size", "recent", "older", "interval", "depth", "limit",
@@ -113,3 +120,9 @@ class RateLimiter:
     def __len__(self) -> int:
         """How many keys the table holds now: at most twice ``size``."""
         return len(self.recent) + len(self.older)
+
+
+try:  # the same class in C, where it could be built
+    from udpupper._ratelimit import RateLimiter
+except ImportError:  # pragma: no cover - depends on the build
+    RateLimiter = PythonRateLimiter  # type: ignore[misc]
