@@ -16,7 +16,9 @@ from tests.support import (
     exchange_in_thread,
 )
 from udpupper import port as port_module
+from udpupper import protocol as protocol_module
 from udpupper.policy import Protections, parse_networks
+from udpupper.ratelimit import PythonRateLimiter
 from udpupper.port import ServerPort
 from udpupper.service import UpperService, format_endpoint
 from udpupper.stats import Reason
@@ -315,6 +317,21 @@ class WithoutHelperTests(unittest.TestCase):
             self.addCleanup(service.stopService)
             yield task.deferLater(reactor, 0, lambda: None)  # the reactor runs
             self.assertEqual(said(), expected)
+
+    @defer.inlineCallbacks
+    def test_says_so_once_without_the_c_rate_table(self):
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(protocol_module, "RateLimiter", PythonRateLimiter)
+        service = UpperService(0, "127.0.0.1", reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield task.deferLater(reactor, 0, lambda: None)
+        said = [event for event in events
+                if "without its C rate table" in event.get("log_format", "")]
+        self.assertEqual(len(said), 1)
+        self.assertIsInstance(service.protocol.limiter, PythonRateLimiter)
 
 
 class OneByOneMixin:
