@@ -104,6 +104,10 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
     }
     if (!(new_rate >= 0))
         return bad_setting("new_rate must be 0 or more, not %U", new_rate);
+    if (size > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(slot))) {
+        PyErr_NoMemory(); /* two arrays of twice that many slots */
+        return -1;
+    }
     while (capacity < 2 * size) {
         capacity <<= 1;
         bits++;
