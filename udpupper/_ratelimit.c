@@ -12,6 +12,11 @@
  * the process's own, and two of the 65,536 prefixes of a full table share a
  * 64-bit hash about once in 10^10 tables (they would then share a bucket).
  *
+ * Where a key's probe starts is its hash times a random odd multiplier of
+ * each table's own (multiply-shift hashing): which prefixes share a run of
+ * slots cannot be chosen from outside, even where Python's hash is not
+ * randomized (PYTHONHASHSEED=0).
+ *
  * The two generations of ratelimit.py are two arrays of twice `size` slots
  * (at most half full, so a look-up probes little more than one slot): a key
  * seen is in `recent`, or is copied there from `older`; when `recent` holds
@@ -24,6 +29,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 
 typedef struct {
     uint64_t hash; /* the key's Python hash plus one; 0: a free slot */
@@ -37,15 +43,15 @@ typedef struct {
     Py_ssize_t size;
     slot *recent, *older;
     Py_ssize_t recent_count, older_count, copied; /* copied: from older */
-    uint64_t mask;
+    uint64_t mask, multiplier;
     int shift;
 } Limiter;
 
 /* The slot of `hash` in `table`, or the free slot where it would go
- * (Fibonacci hashing, then linear probing). */
+ * (multiply-shift, then linear probing). */
 static inline slot *find(const Limiter *self, slot *table, uint64_t hash)
 {
-    uint64_t at = (hash * 0x9E3779B97F4A7C15ULL) >> self->shift;
+    uint64_t at = (hash * self->multiplier) >> self->shift;
 
     while (table[at].hash && table[at].hash != hash)
         at = (at + 1) & self->mask;
@@ -133,6 +139,9 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
     self->recent_count = self->older_count = self->copied = 0;
     self->mask = (uint64_t)capacity - 1;
     self->shift = 64 - bits;
+    if (getentropy(&self->multiplier, sizeof(self->multiplier)) != 0)
+        self->multiplier = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)self; /* no entropy */
+    self->multiplier |= 1; /* odd: every bit of the hash counts */
     return 0;
 }
 
