@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -123,6 +124,23 @@ class ServerTests(DaemonTestCase):
         self.assertEqual(
             result.stderr.decode(),
             f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use\n")
+        self.assertNotIn(b"Traceback", result.stdout)
+
+    def test_tables_that_do_not_fit_in_memory_are_one_clear_line(self) -> None:
+        # 1.5 GB of address space: Python and Twisted fit, the 2 GiB of
+        # tables of the largest --rate-table do not.
+        limit = 1_500_000_000
+        result = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
+             "--port", "0", "--rate-table", "16777216"],
+            capture_output=True, timeout=60,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.decode(),
+            "udpupper: not enough memory for the tables of --rate-table 16777216 "
+            "(up to 2,176 MiB); give a smaller --rate-table\n")
         self.assertNotIn(b"Traceback", result.stdout)
 
     def test_metrics_endpoint_that_cannot_listen_is_one_clear_line(self) -> None:

@@ -10,6 +10,7 @@ from udpupper.options import (
     OneLineUsageErrors,
     bounded,
     count,
+    exit_with,
     non_negative_float,
     port_number,
     positive_float,
@@ -168,15 +169,22 @@ def makeService(config: Options, reactor=None) -> service.IService:
             max_amplification=config["max-amplification"],
             allow_low_ports=bool(config["allow-low-ports"]),
         )
-        daemon = UpperService(
-            config["port"],
-            config["interface"],
-            reactor,
-            protections=protections,
-            rcvbuf=config["rcvbuf"],
-            reuse_port=bool(config["reuse-port"]),
-            busy_poll=config["busy-poll"],
-        )
+        try:
+            daemon = UpperService(
+                config["port"],
+                config["interface"],
+                reactor,
+                protections=protections,
+                rcvbuf=config["rcvbuf"],
+                reuse_port=bool(config["reuse-port"]),
+                busy_poll=config["busy-poll"],
+            )
+        except MemoryError:
+            exit_with(
+                f"udpupper: not enough memory for the tables of --rate-table "
+                f"{config['rate-table']} (up to {table_mib(config['rate-table']):,} MiB); "
+                f"give a smaller --rate-table"
+            )
         limiter = daemon.protocol.limiter
         collector = metrics.StatsCollector(
             daemon.stats,
@@ -189,6 +197,14 @@ def makeService(config: Options, reactor=None) -> service.IService:
     daemon.setServiceParent(both)
     metrics.metrics_service(config["metrics"], collector, reactor).setServiceParent(both)
     return both
+
+
+def table_mib(rate_table: int) -> int:
+    """The most the per-source tables of ``rate_table`` take, in MiB: the two
+    token-bucket tables (64 bytes a slot, twice the size rounded up to a power
+    of two) and the loop breaker's seen-table (8 bytes a slot)."""
+    slots = 1 << max(rate_table - 1, 1).bit_length()
+    return (2 * 64 * slots + 8 * slots) >> 20
 
 
 # What only the parent of --workers does: each worker serves the socket the
