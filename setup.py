@@ -2,9 +2,9 @@
 
 udpupper._batch moves datagrams with recvmmsg/sendmmsg (Linux).  Where it
 cannot be built (no compiler, another system) udpupper installs and runs
-without it, one system call per datagram.  udpupper._ratelimit is the rate
-limiter's table in C, one cache line a look-up; without it the same class
-runs in Python.
+without it, one system call per datagram.  udpupper._ratelimit (the rate
+limiter's table) and udpupper._sources (the classified source addresses) are
+the same classes as in Python, in C; without them the Python ones run.
 """
 
 import sys
@@ -16,8 +16,9 @@ if sys.platform.startswith("linux"):
     extensions.append(
         Extension("udpupper._batch", ["udpupper/_batch.c"], optional=True)
     )
-extensions.append(
-    Extension("udpupper._ratelimit", ["udpupper/_ratelimit.c"], optional=True)
-)
+for helper in ("_ratelimit", "_sources"):
+    extensions.append(
+        Extension(f"udpupper.{helper}", [f"udpupper/{helper}.c"], optional=True)
+    )
 
 setup(ext_modules=extensions)

@@ -44,6 +44,6 @@ class DistributionTests(unittest.TestCase):
     def test_sdist(self) -> None:
         sdist = self.build("setup.py", "--quiet", "sdist")
         names = [name.split("/", 1)[-1] for name in tarfile.open(sdist).getnames()]
-        for expected in ("LICENSE", "README.md", "udpupper/_batch.c", "udpupper/_ratelimit.c",
-                         "twisted/plugins/udpupper_plugin.py"):
+        for expected in ("LICENSE", "README.md", "twisted/plugins/udpupper_plugin.py",
+                         "udpupper/_batch.c", "udpupper/_ratelimit.c", "udpupper/_sources.c"):
             self.assertIn(expected, names)

@@ -2,13 +2,14 @@
 
 from ipaddress import ip_address, ip_network
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from udpupper import policy
 from udpupper.policy import (
     DEFAULT_EXEMPT,
-    Sources,
+    PythonSources,
     classify,
     lowest_port,
     parse_networks,
@@ -76,6 +77,8 @@ class ClassifyTests(unittest.TestCase):
         self.assertEqual(prefix("2001:db8:0:ff00::1"), prefix("2001:db8:0:ffab::2"))
         self.assertNotEqual(prefix("2001:db8:0:ff00::1"), prefix("2001:db8:0:fe00::1"))
 
+    # Run by this class and by PythonClassifyTests, on the other class.
+    @settings(suppress_health_check=[HealthCheck.differing_executors])
     @given(st.ip_addresses(), st.lists(NETWORKS, max_size=4))
     def test_any_address_as_ipaddress_says(self, address, networks) -> None:
         source = classify(str(address), networks)
@@ -92,14 +95,73 @@ class ClassifyTests(unittest.TestCase):
         self.assertEqual(source.exempt, exempt and not bad)
 
 
+class PythonClassifyTests(ClassifyTests):
+    """The same cases on the class that runs without a compiler."""
+
+    def setUp(self) -> None:
+        self.patch(policy, "Sources", PythonSources)
+
+
 class SourcesTests(unittest.TestCase):
+    Sources = policy.Sources
+
     def test_remembers_within_bound(self) -> None:
-        sources = Sources([], size=10)
+        sources = self.Sources([], size=10)
         first = sources.get("192.0.2.1")
         self.assertIs(sources.get("192.0.2.1"), first)
         for n in range(100):
             sources.get(f"10.0.0.{n}")
-        self.assertLessEqual(len(sources.known), 10)
+            self.assertLessEqual(len(sources), 10)
+
+    def test_what_is_not_an_address(self) -> None:
+        sources = self.Sources(LOOPBACK)
+        for text in ("", "nonsense", "1.2.3", "1.2.3.4.5", "::g", "1.2.3.4%eth0",
+                     "::1" + "0" * 100, "١٢٧.0.0.1"):
+            self.assertRaises(OSError, sources.get, text)
+        self.assertRaises(ValueError, sources.get, "127.0.0.1\0")
+        self.assertRaises(TypeError, sources.get, b"127.0.0.1")
+        self.assertEqual(len(sources), 0)  # nothing remembered
+        # A scope, however long, is not the address.
+        self.assertEqual(sources.get("::1%" + "x" * 100), bytes([policy.EXEMPT]) + bytes(7))
+
+
+class PythonSourcesTests(SourcesTests):
+    Sources = PythonSources
+
+
+def host_texts():
+    """What a port may give as a host: any address, scoped or not, and junk."""
+    return st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda address: f"{address}%{1 + hash(address) % 3}"),
+        st.ip_addresses(v=4).map(lambda address: f"::ffff:{address}"),
+        st.text(alphabet="0123456789abcdef:.%", max_size=45),
+    )
+
+
+class ImplementationsAgreeTests(unittest.TestCase):
+    """The C class and the Python one give the same keys, and keep as many."""
+
+    def test_the_c_class_is_the_one_used_where_built(self) -> None:
+        try:
+            from udpupper import _sources
+        except ImportError:
+            raise unittest.SkipTest("udpupper._sources is not built here") from None
+        self.assertIs(policy.Sources, _sources.Sources)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(NETWORKS, max_size=4), st.integers(1, 5),
+           st.lists(host_texts(), max_size=30))
+    def test_same_keys(self, networks, size, hosts) -> None:
+        ours, python = policy.Sources(networks, size), PythonSources(networks, size)
+        for host in hosts + hosts[::-1]:  # each again, some forgotten by then
+            try:
+                expected = python.get(host)
+            except Exception as error:  # what inet_pton says of junk
+                self.assertRaises(type(error), ours.get, host)
+            else:
+                self.assertEqual(ours.get(host), expected, host)
+            self.assertEqual(len(ours), len(python))
 
 
 class LowestPortTests(unittest.TestCase):

@@ -17,7 +17,7 @@ from tests.support import (
 )
 from udpupper import port as port_module
 from udpupper import protocol as protocol_module
-from udpupper.policy import Protections, parse_networks
+from udpupper.policy import Protections, PythonSources, parse_networks
 from udpupper.ratelimit import PythonRateLimiter
 from udpupper.port import ServerPort
 from udpupper.service import UpperService, format_endpoint
@@ -319,19 +319,25 @@ class WithoutHelperTests(unittest.TestCase):
             self.assertEqual(said(), expected)
 
     @defer.inlineCallbacks
-    def test_says_so_once_without_the_c_rate_table(self):
+    def test_says_so_once_without_the_c_policy_tables(self):
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.patch(protocol_module, "RateLimiter", PythonRateLimiter)
+        self.patch(protocol_module, "Sources", PythonSources)
         service = UpperService(0, "127.0.0.1", reactor)
         service.startService()
         self.addCleanup(service.stopService)
         yield task.deferLater(reactor, 0, lambda: None)
         said = [event for event in events
-                if "without its C rate table" in event.get("log_format", "")]
+                if "without its C policy tables" in event.get("log_format", "")]
         self.assertEqual(len(said), 1)
+        self.assertEqual(said[0]["missing"], "udpupper._ratelimit and udpupper._sources")
         self.assertIsInstance(service.protocol.limiter, PythonRateLimiter)
+        self.assertIsInstance(service.protocol.sources, PythonSources)
+        reply = yield exchange_in_thread("127.0.0.1", service.port.getHost().port,
+                                         b"still answers")
+        self.assertEqual(reply[0], b"STILL ANSWERS")
 
 
 class OneByOneMixin:

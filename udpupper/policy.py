@@ -113,13 +113,15 @@ class Exemptions:
         return False
 
 
-class Sources:
+class PythonSources:
     """Each source address as the hot path keeps it, remembered for up to
     ``size`` addresses.
 
     Busy sources repeat.  When full, the memory is simply cleared: bounded,
     and cheap; and looking at a new address is cheap too (a flood of spoofed
-    sources brings nothing but new ones).
+    sources brings nothing but new ones).  ``Sources`` is this class in C
+    where it could be built (``_sources.c``): there a new address costs
+    about what a known one does.
     """
 
     __slots__ = ("exempt", "size", "known")
@@ -133,6 +135,10 @@ class Sources:
     def get(self, host: str) -> bytes:
         """``host`` as a key: its kind (NORMAL, EXEMPT or BAD), then its prefix."""
         return self.known.get(host) or self.add(host)
+
+    def __len__(self) -> int:
+        """How many addresses are remembered now: at most ``size``."""
+        return len(self.known)
 
     def add(self, host: str) -> bytes:
         """Classify ``host``, not known yet, and remember it.
@@ -162,6 +168,12 @@ class Sources:
             known.clear()
         known[host] = key
         return key
+
+
+try:  # the same class in C, where it could be built
+    from udpupper._sources import Sources
+except ImportError:  # pragma: no cover - depends on the build
+    Sources = PythonSources  # type: ignore[misc]
 
 
 def classify(host: str, exempt: Iterable[Network]) -> Source:

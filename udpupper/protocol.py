@@ -97,7 +97,7 @@ class UpperProtocol(DatagramProtocol):
         stats.bytes_in += len(datagram)
         try:
             host, port = addr[0], addr[1]
-            source = self.sources.known.get(host) or self.sources.add(host)
+            source = self.sources.get(host)
             kind = source[0]
             if kind == BAD or port < self.lowest_port or port == self.own_port:
                 stats.drop(self.guard_reason(kind, port))

@@ -17,7 +17,7 @@ from udpupper import supervised, systemd
 from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
 from udpupper.options import exit_with
-from udpupper.policy import Protections
+from udpupper.policy import Protections, PythonSources
 from udpupper.port import DEFAULT_BUSY_POLL, ServerPort
 from udpupper.protocol import MonotonicClock, UpperProtocol
 from udpupper.ratelimit import PythonRateLimiter
@@ -199,11 +199,16 @@ class UpperService(service.MultiService):
                 "build or import): one system call per datagram, about 0.4x the "
                 "speed; install a C compiler and Python's headers, then reinstall"
             )
-        if protocol_module.RateLimiter is PythonRateLimiter:
+        missing = [name for name, fallback in (
+            ("udpupper._ratelimit", protocol_module.RateLimiter is PythonRateLimiter),
+            ("udpupper._sources", protocol_module.Sources is PythonSources),
+        ) if fallback]
+        if missing:
             self.log.warn(
-                "udpupper runs without its C rate table (udpupper._ratelimit did "
-                "not build or import): about 0.85x the speed under a flood from "
-                "many prefixes; install a C compiler and Python's headers, then reinstall"
+                "udpupper runs without its C policy tables ({missing} did not build "
+                "or import): about 0.85x the speed under a flood from many prefixes; "
+                "install a C compiler and Python's headers, then reinstall",
+                missing=" and ".join(missing),
             )
         granted = self.port.rcvbuf_granted
         if granted is not None and granted < self.rcvbuf:
