@@ -149,6 +149,20 @@ class ImplementationsAgreeTests(unittest.TestCase):
             raise unittest.SkipTest("udpupper._sources is not built here") from None
         self.assertIs(policy.Sources, _sources.Sources)
 
+    def test_a_str_subclass_is_taken_as_its_text(self) -> None:
+        """No Python code of the host's own runs while C holds a slot."""
+        if policy.Sources is PythonSources:
+            raise unittest.SkipTest("udpupper._sources is not built here")
+
+        class Host(str):
+            def __hash__(self) -> int:
+                raise AssertionError("called")
+
+        sources = policy.Sources([], 4)
+        self.assertEqual(sources.get(Host("192.0.2.1")), bytes([policy.NORMAL, 192, 0, 2]))
+        self.assertEqual(len(sources), 1)
+        self.assertIs(sources.get("192.0.2.1"), sources.get(Host("192.0.2.1")))
+
     @settings(max_examples=300, deadline=None)
     @given(st.lists(NETWORKS, max_size=4), st.integers(1, 5),
            st.lists(host_texts(), max_size=30))

@@ -282,32 +282,45 @@ static int check_ready(Sources *self)
     return -1;
 }
 
-static PyObject *sources_get(Sources *self, PyObject *host)
+/* get() and add(): `host`'s key, from memory unless `again`.  A str
+ * subclass is taken as its plain text, so that no Python code (its own
+ * __hash__ or __eq__) runs while a slot is held. */
+static PyObject *look_up(Sources *self, PyObject *host, int again)
 {
     Py_hash_t hash;
     entry *slot;
     int error;
+    PyObject *key;
 
-    if (check_ready(self) < 0 || (hash = PyObject_Hash(host)) == -1)
+    if (check_ready(self) < 0)
         return NULL;
-    if (!(slot = find(self, host, hash, &error)))
+    if (!PyUnicode_CheckExact(host)) {
+        if (!PyUnicode_Check(host)) {
+            PyErr_Format(PyExc_TypeError, "a source address is a str, not %.100s",
+                         Py_TYPE(host)->tp_name);
+            return NULL;
+        }
+        if (!(host = PyUnicode_FromObject(host)))
+            return NULL;
+        key = look_up(self, host, again);
+        Py_DECREF(host);
+        return key;
+    }
+    if ((hash = PyObject_Hash(host)) == -1 || !(slot = find(self, host, hash, &error)))
         return NULL;
-    if (slot->host)
+    if (slot->host && !again)
         return Py_NewRef(slot->key); /* the hot path: one probe */
     return remember(self, host, hash, slot);
 }
 
+static PyObject *sources_get(Sources *self, PyObject *host)
+{
+    return look_up(self, host, 0);
+}
+
 static PyObject *sources_add(Sources *self, PyObject *host)
 {
-    Py_hash_t hash;
-    entry *slot;
-    int error;
-
-    if (check_ready(self) < 0 || (hash = PyObject_Hash(host)) == -1)
-        return NULL;
-    if (!(slot = find(self, host, hash, &error)))
-        return NULL;
-    return remember(self, host, hash, slot);
+    return look_up(self, host, 1);
 }
 
 static Py_ssize_t sources_length(Sources *self)
