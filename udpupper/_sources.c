@@ -174,7 +174,8 @@ static int is_exempt(const Sources *self, const unsigned char *packed, int size)
     return 0;
 }
 
-/* `host` as a key: its kind, then its prefix (policy.py's Sources.add). */
+/* `host`, a str, as a key: its kind, then its prefix (policy.py's
+ * Sources.add). */
 static PyObject *classify(const Sources *self, PyObject *host)
 {
     unsigned char packed[16], key[8];
@@ -183,11 +184,6 @@ static PyObject *classify(const Sources *self, PyObject *host)
     Py_ssize_t length;
     int size, prefix;
 
-    if (!PyUnicode_Check(host)) {
-        PyErr_Format(PyExc_TypeError, "a source address is a str, not %.100s",
-                     Py_TYPE(host)->tp_name);
-        return NULL;
-    }
     if (!(utf8 = PyUnicode_AsUTF8AndSize(host, &length)))
         return NULL;
     if ((Py_ssize_t)strlen(utf8) != length) {
@@ -227,23 +223,20 @@ illegal:
 }
 
 /* The slot of `host` (of `hash`), or the free one where it would go. */
-static entry *find(Sources *self, PyObject *host, Py_hash_t hash, int *error)
+static entry *find(Sources *self, PyObject *host, Py_hash_t hash)
 {
     /* Multiply-shift on a random odd multiplier, as in _ratelimit.c: which
      * addresses share a run of slots cannot be chosen from outside. */
     uint64_t at = ((uint64_t)hash * self->multiplier) >> self->shift;
 
-    *error = 0;
     for (;; at = (at + 1) & self->mask) {
         entry *slot = &self->table[at];
         if (!slot->host)
             return slot;
         if (slot->hash == hash) {
             int same = slot->host == host ? 1 : PyObject_RichCompareBool(slot->host, host, Py_EQ);
-            if (same < 0) {
-                *error = 1;
+            if (same < 0)
                 return NULL;
-            }
             if (same)
                 return slot;
         }
@@ -254,7 +247,6 @@ static entry *find(Sources *self, PyObject *host, Py_hash_t hash, int *error)
 static PyObject *remember(Sources *self, PyObject *host, Py_hash_t hash, entry *slot)
 {
     PyObject *key = classify(self, host);
-    int error;
 
     if (!key)
         return NULL;
@@ -262,7 +254,7 @@ static PyObject *remember(Sources *self, PyObject *host, Py_hash_t hash, entry *
         forget_all(self); /* full: simply cleared, as the Python class does */
         slot = NULL;
     }
-    if (!slot && !(slot = find(self, host, hash, &error))) {
+    if (!slot && !(slot = find(self, host, hash))) {
         Py_DECREF(key);
         return NULL;
     }
@@ -289,7 +281,6 @@ static PyObject *look_up(Sources *self, PyObject *host, int again)
 {
     Py_hash_t hash;
     entry *slot;
-    int error;
     PyObject *key;
 
     if (check_ready(self) < 0)
@@ -306,7 +297,7 @@ static PyObject *look_up(Sources *self, PyObject *host, int again)
         Py_DECREF(host);
         return key;
     }
-    if ((hash = PyObject_Hash(host)) == -1 || !(slot = find(self, host, hash, &error)))
+    if ((hash = PyObject_Hash(host)) == -1 || !(slot = find(self, host, hash)))
         return NULL;
     if (slot->host && !again)
         return Py_NewRef(slot->key); /* the hot path: one probe */
