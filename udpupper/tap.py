@@ -200,9 +200,12 @@ def makeService(config: Options, reactor=None) -> service.IService:
 
 
 def table_mib(rate_table: int) -> int:
-    """The most the per-source tables of ``rate_table`` take, in MiB: the two
-    token-bucket tables (64 bytes a slot, twice the size rounded up to a power
-    of two) and the loop breaker's seen-table (8 bytes a slot)."""
+    """The most the per-source tables of ``rate_table`` take, in MiB.
+
+    ``slots`` is ``rate_table`` rounded up to a power of two, as the loop
+    breaker's seen-table (8 bytes a slot) has it; each of the two
+    token-bucket tables holds two arrays of twice that many 16-byte slots
+    (64 bytes a slot of ``slots``)."""
     slots = 1 << max(rate_table - 1, 1).bit_length()
     return (2 * 64 * slots + 8 * slots) >> 20
 
