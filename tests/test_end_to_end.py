@@ -229,9 +229,11 @@ class ClientTests(DaemonTestCase):
         """``udpupper-client < big | head -1``: it ends as cat does (SIGPIPE),
         saying nothing, however the replies and the close interleave."""
         port = self.start_daemon()
-        for _ in range(8):  # the traceback it had came four runs in ten
+        for run in range(16):  # the traceback it had came one run in five
             with tempfile.TemporaryFile() as lines:
-                lines.write(b"line\n" * 100_000)
+                # Half without a last newline: stdin's end then sends a line,
+                # after the output (and the port) may have closed.
+                lines.write(b"line\n" * 100_000 + (b"last" if run % 2 else b""))
                 lines.seek(0)
                 reader, writer = os.pipe()
                 client = subprocess.Popen(
@@ -317,3 +319,78 @@ class ClientWithoutServerTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0)
         for option in (b"--host", b"--port", b"--timeout", b"--retries"):
             self.assertIn(option, result.stdout)
+
+
+class ClientOnABadPathTests(DaemonTestCase):
+    """``udpupper-client`` through a relay that delays, duplicates and
+    reorders datagrams both ways (:mod:`tests.relay`): never a wrong line."""
+
+    def test_100000_lines_and_not_one_printed_for_another(self) -> None:
+        from tests.relay import Relay
+
+        port = self.start_daemon()
+        relay = Relay(("127.0.0.1", port), late=0.003, delay=1.5, duplicate=0.01,
+                      reorder=0.05)
+        self.addCleanup(relay.stop)
+        # Distinct lines, identical ones, upper-case ones and empty ones.
+        lines = []
+        for number in range(100_000):
+            kind = number % 10
+            if kind == 7:
+                lines.append(b"the same line")
+            elif kind == 8:
+                lines.append(b"")
+            elif kind == 9:
+                lines.append(b"UPPER %d" % (number % 50))
+            else:
+                lines.append(b"line %d of the run" % number)
+        result = run_client("--port", str(relay.port), "--window", "64",
+                            stdin=b"\n".join(lines) + b"\n", timeout=300)
+        self.assertGreater(relay.counts["late"], 300)
+        self.assertGreater(relay.counts["duplicated"], 500)
+        self.assertGreater(relay.counts["reordered"], 2000)
+        printed = result.stdout.split(b"\n")[:-1]
+        unanswered = {int(line.split(b":")[1].split()[1])
+                      for line in result.stderr.splitlines()
+                      if line.startswith(b"udpupper-client: line ")}
+        expected = [line.upper() for number, line in enumerate(lines, 1)
+                    if number not in unanswered]
+        wrong = sum(a != b for a, b in zip(printed, expected))
+        self.assertEqual((len(printed), wrong), (len(expected), 0))
+        self.assertEqual(result.returncode, 1 if unanswered else 0, result.stderr)
+        self.assertNotIn(b"matched no line", result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr)
+
+    def test_a_server_that_upper_cases_differently(self) -> None:
+        """Its replies are reported, never printed as answers; exit 1."""
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        running = [True]
+
+        def serve() -> None:
+            server.settimeout(0.1)
+            while running[0]:
+                try:
+                    datagram, source = server.recvfrom(65_535)
+                except OSError:
+                    continue
+                server.sendto(datagram.swapcase(), source)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(running.clear)
+        result = run_client("--port", str(server.getsockname()[1]), "--timeout", "0.2",
+                            "--retries", "1", stdin=b"Mixed Case\nLower\n123\n")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, b"123\n")  # the one line it answers rightly
+        errors = result.stderr.decode().splitlines()
+        self.assertIn("a reply matched no line sent (b'mIXED cASE')", errors[0])
+        self.assertEqual(errors[1:3], [
+            f"udpupper-client: line 1: no reply from 127.0.0.1:{server.getsockname()[1]} "
+            "after 2 tries",
+            f"udpupper-client: line 2: no reply from 127.0.0.1:{server.getsockname()[1]} "
+            "after 2 tries",
+        ])
+        self.assertRegex(errors[-1], r"^udpupper-client: \d+ replies matched no line sent$")

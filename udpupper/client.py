@@ -2,11 +2,19 @@
 
 Several lines may be in flight at once (the window), so piped input goes at
 the speed of the network rather than one round trip per line.  A reply is
-matched to its line by content: the client knows what the upper-cased line
-should be.  That is how a late reply to an earlier line (after a retry) is
-recognised and never printed as the answer to a later one.  A reply that
-matches no line in flight (a server that upper-cases differently) is taken
-as the answer to the oldest line still waiting.
+matched to its line by content alone: the client knows what the upper-cased
+line should be, and prints a reply only as the answer to a line it answers.
+A late reply to a line already settled (the original, after its resend was
+answered) is recognised and dropped; a reply that matches no line sent (a
+server that upper-cases differently) is reported, never attributed to a line
+by its position, and the lines it did not answer are reported as unanswered.
+
+A line unanswered for a few round trips (measured as TCP does, RFC 6298) is
+sent once more at once; then, as before, every ``timeout`` seconds.  So a
+datagram lost on a fast path costs a few milliseconds, not a second: the
+server's loop breaker withholds one in so many replies that repeat the one
+before (a file of identical upper-case lines), and that costs the client
+little.
 """
 
 from __future__ import annotations
@@ -36,6 +44,14 @@ MAX_BYTES_IN_FLIGHT = 128 * 1024
 # piping a huge file does not read it all into memory.
 QUEUE_HIGH, QUEUE_LOW = 10_000, 1_000
 
+# The quick resend waits at least this long (seconds): a datagram's round
+# trip on a busy host varies by more than the loopback's few microseconds.
+MIN_RESEND = 0.02
+
+# Settled lines whose late replies are recognised (their expected replies'
+# hashes): far more than can be in flight.
+SETTLED_MEMORY = 65_536
+
 
 @dataclass(eq=False)
 class Request:
@@ -45,6 +61,8 @@ class Request:
     line: bytes
     expected: bytes
     tries: int = 0
+    sent_at: float = 0.0  # when it was first sent
+    resent: bool = False  # sent again before its reply came
     reply: bytes | None = None
     failed: bool = False
     timer: IDelayedCall | None = field(default=None, repr=False)
@@ -93,10 +111,19 @@ class UpperClient(DatagramProtocol):
         self.waiting: dict[bytes, deque[Request]] = {}
         self.paused = False
         self.bytes_in_flight = 0
-        self.recent: deque[bytes] = deque(maxlen=4 * window)
+        # Hashes of the replies expected by lines already settled, oldest
+        # first, with how many of each: what a late reply may be.
+        self.settled: deque[int] = deque()
+        self.settled_count: dict[int, int] = {}
+        # Round-trip estimates (RFC 6298), from lines sent only once.
+        self.srtt: float | None = None
+        self.rttvar = 0.0
         self.lines = 0
         self.unanswered = 0
+        self.resent = 0  # lines answered after being sent again
+        self.unmatched = 0  # replies that matched no line sent
         self.input_ended = False
+        self.stopped = False  # aborted: nothing more is sent
         self.when_done: Callable[[int], object] | None = None
         self.on_drain: Callable[[], object] | None = None
         self.on_busy: Callable[[], object] | None = None
@@ -110,6 +137,8 @@ class UpperClient(DatagramProtocol):
 
     def send_line(self, line: bytes) -> None:
         """Queue one line (without its line ending) to be sent."""
+        if self.stopped:
+            return
         if len(line) > self.max_datagram:
             self.skip_line(len(line))
             return
@@ -132,6 +161,8 @@ class UpperClient(DatagramProtocol):
 
     def end_input(self) -> None:
         """No more lines will come: finish when the last one is settled."""
+        if self.stopped:
+            return
         self.input_ended = True
         self._settle()
 
@@ -140,20 +171,44 @@ class UpperClient(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if addr != self.server:
             return  # not our server's: ignore it
-        request = self._match(datagram)
-        if request is None:
-            return  # a late answer to a line already settled
+        same = self.waiting.get(datagram)
+        if not same:
+            if hash(datagram) not in self.settled_count:
+                self._unmatched(datagram)
+            return  # else a late answer to a line already settled
+        request = same[0]
         request.reply = datagram
+        if request.tries == 1 and not request.resent:  # Karn: one send, one sample
+            self._measure(self.clock.seconds() - request.sent_at)
+        elif request.resent:
+            self.resent += 1
         self._finish(request)
         self._settle()
 
-    def _match(self, datagram: bytes) -> Request | None:
-        same = self.waiting.get(datagram)
-        if same:
-            return same[0]
-        if datagram in self.recent:
-            return None
-        return next((request for request in self.in_flight if not request.done), None)
+    def _unmatched(self, datagram: bytes) -> None:
+        """A reply that is no line's: say so the first time, count the rest."""
+        self.unmatched += 1
+        if self.unmatched == 1:
+            shown = datagram[:60] + (b"..." if len(datagram) > 60 else b"")
+            self.report(
+                f"a reply matched no line sent ({shown!r}): the server does not "
+                f"upper-case as udpupper does, or is not the server"
+            )
+
+    def _measure(self, rtt: float) -> None:
+        """One round-trip sample, as TCP takes them (RFC 6298, 2.2 and 2.3)."""
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def resend_after(self) -> float:
+        """How long a line waits before its quick resend: ``timeout`` until a
+        round trip has been measured, then a few round trips."""
+        if self.srtt is None:
+            return self.timeout
+        return min(self.timeout, max(MIN_RESEND, self.srtt + 4 * self.rttvar))
 
     def _pump(self) -> None:
         while self.queue and len(self.in_flight) < self.window:
@@ -172,16 +227,39 @@ class UpperClient(DatagramProtocol):
             self.on_drain()
 
     def _send(self, request: Request) -> None:
+        transport = self.transport
+        if transport is None or self.stopped:
+            return  # the port is gone: we are stopping
         request.tries += 1
-        request.timer = self.clock.callLater(self.timeout, self._timed_out, request)
+        if request.tries == 1:
+            request.sent_at = self.clock.seconds()
+            quick = self.resend_after()
+            if quick < self.timeout:
+                request.timer = self.clock.callLater(quick, self._resend, request)
+        if request.timer is None:
+            request.timer = self.clock.callLater(self.timeout, self._timed_out, request)
         try:
-            self.transport.write(request.line, self.server)
+            transport.write(request.line, self.server)
         except OSError:
             pass  # e.g. a full send buffer: the timer asks again
+
+    def _resend(self, request: Request) -> None:
+        """The quick resend: once, then the usual timeout from the first send."""
+        request.resent = True
+        due = request.sent_at + self.timeout - self.clock.seconds()
+        request.timer = self.clock.callLater(max(0.0, due), self._timed_out, request)
+        transport = self.transport
+        if transport is None or self.stopped:
+            return
+        try:
+            transport.write(request.line, self.server)
+        except OSError:
+            pass
 
     def _timed_out(self, request: Request) -> None:
         request.timer = None
         if request.tries <= self.retries:
+            request.resent = True
             self._send(request)
             return
         request.failed = True
@@ -201,8 +279,20 @@ class UpperClient(DatagramProtocol):
         same.remove(request)
         if not same:
             del self.waiting[request.expected]
-        self.recent.append(request.expected)
+        self._remember(hash(request.expected))
         self.bytes_in_flight -= len(request.line)
+
+    def _remember(self, key: int) -> None:
+        """Keep ``key`` among the settled lines' replies; forget the oldest."""
+        self.settled.append(key)
+        counts = self.settled_count
+        counts[key] = counts.get(key, 0) + 1
+        if len(self.settled) > SETTLED_MEMORY:
+            old = self.settled.popleft()
+            if counts[old] == 1:
+                del counts[old]
+            else:
+                counts[old] -= 1
 
     def _settle(self) -> None:
         """Print what is answered, in order; send more; end when all is."""
@@ -216,12 +306,26 @@ class UpperClient(DatagramProtocol):
         if self.input_ended:
             if self.when_done is not None:
                 done, self.when_done = self.when_done, None
+                self._say_what_slowed()
                 done(1 if self.unanswered else 0)
         elif self.on_idle is not None:
             self.on_idle()
 
+    def _say_what_slowed(self) -> None:
+        """At the end, one line when replies were missing or matched nothing."""
+        if self.unmatched > 1:
+            self.report(f"{self.unmatched} replies matched no line sent")
+        if self.resent:
+            self.report(
+                f"{self.resent} of {self.lines} lines were answered only after "
+                f"being sent again (lost on the way, or withheld by the server's "
+                f"rate limit or loop breaker, which holds back one in so many "
+                f"replies that repeat the one before)"
+            )
+
     def abort(self) -> None:
         """Give up: cancel every timer, send nothing more, finish with 1."""
+        self.stopped = True
         for request in self.in_flight:
             if request.timer is not None:
                 request.timer.cancel()
