@@ -21,35 +21,37 @@ from tests.processes import Daemon, run_client
 from tests.test_bench import BENCH
 from tests.support import NO_IPV6
 from udpupper import metrics
-from udpupper.loops import LoopBreaker
+from udpupper.loops import resembles, sketch
 from udpupper.transform import upper
 
 
-class LoopBreakerTests(unittest.TestCase):
-    def test_first_repeat_is_free_then_the_budget(self) -> None:
-        breaker = LoopBreaker(budget=3, size=16)
-        allowed = [breaker.allow("127.0.0.1", b"SAME", 0.0) for _ in range(10)]
-        self.assertEqual(allowed, [True] * 4 + [False] * 6)
+class SketchTests(unittest.TestCase):
+    def test_what_is_remembered_of_a_reply(self) -> None:
+        self.assertEqual(sketch(b"short"), b"short")
+        long = bytes(range(256)) * 4
+        self.assertEqual(sketch(long), long[:8] + long[256:264] + long[512:520] + long[-8:])
 
-    def test_new_payloads_are_free(self) -> None:
-        breaker = LoopBreaker(budget=1, size=1024)
-        self.assertTrue(all(breaker.allow("127.0.0.1", b"%d" % n, 0.0) for n in range(100)))
+    def test_resembles(self) -> None:
+        self.assertTrue(resembles(b"", b""))
+        self.assertTrue(resembles(b"ABCDEFGH", b"ABCDEFGH"))
+        self.assertTrue(resembles(b"ABCDEFGH", b"xyCDEFGH"))  # one quarter
+        self.assertTrue(resembles(b"ABCDEFGH", b"AxCxEFGH"))  # two
+        self.assertFalse(resembles(b"ABCDEFGH", b"AxCxExGH"))  # three
+        self.assertFalse(resembles(b"ABC", b"ABD"))  # too short to tell
 
-    def test_refill_is_a_tenth_a_second(self) -> None:
-        breaker = LoopBreaker(budget=10, size=16)
-        for _ in range(20):
-            breaker.allow("::1", b"X", 0.0)
-        self.assertEqual(sum(breaker.allow("::1", b"X", 1.0) for _ in range(20)), 1)
-        self.assertEqual(sum(breaker.allow("::1", b"X", 11.0) for _ in range(20)), 10)
+    def test_property_a_short_stamp_is_always_seen(self) -> None:
+        from hypothesis import given
+        from hypothesis import strategies as st
 
-    def test_bounded_by_size(self) -> None:
-        breaker = LoopBreaker(budget=1, size=100)
-        self.assertEqual(len(breaker.seen), 128)
-        for n in range(10_000):
-            breaker.allow(f"10.0.{n // 256 % 256}.{n % 256}", b"X", 0.0)
-            breaker.allow(f"10.0.{n // 256 % 256}.{n % 256}", b"X", 0.0)
-        self.assertEqual(len(breaker.seen), 128)
-        self.assertLessEqual(len(breaker.limiter), 200)  # the limiter holds up to twice its size
+        @given(st.binary(min_size=4, max_size=2000), st.data())
+        def check(payload, data):
+            size = max(1, len(payload) // 4)  # a stamp at most a quarter long
+            at = data.draw(st.integers(0, len(payload) - size))
+            mark = data.draw(st.binary(min_size=size, max_size=size))
+            stamped = payload[:at] + mark + payload[at + size:]
+            self.assertTrue(resembles(sketch(stamped), sketch(payload)))
+
+        check()
 
 
 def scrape(port: int) -> dict:
@@ -130,9 +132,13 @@ class LegitimateTrafficTests(unittest.TestCase):
         self.assertEqual(self.daemon.summary()["dropped"], 0)
 
     def test_bench_with_every_payload_at_full_speed(self) -> None:
-        # Size 16 is the sequence number alone: digits, never changed.
-        for payload, size in (("ascii", 32), ("unicode", 200), ("binary", 32),
-                              ("binary", 1400), ("ascii", 16)):
+        """Text is never withheld.  Numbered requests that upper-casing leaves
+        unchanged (binary, or digits alone at size 16) look like a stamping
+        echo: one in --loop-budget (3,000) is withheld, the documented
+        trade-off, and the bench counts it lost."""
+        withheld = 0
+        for payload, size in (("ascii", 32), ("unicode", 200), ("ascii", 1400),
+                              ("binary", 32), ("binary", 1400), ("ascii", 16)):
             result = subprocess.run(
                 [*BENCH, "--port", str(self.port), "--duration", "1", "--warmup", "0.2",
                  "--sockets", "2", "--window", "32", "--payload", payload,
@@ -141,8 +147,18 @@ class LegitimateTrafficTests(unittest.TestCase):
             )
             figures = json.loads(result.stdout.splitlines()[-1])
             self.assertGreater(figures["received"], 1000, (payload, size))
-            self.assertEqual((figures["lost"], figures["mismatched"]), (0, 0), (payload, size))
-        self.assertEqual(self.daemon.summary()["dropped"], 0)
+            self.assertEqual(figures["mismatched"], 0, (payload, size))
+            if payload == "binary" or size == 16:
+                self.assertLessEqual(figures["lost"], figures["sent"] // 3000 + 2,
+                                     (payload, size))
+                withheld += figures["lost"]
+            else:
+                self.assertEqual(figures["lost"], 0, (payload, size))
+        summary = self.daemon.summary()
+        # The warm-up's withheld replies are the daemon's, not the bench's.
+        self.assertGreaterEqual(summary.get("loop", 0), withheld)
+        self.assertEqual(summary["dropped"], summary.get("loop", 0))
+        self.assertLessEqual(summary["dropped"], summary["received"] // 3000 + 12)
 
     def test_socat(self) -> None:
         if shutil.which("socat") is None:
@@ -153,3 +169,114 @@ class LegitimateTrafficTests(unittest.TestCase):
                 input=b"SAME LINE\n", capture_output=True, timeout=30,
             )
             self.assertEqual(result.stdout, b"SAME LINE\n")
+
+
+class Reflector:
+    """Another service on loopback that answers whatever it is sent: exactly,
+    or with a counter written in at ``stamp_at`` (a timestamping reflector).
+    It counts what it reflects."""
+
+    def __init__(self, stamp_at: int | None = None, host: str = "127.0.0.1") -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.05)
+        self.address = self.sock.getsockname()[:2]
+        self.stamp_at = stamp_at
+        self.reflected = 0
+        self.last_at = 0.0
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                datagram, source = self.sock.recvfrom(65_535)
+            except OSError:
+                continue
+            self.reflected += 1
+            self.last_at = time.monotonic()
+            if self.stamp_at is not None:
+                mark = b"%06d" % (self.reflected % 1_000_000)
+                at = self.stamp_at % max(1, len(datagram) - len(mark) + 1)
+                datagram = datagram[:at] + mark + datagram[at + len(mark):]
+            try:
+                self.sock.sendto(datagram, source)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
+class ReflectorLoopTests(unittest.TestCase):
+    """A loop between the daemon and a reflector, started by one datagram
+    from the reflector's address (what a spoofer would send): it dies within
+    a second, counted as ``loop``."""
+
+    def loop_lifetime(self, reflector: Reflector, *options: str) -> tuple[float, dict]:
+        daemon = Daemon("--port", "0", *options)
+        self.addCleanup(daemon.stop)
+        port = daemon.start()
+        self.addCleanup(reflector.stop)
+        started = time.monotonic()
+        host = reflector.address[0]
+        reflector.sock.sendto(b"a loop with timestamps in it", (host, port))
+        time.sleep(1.5)
+        lifetime = reflector.last_at - started
+        return lifetime, daemon.summary()
+
+    def test_exact_echo(self) -> None:
+        lifetime, summary = self.loop_lifetime(Reflector())
+        self.assertLess(lifetime, 1.0)
+        self.assertEqual(summary["loop"], 1)
+
+    def test_stamping_reflectors(self) -> None:
+        for at in (0, 11, -1):
+            with self.subTest(stamp_at=at):
+                lifetime, summary = self.loop_lifetime(Reflector(stamp_at=at))
+                self.assertLess(lifetime, 1.0)
+                self.assertEqual(summary["loop"], 1)
+
+    def test_ipv6_not_exempt(self) -> None:
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        lifetime, summary = self.loop_lifetime(Reflector(stamp_at=4, host="::1"),
+                                               "--exempt", "", "--rate", "0")
+        self.assertLess(lifetime, 1.0)
+        self.assertEqual(summary["loop"], 1)
+
+
+class ClientRepetitionTests(unittest.TestCase):
+    """What the loop breaker costs a client that repeats itself: 50,000
+    lines of one upper-case line, of distinct upper-case lines, of nothing,
+    take at most twice as long as 50,000 lower-case lines (in practice
+    about as long: one line in 3,000 is sent again after ~10 ms)."""
+
+    def test_at_most_twice_as_long(self) -> None:
+        daemon = Daemon("--port", "0")
+        self.addCleanup(daemon.stop)
+        port = str(daemon.start())
+        inputs = {
+            "lower": b"hello world\n" * 50_000,
+            "same": b"HELLO WORLD\n" * 50_000,
+            "distinct": b"".join(b"LINE %05d OF THE FILE\n" % n for n in range(50_000)),
+            "empty": b"\n" * 50_000,
+        }
+        best: dict[str, float] = {}
+        for _ in range(2):  # interleaved, the best of two: the machine is shared
+            for name, lines in inputs.items():
+                started = time.monotonic()
+                result = run_client("--port", port, stdin=lines, timeout=120)
+                took = time.monotonic() - started
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertEqual(result.stdout, lines.upper(), name)
+                best[name] = min(best.get(name, took), took)
+        for name in ("same", "distinct", "empty"):
+            self.assertLessEqual(best[name], 2 * best["lower"], best)

@@ -305,41 +305,84 @@ class InternalErrorTests(unittest.TestCase):
 
 
 class LoopBreakerTests(unittest.TestCase):
-    """Echoes that repeat, unchanged, from one address spend its budget."""
+    """Datagrams that echo the last reply to their address: one in
+    ``loop_budget`` is not answered, which ends any loop."""
 
-    def test_a_loop_spends_the_budget_and_dies(self) -> None:
-        clock = task.Clock()
-        protocol, transport = connected(clock=clock, loop_budget=100)
-        for _ in range(1000):  # what another echo would send back, at once
-            protocol.datagramReceived(b"HELLO", LOCAL)
-        # The first is free (a client may say a thing twice), then 100.
-        self.assertEqual(len(transport.written), 101)
-        self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 899})
+    def run_loop(self, protocol, transport, first: bytes, reflect, addr=LOCAL) -> int:
+        """Another service at ``addr`` answers each reply with ``reflect(reply,
+        n)``: how many round trips until the loop ends (at most 100,000)."""
+        protocol.datagramReceived(first, addr)
+        for n in range(100_000):
+            if len(transport.written) <= n:
+                return n
+            protocol.datagramReceived(reflect(transport.written[n][0], n), addr)
+        self.fail("the loop did not end")
 
-    def test_the_budget_comes_back(self) -> None:
-        clock = task.Clock()
-        protocol, transport = connected(clock=clock, loop_budget=100)
-        for _ in range(200):
-            protocol.datagramReceived(b"HELLO", LOCAL)
-        clock.advance(1.0)  # a tenth of the budget a second
-        for _ in range(200):
-            protocol.datagramReceived(b"HELLO", LOCAL)
-        self.assertEqual(len(transport.written), 101 + 10)
+    def test_an_exact_echo_dies_within_the_budget(self) -> None:
+        protocol, transport = connected(loop_budget=100)
+        trips = self.run_loop(protocol, transport, b"loop", lambda reply, n: reply)
+        self.assertEqual(trips, 100)  # the first answer, then 99 echoes answered
+        self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 1})
+
+    def test_a_reflector_that_stamps_what_it_echoes_dies_too(self) -> None:
+        """A counter or a timestamp written in, anywhere, in upper or lower
+        case, over a long or a short payload: a stamp of up to a quarter of
+        the payload is always seen (a longer one may not be)."""
+
+        def stamp(at):
+            def reflect(reply: bytes, n: int) -> bytes:
+                mark = b"%08x" % (n * 2654435761 % 2**32)  # lower-case hex
+                mark = mark[:max(1, len(reply) // 4)]
+                where = at % len(reply) if at >= 0 else len(reply) + at
+                return reply[:where] + mark + reply[where + len(mark):]
+            return reflect
+
+        for payload in (b"a loop between two echo services", b"x" * 1400, b"q" * 16):
+            for at in (0, 5, len(payload) // 2, -8, -11):
+                protocol, transport = connected(loop_budget=50)
+                trips = self.run_loop(protocol, transport, payload, stamp(at))
+                self.assertLessEqual(trips, 50, (len(payload), at))
+                self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 1})
+
+        def both_ends(reply: bytes, n: int) -> bytes:  # sequence in front, time behind
+            return b"%04d" % n + reply[4:-6] + b"%06d" % (n * 7)
+
+        protocol, transport = connected(loop_budget=50)
+        self.assertLessEqual(
+            self.run_loop(protocol, transport, b"x" * 64, both_ends), 50)
 
     def test_per_address_any_port(self) -> None:
         """A proxy changes its source port for each datagram: same address."""
         protocol, transport = connected(loop_budget=10)
         for port in range(2000, 2100):
             protocol.datagramReceived(b"HELLO", ("127.0.0.1", port))
-        self.assertEqual(len(transport.written), 11)
+        self.assertEqual(len(transport.written), 100 - 99 // 10)
         protocol.datagramReceived(b"HELLO", ("127.0.0.2", 2000))  # another address
-        self.assertEqual(len(transport.written), 12)
+        self.assertEqual(transport.written[-1], (b"HELLO", ("127.0.0.2", 2000)))
 
-    def test_what_clients_send_is_answered(self) -> None:
-        protocol, transport = connected(loop_budget=100)
-        requests = [b"HELLO", b"HELLO", b"", b"", b"hello", b"hello"] * 10
-        requests += [b"%016d\xff\xfe" % n for n in range(10_000)]  # numbered, binary
-        requests += [b"hello"] * 10_000  # changed by upper-casing: never a loop
+    def test_lower_case_text_is_never_withheld(self) -> None:
+        """A request that upper-casing changes never resembles its reply."""
+        protocol, transport = connected(loop_budget=2)
+        requests = [b"hello"] * 10_000 + [b"line %d of a file" % n for n in range(10_000)]
+        requests += [b"%016d the quick brown fox" % n for n in range(10_000)]
+        for request in requests:
+            protocol.datagramReceived(request, LOCAL)
+        self.assertEqual(len(transport.written), len(requests))
+
+    def test_what_repeats_itself_loses_one_in_the_budget(self) -> None:
+        """The trade-off: identical upper-case or empty requests, and numbered
+        ones of digits, look like an echo of the last reply."""
+        for requests in ([b"HELLO"] * 10_000, [b""] * 10_000,
+                         [b"%016d" % n for n in range(10_000)]):
+            protocol, transport = connected(loop_budget=100)
+            for request in requests:
+                protocol.datagramReceived(request, LOCAL)
+            self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 9_999 // 100})
+
+    def test_different_requests_are_answered(self) -> None:
+        protocol, transport = connected(loop_budget=1)
+        requests = [b"HELLO", b"WORLD", b"", b"A", b"HELLO", b"SOMETHING ELSE ENTIRELY",
+                    b"\xff\xfe", b"%d" % 12345] * 100
         for request in requests:
             protocol.datagramReceived(request, LOCAL)
         self.assertEqual(len(transport.written), len(requests))
@@ -354,7 +397,15 @@ class LoopBreakerTests(unittest.TestCase):
         protocol, transport = connected(loop_budget=5, rate=0)
         for _ in range(100):
             protocol.datagramReceived(b"HELLO", CLIENT)
-        self.assertEqual(len(transport.written), 6)
+        self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 99 // 5})
+
+    def test_bounded(self) -> None:
+        from udpupper.loops import LoopBreaker
+
+        breaker = LoopBreaker(every=10, size=100)
+        for n in range(10_000):
+            breaker.allow(f"10.0.{n // 256 % 256}.{n % 256}", b"X", b"X")
+        self.assertLessEqual(len(breaker), 200)
 
 
 class ClockStepTests(unittest.TestCase):

@@ -46,7 +46,7 @@ QUEUE_HIGH, QUEUE_LOW = 10_000, 1_000
 
 # The quick resend waits at least this long (seconds): a datagram's round
 # trip on a busy host varies by more than the loopback's few microseconds.
-MIN_RESEND = 0.02
+MIN_RESEND = 0.01
 
 # Settled lines whose late replies are recognised (their expected replies'
 # hashes): far more than can be in flight.

@@ -1,48 +1,97 @@
-"""The loop breaker: a budget on echoes that repeat, per source address.
+"""The loop breaker: withhold one in so many replies that echo the last one.
 
 Two echo services can be made to answer each other for ever with one
-spoofed datagram: after the first bounce every datagram of the loop is
-already upper case, so each reply equals its request, and the same payload
-comes back from the same address again and again.  A client's traffic
-rarely looks like that, and never for long: a benchmark numbers its
-requests, a person repeats a line now and then.  So a reply that equals its
-request, to a request already seen from that address (same payload), spends
-one token of that address's budget: ``budget`` at once, refilled at a tenth
-of it a second.  A loop at tens of thousands of datagrams a second spends it
-in a fraction of a second and dies; the first repetition of a line is free,
-so a client's second identical line is answered.
+spoofed datagram.  What comes back to us in such a loop is what we last sent
+to that address: exactly, from a plain echo, or with a few bytes written in
+(a counter, a timestamp), from a reflector that stamps what it echoes.  So a
+datagram that *resembles the last reply sent to its source address* is a
+possible echo: same length, and equal to that reply, or equal in at least
+two of its four quarters (a stamp shorter than a quarter touches two at
+most).  One in ``every`` such datagrams from an address gets no reply.  A
+loop has nothing to carry it on after one withheld reply, so it ends within
+``every`` round trips; a client that repeats itself (a file of identical
+upper-case lines, a benchmark's numbered requests made of digits) loses one
+reply in ``every`` and sends that line again, which ``udpupper-client`` does
+after a few round trips.  Lower-case requests never resemble their
+upper-cased replies, so ordinary text is never withheld.
 
-Requests seen are remembered as hashes in a fixed table of ``size`` slots,
-and budgets for at most ``size`` addresses: bounded, whatever the flood.
-The source port is not part of either, so a loop through a proxy that
-changes its source port for each datagram is seen too.
+The source port is not part of the key, so a loop through a proxy that
+changes its source port is seen too.  Addresses are remembered in two
+generations of at most ``size`` each (as the rate limiter's table): bounded,
+whatever the flood, and a flood only ever makes a loop live longer by
+resetting its count.  What is remembered of a reply is its length and at
+most 32 bytes (four 8-byte samples of a longer one).
 """
 
 from __future__ import annotations
 
-from array import array
+LOOP_MEMORY = 16_384  # source addresses remembered, per generation
+SKETCH = 32  # replies this long or shorter are remembered whole
+_PART = SKETCH // 4
 
-from udpupper.ratelimit import RateLimiter
 
-REFILL_SECONDS = 10.0  # a spent budget is whole again after this long
+def sketch(payload: bytes) -> bytes:
+    """What is remembered of a reply: itself, or four samples of 8 bytes."""
+    size = len(payload)
+    if size <= SKETCH:
+        return payload
+    step = size // 4
+    return (payload[:_PART] + payload[step:step + _PART]
+            + payload[2 * step:2 * step + _PART] + payload[-_PART:])
+
+
+def resembles(new: bytes, last: bytes) -> bool:
+    """Whether two sketches of payloads of one length are one echo apart:
+    equal, or equal in at least two of their four quarters."""
+    if new == last:
+        return True
+    size = len(new)
+    if size < 4:
+        return False
+    q = size // 4
+    return (
+        (new[:q] == last[:q]) + (new[q:2 * q] == last[q:2 * q])
+        + (new[2 * q:3 * q] == last[2 * q:3 * q]) + (new[3 * q:] == last[3 * q:])
+    ) >= 2
 
 
 class LoopBreaker:
-    """Whether one more unchanged echo of a repeated request may go."""
+    """Whether a reply may go, or is withheld to end a possible loop."""
 
-    __slots__ = ("limiter", "seen", "mask")
+    __slots__ = ("every", "size", "recent", "older")
 
-    def __init__(self, budget: int, size: int) -> None:
-        self.limiter = RateLimiter(budget / REFILL_SECONDS, budget, size)
-        slots = 1 << max(size - 1, 1).bit_length()  # a power of two >= size
-        self.seen = array("q", bytes(8 * slots))
-        self.mask = slots - 1
+    def __init__(self, every: int, size: int = LOOP_MEMORY) -> None:
+        if every < 1:
+            raise ValueError(f"every must be 1 or more, not {every}")
+        if size < 1:
+            raise ValueError(f"size must be 1 or more, not {size}")
+        self.every = every
+        self.size = size
+        # host -> (length of the last reply, its sketch, echoes counted since
+        # the last withheld one), in two generations.
+        self.recent: dict[str, tuple[int, bytes, int]] = {}
+        self.older: dict[str, tuple[int, bytes, int]] = {}
 
-    def allow(self, host: str, payload: bytes, now: float) -> bool:
-        """For a reply equal to its request ``payload`` from ``host``, at ``now``."""
-        key = hash((host, payload))
-        slot = key & self.mask
-        if self.seen[slot] != key:
-            self.seen[slot] = key  # the first time: free
-            return True
-        return self.limiter.allow(host, now)
+    def allow(self, host: str, datagram: bytes, reply: bytes) -> bool:
+        """For ``datagram`` from ``host``, answered with ``reply``: may it go?"""
+        recent = self.recent
+        entry = recent.get(host)
+        if entry is None:
+            entry = self.older.pop(host, None)
+            if len(recent) >= self.size:
+                self.older = recent
+                self.recent = recent = {}
+        echoes = 0
+        if entry is not None:
+            length, last, echoes = entry
+            if len(datagram) == length and resembles(sketch(datagram), last):
+                echoes += 1
+                if echoes >= self.every:
+                    recent[host] = (length, last, 0)
+                    return False
+        recent[host] = (len(reply), sketch(reply), echoes)
+        return True
+
+    def __len__(self) -> int:
+        """How many addresses are remembered: at most twice ``size``."""
+        return len(self.recent) + len(self.older)

@@ -36,7 +36,11 @@ DEFAULT_NEW_PREFIX_RATE = 10_000.0
 # ones, few enough to stay in the CPU's caches (a flood of new addresses then
 # costs about 400 ns less a datagram than with a 65,536-entry memory).
 SOURCE_MEMORY = 4096
-DEFAULT_LOOP_BUDGET = 10_000  # repeated echoes a source address may get at once
+# One in this many datagrams that echo the last reply to their source address
+# gets no reply: a loop dies within as many round trips (tens of
+# milliseconds on loopback), a client repeating itself resends one line in as
+# many.
+DEFAULT_LOOP_BUDGET = 3000
 
 # Ports below this are where services live, not clients (RFC 6335).
 FIRST_CLIENT_PORT = 1024
@@ -193,8 +197,8 @@ class Protections:
 
     ``rate`` replies a second per source prefix (0: no limit), with bursts up
     to ``burst`` (None: twice the rate), ``rate_table`` prefixes (and source
-    addresses) remembered; ``loop_budget`` replies that repeat an unchanged
-    earlier one a source address may get at once (0: no limit);
+    addresses) remembered; one in ``loop_budget`` datagrams that echo the last
+    reply to their source address is not answered (0: never);
     sources in ``exempt`` are spared the limit and the amplification cap; a
     reply may be at most ``max_amplification`` times its request.
     """

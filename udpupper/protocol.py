@@ -18,7 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from udpupper.droplog import LOG_PERIOD, Throttle
-from udpupper.loops import LoopBreaker
+from udpupper.loops import LOOP_MEMORY, LoopBreaker
 from udpupper.policy import BAD, EXEMPT, SOURCE_MEMORY, Protections, Sources, lowest_port
 from udpupper.ratelimit import RateLimiter
 from udpupper.stats import Reason, Stats
@@ -74,7 +74,7 @@ class UpperProtocol(DatagramProtocol):
             else None
         )
         self.loops = (
-            LoopBreaker(protections.loop_budget, protections.rate_table)
+            LoopBreaker(protections.loop_budget, min(protections.rate_table, LOOP_MEMORY))
             if protections.loop_budget
             else None
         )
@@ -112,11 +112,7 @@ class UpperProtocol(DatagramProtocol):
             if not exempt and len(reply) > self.max_amplification * len(datagram):
                 stats.drop(AMPLIFICATION)
                 return
-            if (
-                reply == datagram
-                and self.loops is not None
-                and not self.loops.allow(host, datagram, self.clock.seconds())
-            ):
+            if self.loops is not None and not self.loops.allow(host, datagram, reply):
                 stats.drop(LOOP)
                 return
             self.transport.write(reply, addr)

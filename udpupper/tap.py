@@ -92,9 +92,9 @@ class Options(OneLineUsageErrors, usage.Options):
          "their datagrams get no reply and are not remembered (a spoofed-source "
          "flood); 0: no limit."],
         ["loop-budget", None, DEFAULT_LOOP_BUDGET,
-         "Replies a source address may get at once to requests that repeat an "
-         "earlier one and come back unchanged, as in a loop between two echo "
-         "services (refilled in 10 s); exempt sources too; 0: no limit."],
+         "One in this many datagrams that echo the last reply to their source "
+         "address (exactly, or with a few bytes written in) gets no reply, which "
+         "ends a loop between two echo services; exempt sources too; 0: never."],
         ["exempt", None, DEFAULT_EXEMPT,
          "Comma-separated networks never rate limited or capped; '' for none."],
         ["max-amplification", None, 1.0,
