@@ -83,6 +83,11 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--exempt", "10.0.0.0/33", says="--exempt")
         self.assert_usage_error("--max-amplification", "0", says="--max-amplification")
         self.assert_usage_error("--rcvbuf", "-5", says="--rcvbuf")
+        self.assert_usage_error("--rcvbuf", "2147483648",
+                                says="--rcvbuf: must be 0 to 1073741823, not 2147483648")
+        self.assert_usage_error("--interface", "fe80::1%nosuchif",
+                                says="--interface: no network interface 'nosuchif' on this host")
+        self.assert_usage_error("--interface", "127.0.0.1%lo", says="IPv4 address has no scope")
         self.assert_usage_error("--metrics", "tcp:abc", says="--metrics: not a server endpoint")
         self.assert_usage_error("--metrics", "bogus:1", says="--metrics")
 

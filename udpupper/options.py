@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -65,6 +66,17 @@ def unicast_interface(value: str | None) -> str | None:
         raise ValueError(f"must be an IPv4 or IPv6 address, not {value!r}") from None
     if address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
         raise ValueError(f"must be a unicast address, not {value!r}")
+    scope = value.partition("%")[2]
+    if "%" in value:
+        if address.version == 4:
+            raise ValueError(f"an IPv4 address has no scope: {value!r}")
+        if not scope.isdigit():
+            try:
+                socket.if_nametoindex(scope)
+            except OSError:
+                raise ValueError(
+                    f"no network interface {scope!r} on this host (in {value!r})"
+                ) from None
     return value
 
 

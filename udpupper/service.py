@@ -170,7 +170,9 @@ class UpperService(service.MultiService):
                 errno = getattr(error.socketError, "errno", None)
                 if interface == DUAL_STACK and errno in (EAFNOSUPPORT, EADDRNOTAVAIL):
                     continue  # no IPv6 on this host: fall back to IPv4
-                reason = strerror(errno) if errno else str(error.socketError)
+                # A getaddrinfo error has a negative number: its own text.
+                reason = strerror(errno) if errno and errno > 0 else str(
+                    getattr(error.socketError, "strerror", None) or error.socketError)
                 cannot_listen(interface, self.port_number, reason)
         raise AssertionError("unreachable: the IPv4 fallback binds or exits")
 

@@ -31,6 +31,7 @@ from udpupper.supervised import die_with_parent
 from udpupper.workers import Workers, reserve_port
 
 DEFAULT_PORT = 12000
+MAX_RCVBUF = (1 << 30) - 1  # bytes: Linux caps a receive buffer at INT_MAX / 2
 
 
 def metrics_endpoint(value: str | None) -> str | None:
@@ -119,7 +120,8 @@ class Options(OneLineUsageErrors, usage.Options):
         "loop-budget": bounded(count, 0, 1 << 24),
         "exempt": parse_networks,
         "max-amplification": positive_float,
-        "rcvbuf": count,
+        # The kernel takes at most INT_MAX / 2 (it doubles what it is given).
+        "rcvbuf": bounded(count, 0, MAX_RCVBUF),
         "workers": bounded(count, 1, 256),
         "busy-poll": bounded(count, 0, 10_000),
         "metrics": metrics_endpoint,
