@@ -79,7 +79,9 @@ class CollectorTests(unittest.TestCase):
 
         class Parent:  # what the collector reads of Workers
             names = ["worker-1", "worker-2"]
-            protocols = {"worker-1": object(), "worker-2": object()}
+
+            def alive(self):
+                return 2
 
             def kernel_drops(self):
                 return {"worker-1": 4, "worker-2": 0}

@@ -305,12 +305,12 @@ class WorkersServiceTests(unittest.TestCase):
                               "--rate", "50", "--exempt", "10.0.0.0/8", "--allow-low-ports"])
         service = makeService(options)
         self.assertIsInstance(service, Workers)
-        self.assertEqual(len(service.commands), 3)
-        command = service.commands["worker-1"]
+        self.assertEqual(service.names, ["worker-1", "worker-2", "worker-3"])
+        command = service.command
         self.assertEqual(command[command.index("udpupper"):], [
             "udpupper", "--allow-low-ports", "--rate=50", "--rate-table=65536",
             "--new-prefix-rate=10000.0",
-            "--loop-budget=10000", "--exempt=10.0.0.0/8", "--max-amplification=1.0",
+            "--loop-budget=3000", "--exempt=10.0.0.0/8", "--max-amplification=1.0",
             "--rcvbuf=4194304", "--busy-poll=50"])
         self.assertGreater(service.port, 0)
 
@@ -345,3 +345,114 @@ class WorkersServiceTests(unittest.TestCase):
         self.assertEqual(raised.exception.code, 1)
         self.assertIn("Address already in use", stderr.text)
         self.assertEqual(len(stderr.text.splitlines()), 1)
+
+
+class DependableWorkersTests(unittest.TestCase):
+    """Workers as dependable as one daemon: hung, crash-looping, orphaned,
+    unable to start, and telling systemd when they serve."""
+
+    skip = WorkersTests.skip
+    start = WorkersTests.start
+
+    def test_every_socket_has_its_options_before_it_is_bound(self) -> None:
+        from udpupper.kernel import IP_PKTINFO
+        from udpupper.steering import bind_group
+
+        for sock in bind_group("::", 0, 2, rcvbuf=1 << 20):
+            with sock:
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, IP_PKTINFO), 1)
+                self.assertEqual(
+                    sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO), 1)
+                self.assertGreaterEqual(
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 1 << 20)
+
+    def wait(self, condition, timeout: float, what: str) -> float:
+        """Wait until ``condition()``; how long it took."""
+        started = time.monotonic()
+        while not condition():
+            if time.monotonic() - started > timeout:
+                self.fail(f"{what}: not within {timeout} s")
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def test_a_hung_worker_is_killed_and_replaced_within_3_s(self) -> None:
+        port = self.start(2)
+        parent = self.daemon.process.pid
+        hung = min(children(parent))
+        os.kill(hung, signal.SIGSTOP)
+        self.addCleanup(lambda: alive(hung) and os.kill(hung, signal.SIGKILL))
+        took = self.wait(lambda: not alive(hung), 3.0, "the hung worker killed")
+        self.daemon.wait_for(r"has not reported for \d+\.\d s: killed, to be replaced")
+        self.wait(lambda: len(children(parent)) == 2, 3.0 - took, "its successor started")
+        self.daemon.wait_for(LISTENING, timeout=10)
+        for number in range(20):  # every prefix answered again
+            source = f"127.0.{number}.1"
+            self.assertEqual(exchange("127.0.0.1", port, b"x", source=source)[0], b"X")
+
+    def test_a_crash_looping_worker_is_back_within_5_s(self) -> None:
+        port = self.start(2)
+        parent = self.daemon.process.pid
+        first = min(children(parent))
+        victim_slot = None
+        for _ in range(6):  # killed within a second of each start
+            current = children(parent)
+            victim = min(current) if victim_slot is None else max(current)
+            victim_slot = victim_slot or "first"
+            os.kill(victim, signal.SIGKILL)
+            self.wait(lambda: len(children(parent)) == 2 and victim not in children(parent),
+                      5.0, "restarted")
+            time.sleep(0.2)
+        self.assertNotIn(first, children(parent))
+        self.daemon.wait_for(LISTENING, timeout=10)
+        for number in range(20):
+            source = f"127.0.{number}.1"
+            self.assertEqual(exchange("127.0.0.1", port, b"x", source=source)[0], b"X")
+
+    def test_a_stopped_worker_dies_with_a_killed_parent(self) -> None:
+        port = self.start(2)
+        workers = children(self.daemon.process.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        self.daemon.process.kill()
+        self.wait(lambda: not any(alive(pid) for pid in workers), 5.0, "workers gone")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", port))  # the port is free again
+
+    def test_workers_that_cannot_start_end_the_parent_with_one_line(self) -> None:
+        import resource
+
+        def small_memory() -> None:  # too little for a table of 2 GiB
+            limit = 600 << 20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        result = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "udpupper", "--port", "0", "--interface",
+             "127.0.0.1", "--workers", "2", "--rate-table", "16777216"],
+            capture_output=True, timeout=120, preexec_fn=small_memory)
+        self.assertEqual(result.returncode, 1, result.stdout[-3000:] + result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertRegex(result.stderr.decode(),
+                         r"udpupper: worker-\d could not start \(3 times in a row\); "
+                         r"it said: .*not enough memory")
+
+    def test_ready_comes_from_the_main_pid_once_every_worker_serves(self) -> None:
+        import tempfile
+
+        folder = tempfile.mkdtemp()
+        path = os.path.join(folder, "notify")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(listener.close)
+        listener.bind(path)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        listener.settimeout(30)
+        os.environ["NOTIFY_SOCKET"] = path
+        try:
+            self.start(2)
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        import struct
+
+        message, ancillary, _, _ = listener.recvmsg(100, socket.CMSG_SPACE(12))
+        pid = struct.unpack("3i", ancillary[0][2][:12])[0]
+        self.assertEqual((message, pid), (b"READY=1", self.daemon.process.pid))
+        self.assertIn("udpupper workers all serving", "\n".join(self.daemon.log))

@@ -109,8 +109,8 @@ class WorkersCollector:
 
     def collect(self) -> Iterator:
         workers = self.workers
-        yield gauge("udpupper_workers_alive", "Processes answering datagrams.",
-                    len(workers.protocols))
+        yield gauge("udpupper_workers_alive", "Processes answering datagrams "
+                    "(workers that reported within the last 2 s).", workers.alive())
         drops = workers.kernel_drops()  # one read of each socket a scrape
         yield from counter_families("udpupper_", [], [([], workers.totals(drops))])
         counters = workers.counters

@@ -19,6 +19,9 @@ from __future__ import annotations
 import ctypes
 import socket
 
+from udpupper.destination import is_wildcard
+from udpupper.kernel import IP_PKTINFO, set_receive_buffer
+
 SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h
 SKF_NET_OFF = -0x100000  # offsets from the network header; the program sees the UDP payload
 
@@ -74,9 +77,18 @@ def attach(sock: socket.socket, count: int) -> str | None:
     return None
 
 
-def bind_group(interface: str, port: int, count: int) -> list[socket.socket]:
+def bind_group(
+    interface: str, port: int, count: int, rcvbuf: int = 0
+) -> list[socket.socket]:
     """``count`` sockets on ``interface``:``port``, in one reuseport group,
-    in the order the kernel numbers them (the order of binding)."""
+    in the order the kernel numbers them (the order of binding).
+
+    Every option a worker's port relies on is set before the socket is
+    bound, so no datagram can arrive without it: on a wildcard address the
+    destination of each datagram (IP_PKTINFO, IPV6_RECVPKTINFO), without
+    which the worker would refuse it as ``not_unicast_destination``; and
+    ``rcvbuf`` bytes of receive buffer (0: the kernel's default).
+    """
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     group: list[socket.socket] = []
     try:
@@ -85,6 +97,12 @@ def bind_group(interface: str, port: int, count: int) -> list[socket.socket]:
             group.append(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if is_wildcard(interface):
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            if rcvbuf:
+                set_receive_buffer(sock, rcvbuf)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((interface, port))
             port = sock.getsockname()[1]  # 0 picked one: the others join it

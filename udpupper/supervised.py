@@ -28,10 +28,13 @@ PR_SET_PDEATHSIG = 1  # prctl(2), Linux
 
 
 def die_with_parent(environ: MutableMapping[str, str] = os.environ) -> None:
-    """In a worker: be sent SIGTERM when the parent dies (PR_SET_PDEATHSIG).
+    """In a worker: be sent SIGKILL when the parent dies (PR_SET_PDEATHSIG).
 
     A parent killed with SIGKILL cannot stop its workers itself; the kernel
-    does it.  Should the parent have died already, before this call, exit.
+    does it.  SIGKILL, not SIGTERM: a worker stopped with SIGSTOP would hold
+    SIGTERM until it runs again, and keep the port meanwhile.  (A parent
+    that stops normally sends SIGTERM itself and waits for each summary.)
+    Should the parent have died already, before this call, exit.
     """
     parent = environ.get(PARENT)
     if parent is None or not sys.platform.startswith("linux"):
@@ -39,7 +42,7 @@ def die_with_parent(environ: MutableMapping[str, str] = os.environ) -> None:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return  # nothing more to be done: the parent's SIGTERM still reaches us
     if os.getppid() != int(parent):
         raise SystemExit(0)  # orphaned between the fork and the prctl

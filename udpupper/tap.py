@@ -158,7 +158,7 @@ def makeService(config: Options, reactor=None) -> service.IService:
     if config["workers"] > 1:
         interface, port = reserve_port(config["interface"], config["port"])
         daemon = Workers(config["workers"], interface, port, worker_options(config),
-                         rcvbuf=config["rcvbuf"])
+                         rcvbuf=config["rcvbuf"], reactor=reactor)
         collector = metrics.WorkersCollector(daemon)
     else:
         protections = Protections(

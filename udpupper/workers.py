@@ -1,29 +1,47 @@
 """``--workers N``: N processes answering on one port, as one daemon.
 
-The parent binds the N sockets of one reuseport group and steers each
-source prefix to one of them (:mod:`udpupper.steering`), so rate limits are
-exact with any number of workers.  Each worker is an ordinary ``twistd -n
-udpupper`` serving socket *i*, passed as descriptor 3 (:mod:`udpupper.
-supervised`); it reports its counters once a second on descriptor 4, and
-the parent's metrics and summary add them up.  The parent supervises with
-Twisted's ProcessMonitor: a worker that dies is logged, with its last
-counters and what its socket holds, and started again on the same socket
-(after 1 s, doubling while it keeps dying young); stopping the parent
-(SIGTERM) stops them all.
+The parent binds the N sockets of one reuseport group, each with its
+options set before it is bound, and steers each source prefix to one of
+them (:mod:`udpupper.steering`), so rate limits are exact with any number of
+workers.  Each worker is an ordinary ``twistd -n udpupper`` serving socket
+*i*, passed as descriptor 3 (:mod:`udpupper.supervised`); it reports its
+counters once a second on descriptor 4, and the parent's metrics and
+summary add them up.
+
+The parent supervises them itself, with ``reactor.spawnProcess`` and timers
+on the reactor's clock:
+
+- a worker that ends unasked is logged, with its last counters and what its
+  socket holds, and started again on the same socket: at once the first
+  time, then after 0.5, 1, 2 and at most ``MAX_RESTART_DELAY`` seconds while
+  it keeps dying young;
+- a worker that has not reported for ``SILENCE`` seconds (hung, or stopped
+  with SIGSTOP) is killed and replaced; ``alive`` counts the workers that
+  report, not the processes;
+- a worker that ends ``GIVE_UP`` times in a row without ever reporting
+  cannot start (its tables do not fit in memory, say): the parent says why
+  in one line and exits 1, as a lone daemon would;
+- once every worker serves, the parent (the main PID) tells systemd
+  ``READY=1``; the workers do not;
+- stopping the parent (SIGTERM) stops them all and waits for their last
+  counters; a parent killed outright takes them with it (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from errno import EADDRINUSE
 from os import strerror
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.application import service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -31,10 +49,10 @@ from twisted.logger import (
     formatEventAsClassicLogText,
 )
 from twisted.python.failure import Failure
-from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 
-from udpupper.kernel import set_receive_buffer, socket_memory
-from udpupper.options import exit_with
+from udpupper import systemd
+from udpupper.kernel import socket_memory
+from udpupper.options import exit_with, one_line
 from udpupper.service import (
     cannot_listen,
     format_endpoint,
@@ -48,7 +66,13 @@ from udpupper.supervised import PARENT, REPORT, REPORT_FD, SOCKET, SOCKET_FD
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
-
+SILENCE = 2.0  # seconds without a report: the worker is hung, and replaced
+STARTUP_GRACE = 15.0  # seconds a new worker may take to send its first report
+WATCH_INTERVAL = 0.25  # seconds between two looks at the workers' reports
+MAX_RESTART_DELAY = 4.0  # a crash-looping worker is back within this long
+YOUNG = 5.0  # a worker that lived less than this died young
+GIVE_UP = 3  # ends in a row without a single report: it cannot start
+KILL_TIME = 5.0  # seconds between SIGTERM and SIGKILL when stopping
 def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
     """Check that nothing serves ``port`` yet (pick one when 0); the address.
 
@@ -86,16 +110,6 @@ def worker_log() -> ILogObserver:
     return FileLogObserver(sys.stdout, without_time)
 
 
-class WorkerLines(Logger):
-    """The parent's logger, which skips the empty line ProcessMonitor adds
-    after each worker's last one (it takes ``data[-1]``, an int, for bytes)."""
-
-    def info(self, format=None, **kwargs) -> None:
-        if kwargs.get("line") == "" and "tag" in kwargs:
-            return
-        super().info(format, **kwargs)
-
-
 class WorkerCounters:
     """Every worker's counters as last reported, and what its earlier runs
     counted before they ended: the totals never go back."""
@@ -126,70 +140,90 @@ class WorkerCounters:
         return total
 
 
-class WorkerProtocol(LoggingProtocol):
-    """A worker's log lines, as ProcessMonitor logs them, and its counter
-    reports, read from descriptor 4."""
+class WorkerProtocol(ProcessProtocol):
+    """One worker process: its output lines, logged as the parent's with
+    the worker's name, and its counter reports, read from descriptor 4."""
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.reports = b""
+    def __init__(self, workers: Workers, name: str) -> None:
+        self.workers = workers
+        self.name = name
+        self.buffers = {1: b"", 2: b"", REPORT_FD: b""}
+        self.last_line = ""
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD != REPORT_FD:
-            super().childDataReceived(childFD, data)
+        *lines, self.buffers[childFD] = (self.buffers.get(childFD, b"") + data).split(b"\n")
+        if childFD == REPORT_FD:
+            if lines:  # totals: only the newest matters
+                self.workers.reported(self.name, lines[-1])
             return
-        *lines, self.reports = (self.reports + data).split(b"\n")
-        if lines:  # totals: only the newest matters
-            try:
-                self.service.counters.update(self.name, json.loads(lines[-1]))
-            except (ValueError, TypeError, AttributeError):
-                self.service.log.warn("udpupper {name} sent a report that is not "
-                                      "its counters", name=self.name)
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self.last_line = text
+                self.workers.log.info("[{tag}] {line}", tag=self.name, line=text)
 
     def processEnded(self, reason: Failure) -> None:
-        self.service.worker_ended(self.name, reason)
-        super().processEnded(reason)
+        for fd in (1, 2):
+            if self.buffers[fd]:
+                self.childDataReceived(fd, b"\n")
+        self.workers.ended(self.name, self, reason)
 
 
-class Workers(ProcessMonitor):
+class Workers(service.Service):
     """Binds the group, supervises the worker processes, adds up their counters."""
 
-    log = WorkerLines()
-    threshold = 5  # a worker that lives less is restarting too fast
-    maxRestartDelay = 30
+    log = Logger()
 
     def __init__(
-        self, count: int, interface: str, port: int, options: list[str], rcvbuf: int = 0
+        self,
+        count: int,
+        interface: str,
+        port: int,
+        options: list[str],
+        rcvbuf: int = 0,
+        reactor=None,
     ) -> None:
-        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
         self.interface = interface
         self.port = port
         self.rcvbuf = rcvbuf
         self.endpoint = format_endpoint(interface, port)
         self.names = [f"worker-{number}" for number in range(1, count + 1)]
-        self.commands = {
-            name: [*TWISTD, "-n", "--pidfile=", f"--logger={__name__}.worker_log",
-                   "udpupper", *options]
-            for name in self.names
-        }
+        self.command = [*TWISTD, "-n", "--pidfile=", f"--logger={__name__}.worker_log",
+                        "udpupper", *options]
+        # The workers end with their parent, however it ends (die_with_parent);
+        # only the parent speaks to systemd.
+        self.env = {key: value for key, value in os.environ.items()
+                    if key not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
+        self.env.update({PARENT: str(os.getpid()), SOCKET: str(SOCKET_FD),
+                         REPORT: str(REPORT_FD)})
         self.sockets: list[socket.socket] = []
         self.steered = False
         self.counters = WorkerCounters(self.names)
-        # The workers end with their parent, however it ends (die_with_parent).
-        env = {**os.environ, PARENT: str(os.getpid()), SOCKET: str(SOCKET_FD),
-               REPORT: str(REPORT_FD)}
-        for name, command in self.commands.items():
-            self.addProcess(name, command, env=env)
+        self.protocols: dict[str, WorkerProtocol] = {}
+        self.started_at: dict[str, float] = {}
+        self.reported_at: dict[str, float | None] = dict.fromkeys(self.names)
+        self.delays: dict[str, float] = dict.fromkeys(self.names, 0.0)
+        self.failed_starts: dict[str, int] = dict.fromkeys(self.names, 0)
+        self.restarts: dict[str, object] = {}
+        self.ready = False
+        self.stopping = False
+        self.failure: str | None = None
+        self.watchdog = LoopingCall(self.watch)
+        self.watchdog.clock = reactor
+        self.all_ended: Deferred[None] | None = None
+
+    # -- starting ---------------------------------------------------------
 
     def privilegedStartService(self) -> None:
         """Bind the group (as root, before twistd drops privileges) and steer it."""
         try:
-            self.sockets = bind_group(self.interface, self.port, len(self.names))
+            self.sockets = bind_group(self.interface, self.port, len(self.names),
+                                      rcvbuf=self.rcvbuf)
         except OSError as error:
             cannot_listen(self.interface, self.port, strerror(error.errno))
-        for sock in self.sockets:
-            if self.rcvbuf:
-                set_receive_buffer(sock, self.rcvbuf)
         refused = attach(self.sockets[0], len(self.sockets))
         self.steered = refused is None
         if refused is not None:
@@ -209,34 +243,81 @@ class Workers(ProcessMonitor):
             how=", each source prefix to one of them" if self.steered else "",
         )
         super().startService()
-        on_hangup(self._reactor, self.pass_hangup_on)
-        self._reactor.callWhenRunning(stop_once, self._reactor)
+        for name in self.names:
+            self.spawn(name)
+        self.watchdog.start(WATCH_INTERVAL, now=False)
+        on_hangup(self.reactor, self.pass_hangup_on)
+        self.reactor.callWhenRunning(stop_once, self.reactor)
 
-    def startProcess(self, name: str) -> None:
-        """ProcessMonitor's, with the worker's socket and report pipe passed."""
-        if name in self.protocols:
+    def spawn(self, name: str) -> None:
+        """Start worker ``name`` on its socket, with its report pipe."""
+        self.restarts.pop(name, None)
+        if not self.running or name in self.protocols:
             return
-        process = self._processes[name]
-        protocol = WorkerProtocol()
-        protocol.service = self
-        protocol.name = name
-        self.protocols[name] = protocol
-        self.timeStarted[name] = self._clock.seconds()
+        protocol = WorkerProtocol(self, name)
         sock = self.sockets[self.names.index(name)]
+        self.protocols[name] = protocol
+        self.started_at[name] = self.reactor.seconds()
+        self.reported_at[name] = None
         try:
-            self._reactor.spawnProcess(
-                protocol, process.args[0], process.args, uid=process.uid,
-                gid=process.gid, env=process.env, path=process.cwd,
+            self.reactor.spawnProcess(
+                protocol, self.command[0], self.command, env=self.env,
                 childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: sock.fileno(), REPORT_FD: "r"},
             )
-        except OSError:
-            self._monitoredProcessExited(name, Failure())
+        except OSError as error:
+            del self.protocols[name]
+            self.log.error("udpupper cannot start {name}: {error}", name=name, error=error)
+            self.schedule(name, young=True)
 
-    def worker_ended(self, name: str, reason: Failure) -> None:
-        """Log a worker that ended unasked, with what it leaves behind."""
+    # -- while running ----------------------------------------------------
+
+    def reported(self, name: str, line: bytes) -> None:
+        """A worker's counters: it serves."""
+        try:
+            self.counters.update(name, json.loads(line))
+        except (ValueError, TypeError, AttributeError):
+            self.log.warn("udpupper {name} sent a report that is not its counters",
+                          name=name)
+            return
+        self.reported_at[name] = self.reactor.seconds()
+        self.failed_starts[name] = 0
+        if not self.ready and all(self.reported_at[n] is not None for n in self.names):
+            self.ready = True
+            self.log.info("udpupper workers all serving on {endpoint}",
+                          endpoint=self.endpoint)
+            systemd.notify("READY=1")
+
+    def alive(self) -> int:
+        """How many workers answer: those that reported within SILENCE."""
+        now = self.reactor.seconds()
+        return sum(1 for name in self.protocols
+                   if (at := self.reported_at[name]) is not None and now - at <= SILENCE)
+
+    def watch(self) -> None:
+        """Kill a worker that stopped reporting (hung, or stopped): it is replaced."""
+        now = self.reactor.seconds()
+        for name, protocol in list(self.protocols.items()):
+            at = self.reported_at[name]
+            silent = (now - at > SILENCE) if at is not None else (
+                now - self.started_at[name] > STARTUP_GRACE)
+            if silent and not getattr(protocol, "killed", False):
+                protocol.killed = True  # type: ignore[attr-defined]
+                self.log.warn("udpupper {name} has not reported for {seconds:.1f} s: "
+                              "killed, to be replaced", name=name,
+                              seconds=now - (at if at is not None else self.started_at[name]))
+                self.signal(protocol, signal.SIGKILL)
+
+    def ended(self, name: str, protocol: WorkerProtocol, reason: Failure) -> None:
+        """A worker ended: log it, keep its counts, start another (or give up)."""
+        if self.protocols.get(name) is protocol:
+            del self.protocols[name]
         last = self.counters.retire(name)
-        if not self.running:
-            return  # stopping: each worker has said its own summary
+        never_served = self.reported_at[name] is None
+        if self.stopping or not self.running:
+            if not self.protocols and self.all_ended is not None:
+                ended, self.all_ended = self.all_ended, None
+                ended.callback(None)
+            return
         status = getattr(reason.value, "status", None)
         signal_number = getattr(reason.value, "signal", None)
         how = (f"killed by signal {signal_number}" if signal_number
@@ -248,6 +329,42 @@ class Workers(ProcessMonitor):
             "and the kernel has dropped {drops} there so far",
             name=name, how=how, summary=last.summary(), held=held, drops=drops,
         )
+        if never_served and not signal_number:
+            self.failed_starts[name] += 1
+            if self.failed_starts[name] >= GIVE_UP:
+                self.give_up(name, protocol.last_line)
+                return
+        lived = self.reactor.seconds() - self.started_at[name]
+        self.schedule(name, young=lived < YOUNG, at_once=getattr(protocol, "killed", False))
+
+    def schedule(self, name: str, young: bool, at_once: bool = False) -> None:
+        """Start ``name`` again: at once, or later while it keeps dying young."""
+        if at_once or not young:
+            self.delays[name] = 0.0
+        else:
+            self.delays[name] = min(max(self.delays[name] * 2, 0.5), MAX_RESTART_DELAY)
+        self.restarts[name] = self.reactor.callLater(self.delays[name], self.spawn, name)
+
+    def give_up(self, name: str, last_line: str) -> None:
+        """Workers that cannot start: one line, and the parent exits 1."""
+        self.failure = one_line(
+            f"udpupper: {name} could not start ({GIVE_UP} times in a row)"
+            + (f"; it said: {last_line}" if last_line else ""))
+        self.log.error("{line}", line=self.failure)
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
+        self.reactor.stop()
+
+    def _exit_failed(self) -> None:
+        """After the reactor has stopped (and the workers with it): exit 1,
+        the line on descriptor 2 itself (``sys.stderr`` is twistd's log)."""
+        sys.stdout.flush()
+        try:
+            os.write(2, (self.failure or "").encode("utf-8", "replace") + b"\n")
+        except OSError:
+            pass
+        os._exit(1)
+
+    # -- counters ---------------------------------------------------------
 
     def kernel_drops(self) -> dict[str, int]:
         """The kernel's drops on each worker's socket (the parent holds them all)."""
@@ -262,34 +379,55 @@ class Workers(ProcessMonitor):
         total.kernel_drops = sum(kernel_drops.values())
         return total
 
+    def signal(self, protocol: WorkerProtocol, number: int) -> None:
+        try:
+            protocol.transport.signalProcess(number)
+        except (ProcessExitedAlready, OSError, AttributeError):
+            pass
+
     def pass_hangup_on(self) -> None:
         """SIGHUP: each worker logs its counters, and the parent the totals."""
-        for name, protocol in self.protocols.items():
-            try:
-                protocol.transport.signalProcess("HUP")
-            except ProcessExitedAlready:
-                self.log.info("udpupper {name} has ended", name=name)
+        for protocol in self.protocols.values():
+            self.signal(protocol, signal.SIGHUP)
         self.log.info("udpupper workers' counters: {summary}", summary=self.totals().summary())
 
-    def stopService(self) -> Deferred[None]:
-        """Signal every worker, wait until they have all ended, say the totals.
+    # -- stopping ---------------------------------------------------------
 
-        ProcessMonitor sends SIGTERM (SIGKILL after ``killTime``) but does not
-        wait; the reactor must not stop before the workers have logged their
+    def stopService(self) -> Deferred[None]:
+        """Signal every worker, wait until they have all ended (SIGKILL after
+        KILL_TIME), say the totals.
+
+        The reactor must not stop before the workers have logged their
         summaries, reported their last counters and exited.
         """
+        self.stopping = True
         super().stopService()
-        ended = self._all_ended(self._clock.seconds() + self.killTime + 1)
+        if self.watchdog.running:
+            self.watchdog.stop()
+        for call in self.restarts.values():
+            if call.active():  # type: ignore[attr-defined]
+                call.cancel()  # type: ignore[attr-defined]
+        self.restarts.clear()
+        ended: Deferred[None] = Deferred()
+        if self.protocols:
+            self.all_ended = ended
+            for protocol in self.protocols.values():
+                # A stopped worker takes SIGTERM only once it runs again.
+                self.signal(protocol, signal.SIGTERM)
+                self.signal(protocol, signal.SIGCONT)
+            killer = self.reactor.callLater(KILL_TIME, self._kill_the_rest)
+            ended.addBoth(lambda result: (killer.active() and killer.cancel(), result)[1])
+        else:
+            ended.callback(None)
         ended.addCallback(self._say_totals)
         return ended
+
+    def _kill_the_rest(self) -> None:
+        for protocol in self.protocols.values():
+            self.signal(protocol, signal.SIGKILL)
 
     def _say_totals(self, _: None) -> None:
         self.log.info("udpupper workers stopped: {summary} (totals of {count} workers)",
                       summary=self.totals().summary(), count=len(self.names))
         for sock in self.sockets:
             sock.close()
-
-    def _all_ended(self, deadline: float) -> Deferred[None]:
-        if not self.protocols or self._clock.seconds() > deadline:
-            return succeed(None)
-        return deferLater(self._clock, 0.05, self._all_ended, deadline)
