@@ -394,3 +394,42 @@ class ClientOnABadPathTests(DaemonTestCase):
             "after 2 tries",
         ])
         self.assertRegex(errors[-1], r"^udpupper-client: \d+ replies matched no line sent$")
+
+
+class WallClockStepTests(unittest.TestCase):
+    """Timers run on a monotonic clock: the wall clock stepped back an hour
+    (libfaketime, monotonic untouched) changes nothing."""
+
+    def test_client_against_a_dead_port_still_gives_up_in_time(self) -> None:
+        import glob
+
+        library = next(iter(glob.glob("/usr/lib/*/faketime/libfaketime.so.1")), None)
+        if library is None:
+            raise unittest.SkipTest("libfaketime is not installed (apt-get install faketime)")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+            dead.bind(("127.0.0.1", 0))
+            port = dead.getsockname()[1]
+        folder = tempfile.mkdtemp()
+        step = os.path.join(folder, "step")
+        with open(step, "w") as offset:
+            offset.write("+0\n")
+        env = {**os.environ, "LD_PRELOAD": library, "FAKETIME_TIMESTAMP_FILE": step,
+               "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        started = time.monotonic()
+        client = subprocess.Popen([*CLIENT, "--port", str(port), "--retries", "3"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env)
+        client.stdin.write(b"anyone there?\n")
+        client.stdin.close()
+        time.sleep(0.5)
+        with open(step, "w") as offset:
+            offset.write("-1h\n")  # the wall clock steps back an hour
+        try:
+            client.wait(timeout=15)
+        finally:
+            client.kill()
+        took = time.monotonic() - started
+        said = client.stderr.read()
+        self.assertEqual(client.returncode, 1, said)
+        self.assertLess(took, 6.0)  # 4 tries of 1 s, not an hour
+        self.assertIn(b"no reply", said)

@@ -10,6 +10,7 @@ import sys
 from twisted.internet import fdesc, stdio
 from twisted.python import usage
 
+from udpupper.clock import use_monotonic_clock
 from udpupper.client import PROMPT, LineReader, UpperClient, format_address
 from udpupper.options import (
     OneLineUsageErrors,
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(EXIT_USAGE)
     from twisted.internet import reactor
 
+    use_monotonic_clock(reactor)  # a wall-clock step neither hangs nor hurries it
     try:
         code = (ping if options["ping"] else run)(reactor, options, family, server)
     finally:

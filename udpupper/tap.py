@@ -6,6 +6,7 @@ from twisted.application import service
 from twisted.python import usage
 
 from udpupper import metrics
+from udpupper.clock import use_monotonic_clock
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,
@@ -154,6 +155,8 @@ def makeService(config: Options, reactor=None) -> service.IService:
     """
     if reactor is None:
         from twisted.internet import reactor
+
+        use_monotonic_clock(reactor)  # the timers: a wall-clock step changes nothing
     die_with_parent()  # when this is one of --workers' processes
     if config["workers"] > 1:
         interface, port = reserve_port(config["interface"], config["port"])
