@@ -205,14 +205,13 @@ def makeService(config: Options, reactor=None) -> service.IService:
 
 
 def table_mib(rate_table: int) -> int:
-    """The most the per-source tables of ``rate_table`` take, in MiB.
+    """The most the rate limiter's table of ``rate_table`` takes, in MiB.
 
-    ``slots`` is ``rate_table`` rounded up to a power of two, as the loop
-    breaker's seen-table (8 bytes a slot) has it; each of the two
-    token-bucket tables holds two arrays of twice that many 16-byte slots
-    (64 bytes a slot of ``slots``)."""
+    ``slots`` is ``rate_table`` rounded up to a power of two; the table holds
+    two arrays of twice that many 16-byte slots (64 bytes a slot of
+    ``slots``).  The loop breaker's memory is fixed and small."""
     slots = 1 << max(rate_table - 1, 1).bit_length()
-    return (2 * 64 * slots + 8 * slots) >> 20
+    return (64 * slots) >> 20
 
 
 # What only the parent of --workers does: each worker serves the socket the
