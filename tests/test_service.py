@@ -15,6 +15,7 @@ from tests.support import (
     exchange,
     exchange_in_thread,
 )
+from udpupper import kernel
 from udpupper import port as port_module
 from udpupper import protocol as protocol_module
 from udpupper.policy import Protections, PythonSources, parse_networks
@@ -170,7 +171,7 @@ class ServiceTests(unittest.TestCase):
         its destination (pktinfo turned off under us) is not answered."""
         port = self.start()
         skt = self.service.port.socket
-        skt.setsockopt(socket.IPPROTO_IP, port_module.IP_PKTINFO, 0)
+        skt.setsockopt(socket.IPPROTO_IP, kernel.IP_PKTINFO, 0)
         skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 0)
         with self.assertRaises(TimeoutError):
             yield exchange_in_thread("127.0.0.1", port, b"where to?", 0.5)
@@ -284,7 +285,7 @@ class ProtectionTests(unittest.TestCase):
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        self.patch(port_module, "set_receive_buffer", lambda skt, size: 212_992)
+        self.patch(kernel, "set_receive_buffer", lambda skt, size: 212_992)
         self.start(rcvbuf=4 << 20)
         yield task.deferLater(reactor, 0, lambda: None)  # the reactor runs
         said = [event for event in events if "granted" in event]

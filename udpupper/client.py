@@ -178,10 +178,10 @@ class UpperClient(DatagramProtocol):
             return  # else a late answer to a line already settled
         request = same[0]
         request.reply = datagram
-        if request.tries == 1 and not request.resent:  # Karn: one send, one sample
-            self._measure(self.clock.seconds() - request.sent_at)
-        elif request.resent:
+        if request.resent:
             self.resent += 1
+        else:  # sent once: a round trip to learn from (Karn's rule)
+            self._measure(self.clock.seconds() - request.sent_at)
         self._finish(request)
         self._settle()
 
@@ -227,8 +227,7 @@ class UpperClient(DatagramProtocol):
             self.on_drain()
 
     def _send(self, request: Request) -> None:
-        transport = self.transport
-        if transport is None or self.stopped:
+        if self.transport is None or self.stopped:
             return  # the port is gone: we are stopping
         request.tries += 1
         if request.tries == 1:
@@ -238,16 +237,18 @@ class UpperClient(DatagramProtocol):
                 request.timer = self.clock.callLater(quick, self._resend, request)
         if request.timer is None:
             request.timer = self.clock.callLater(self.timeout, self._timed_out, request)
-        try:
-            transport.write(request.line, self.server)
-        except OSError:
-            pass  # e.g. a full send buffer: the timer asks again
+        self._write(request)
 
     def _resend(self, request: Request) -> None:
         """The quick resend: once, then the usual timeout from the first send."""
         request.resent = True
         due = request.sent_at + self.timeout - self.clock.seconds()
         request.timer = self.clock.callLater(max(0.0, due), self._timed_out, request)
+        self._write(request)
+
+    def _write(self, request: Request) -> None:
+        """Send ``request``'s line, unless the port is gone; a send error is
+        left to the timer, which asks again (e.g. a full send buffer)."""
         transport = self.transport
         if transport is None or self.stopped:
             return

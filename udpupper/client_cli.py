@@ -10,8 +10,8 @@ import sys
 from twisted.internet import fdesc, stdio
 from twisted.python import usage
 
-from udpupper.clock import use_monotonic_clock
 from udpupper.client import PROMPT, LineReader, UpperClient, format_address
+from udpupper.clock import use_monotonic_clock
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,

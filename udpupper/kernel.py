@@ -12,6 +12,28 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
+def prepare_server_socket(
+    sock: socket.socket, destinations: bool, rcvbuf: int = 0, reuse_port: bool = False
+) -> int | None:
+    """Set what a server socket needs before it is bound; the buffer granted.
+
+    ``destinations``: have the kernel say where each datagram was sent
+    (IP_PKTINFO, and IPV6_RECVPKTINFO on an IPv6 socket), which a socket on
+    a wildcard address needs to answer from the right address; ``rcvbuf``
+    bytes of receive buffer (0: the kernel's default, and None is returned);
+    ``reuse_port``: other sockets may bind the same address (SO_REUSEPORT).
+    The daemon's port and ``--workers``' group both prepare theirs here.
+    """
+    if destinations:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    granted = set_receive_buffer(sock, rcvbuf) if rcvbuf else None
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return granted
+
+
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
     """Ask for a ``size``-byte receive buffer; return the size granted.
 

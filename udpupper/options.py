@@ -60,14 +60,14 @@ def unicast_interface(value: str | None) -> str | None:
     """
     if value is None:
         return None
+    text, scoped, scope = value.partition("%")
     try:
-        address = ipaddress.ip_address(value.partition("%")[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"must be an IPv4 or IPv6 address, not {value!r}") from None
     if address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
         raise ValueError(f"must be a unicast address, not {value!r}")
-    scope = value.partition("%")[2]
-    if "%" in value:
+    if scoped:
         if address.version == 4:
             raise ValueError(f"an IPv4 address has no scope: {value!r}")
         if not scope.isdigit():

@@ -26,7 +26,7 @@ from udpupper.destination import (
     check_destination,
     is_wildcard,
 )
-from udpupper.kernel import IP_PKTINFO, set_receive_buffer
+from udpupper.kernel import prepare_server_socket
 
 try:  # recvmmsg/sendmmsg, where the C helper could be built
     from udpupper import _batch
@@ -154,14 +154,9 @@ class ServerPort(UDPPort):
         self._preexistingSocket = self._configure(skt)
 
     def _configure(self, skt: socket.socket) -> socket.socket:
-        if self.pktinfo:
-            skt.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            if self.addressFamily == socket.AF_INET6:
-                skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-        if self.rcvbuf:
-            self.rcvbuf_granted = set_receive_buffer(skt, self.rcvbuf)
-        if self.reuse_port:
-            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        granted = prepare_server_socket(skt, self.pktinfo, self.rcvbuf, self.reuse_port)
+        if granted is not None:
+            self.rcvbuf_granted = granted
         return skt
 
     def write(self, datagram: bytes, addr: tuple) -> None:

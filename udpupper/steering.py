@@ -20,7 +20,7 @@ import ctypes
 import socket
 
 from udpupper.destination import is_wildcard
-from udpupper.kernel import IP_PKTINFO, set_receive_buffer
+from udpupper.kernel import prepare_server_socket
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h
 SKF_NET_OFF = -0x100000  # offsets from the network header; the program sees the UDP payload
@@ -97,13 +97,8 @@ def bind_group(
             group.append(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            if is_wildcard(interface):
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-            if rcvbuf:
-                set_receive_buffer(sock, rcvbuf)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # As a worker's port would (it sets them again, unchanged).
+            prepare_server_socket(sock, is_wildcard(interface), rcvbuf, reuse_port=True)
             sock.bind((interface, port))
             port = sock.getsockname()[1]  # 0 picked one: the others join it
     except OSError:

@@ -40,6 +40,7 @@ from os import strerror
 from twisted.application import service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
@@ -149,6 +150,7 @@ class WorkerProtocol(ProcessProtocol):
         self.name = name
         self.buffers = {1: b"", 2: b"", REPORT_FD: b""}
         self.last_line = ""
+        self.killed = False  # by the watchdog, for not reporting
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         *lines, self.buffers[childFD] = (self.buffers.get(childFD, b"") + data).split(b"\n")
@@ -207,7 +209,7 @@ class Workers(service.Service):
         self.reported_at: dict[str, float | None] = dict.fromkeys(self.names)
         self.delays: dict[str, float] = dict.fromkeys(self.names, 0.0)
         self.failed_starts: dict[str, int] = dict.fromkeys(self.names, 0)
-        self.restarts: dict[str, object] = {}
+        self.restarts: dict[str, IDelayedCall] = {}
         self.ready = False
         self.stopping = False
         self.failure: str | None = None
@@ -300,12 +302,12 @@ class Workers(service.Service):
             at = self.reported_at[name]
             silent = (now - at > SILENCE) if at is not None else (
                 now - self.started_at[name] > STARTUP_GRACE)
-            if silent and not getattr(protocol, "killed", False):
-                protocol.killed = True  # type: ignore[attr-defined]
+            if silent and not protocol.killed:
+                protocol.killed = True
                 self.log.warn("udpupper {name} has not reported for {seconds:.1f} s: "
                               "killed, to be replaced", name=name,
                               seconds=now - (at if at is not None else self.started_at[name]))
-                self.signal(protocol, signal.SIGKILL)
+                self.send_signal(protocol, signal.SIGKILL)
 
     def ended(self, name: str, protocol: WorkerProtocol, reason: Failure) -> None:
         """A worker ended: log it, keep its counts, start another (or give up)."""
@@ -335,7 +337,7 @@ class Workers(service.Service):
                 self.give_up(name, protocol.last_line)
                 return
         lived = self.reactor.seconds() - self.started_at[name]
-        self.schedule(name, young=lived < YOUNG, at_once=getattr(protocol, "killed", False))
+        self.schedule(name, young=lived < YOUNG, at_once=protocol.killed)
 
     def schedule(self, name: str, young: bool, at_once: bool = False) -> None:
         """Start ``name`` again: at once, or later while it keeps dying young."""
@@ -379,7 +381,7 @@ class Workers(service.Service):
         total.kernel_drops = sum(kernel_drops.values())
         return total
 
-    def signal(self, protocol: WorkerProtocol, number: int) -> None:
+    def send_signal(self, protocol: WorkerProtocol, number: int) -> None:
         try:
             protocol.transport.signalProcess(number)
         except (ProcessExitedAlready, OSError, AttributeError):
@@ -388,7 +390,7 @@ class Workers(service.Service):
     def pass_hangup_on(self) -> None:
         """SIGHUP: each worker logs its counters, and the parent the totals."""
         for protocol in self.protocols.values():
-            self.signal(protocol, signal.SIGHUP)
+            self.send_signal(protocol, signal.SIGHUP)
         self.log.info("udpupper workers' counters: {summary}", summary=self.totals().summary())
 
     # -- stopping ---------------------------------------------------------
@@ -405,16 +407,16 @@ class Workers(service.Service):
         if self.watchdog.running:
             self.watchdog.stop()
         for call in self.restarts.values():
-            if call.active():  # type: ignore[attr-defined]
-                call.cancel()  # type: ignore[attr-defined]
+            if call.active():
+                call.cancel()
         self.restarts.clear()
         ended: Deferred[None] = Deferred()
         if self.protocols:
             self.all_ended = ended
             for protocol in self.protocols.values():
                 # A stopped worker takes SIGTERM only once it runs again.
-                self.signal(protocol, signal.SIGTERM)
-                self.signal(protocol, signal.SIGCONT)
+                self.send_signal(protocol, signal.SIGTERM)
+                self.send_signal(protocol, signal.SIGCONT)
             killer = self.reactor.callLater(KILL_TIME, self._kill_the_rest)
             ended.addBoth(lambda result: (killer.active() and killer.cancel(), result)[1])
         else:
@@ -424,7 +426,7 @@ class Workers(service.Service):
 
     def _kill_the_rest(self) -> None:
         for protocol in self.protocols.values():
-            self.signal(protocol, signal.SIGKILL)
+            self.send_signal(protocol, signal.SIGKILL)
 
     def _say_totals(self, _: None) -> None:
         self.log.info("udpupper workers stopped: {summary} (totals of {count} workers)",
