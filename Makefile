@@ -41,7 +41,7 @@ sanitize: $(VENV)/installed-test
 	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE)
 	cp -r udpupper tests $(SANITIZE)/
 	rm -f $(SANITIZE)/udpupper/*.so
-	for helper in _batch _ratelimit _sources; do \
+	for helper in _batch _ratelimit _sources _loops; do \
 	    $(CC) -shared -fPIC -O1 -g $(SANITIZERS) \
 	        -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
 	        udpupper/$$helper.c \
@@ -53,7 +53,8 @@ sanitize: $(VENV)/installed-test
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_batch.py \
 	    tests/test_destination.py tests/test_service.py tests/test_bench.py \
-	    tests/test_ratelimit.py tests/test_policy.py tests/test_protocol.py
+	    tests/test_ratelimit.py tests/test_policy.py tests/test_protocol.py \
+	    tests/test_loops.py::SketchTests
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis udpupper/*.so

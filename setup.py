@@ -4,7 +4,8 @@ udpupper._batch moves datagrams with recvmmsg/sendmmsg (Linux).  Where it
 cannot be built (no compiler, another system) udpupper installs and runs
 without it, one system call per datagram.  udpupper._ratelimit (the rate
 limiter's table) and udpupper._sources (the classified source addresses) are
-the same classes as in Python, in C; without them the Python ones run.
+the same classes as in Python, in C, and udpupper._loops the loop breaker's
+comparisons; without them the Python ones run.
 """
 
 import sys
@@ -16,7 +17,7 @@ if sys.platform.startswith("linux"):
     extensions.append(
         Extension("udpupper._batch", ["udpupper/_batch.c"], optional=True)
     )
-for helper in ("_ratelimit", "_sources"):
+for helper in ("_ratelimit", "_sources", "_loops"):
     extensions.append(
         Extension(f"udpupper.{helper}", [f"udpupper/{helper}.c"], optional=True)
     )

@@ -21,11 +21,45 @@ from tests.processes import Daemon, run_client
 from tests.test_bench import BENCH
 from tests.support import NO_IPV6
 from udpupper import metrics
-from udpupper.loops import resembles, sketch
+from udpupper import loops
+from udpupper.loops import python_echoes, python_sketch, resembles, sketch
 from udpupper.transform import upper
 
 
 class SketchTests(unittest.TestCase):
+    """The loop breaker's comparisons, and their C twins held to them."""
+
+    def test_the_c_helper_is_built(self) -> None:
+        """Where a compiler is (every machine CI runs on), the C twins run."""
+        import shutil
+        import sysconfig
+
+        if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None:
+            raise unittest.SkipTest("no C compiler")
+        self.assertIsNot(loops.echoes, python_echoes)
+
+    def test_implementations_agree(self) -> None:
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        @settings(max_examples=500)
+        @given(st.binary(max_size=200), st.data())
+        def check(payload, data):
+            self.assertEqual(sketch(payload), python_sketch(payload))
+            other = data.draw(st.one_of(
+                st.just(payload),
+                st.binary(min_size=len(payload), max_size=len(payload)),
+                st.binary(max_size=200),
+                st.builds(lambda at, mark: payload[:at] + mark + payload[at + len(mark):],
+                          st.integers(0, len(payload)), st.binary(max_size=20)),
+            ))
+            last = python_sketch(other)
+            self.assertIs(loops.echoes(payload, last), python_echoes(payload, last))
+
+        check()
+        with self.assertRaises(TypeError):
+            loops.echoes("text", b"bytes")
+
     def test_what_is_remembered_of_a_reply(self) -> None:
         self.assertEqual(sketch(b"short"), b"short")
         long = bytes(range(256)) * 4

@@ -13,7 +13,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from udpupper import protocol as protocol_module
-from udpupper import supervised, systemd
+from udpupper import loops, supervised, systemd
 from udpupper.droplog import DropLog
 from udpupper.kernel import socket_drops
 from udpupper.options import exit_with
@@ -204,6 +204,7 @@ class UpperService(service.MultiService):
         missing = [name for name, fallback in (
             ("udpupper._ratelimit", protocol_module.RateLimiter is PythonRateLimiter),
             ("udpupper._sources", protocol_module.Sources is PythonSources),
+            ("udpupper._loops", loops.echoes is loops.python_echoes),
         ) if fallback]
         if missing:
             self.log.warn(
