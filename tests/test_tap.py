@@ -88,6 +88,10 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--interface", "fe80::1%nosuchif",
                                 says="--interface: no network interface 'nosuchif' on this host")
         self.assert_usage_error("--interface", "127.0.0.1%lo", says="IPv4 address has no scope")
+        self.assert_usage_error("--interface", "fe80::1%999999",
+                                says="no network interface '999999' on this host")
+        self.assert_usage_error("--interface", "::1%lo",
+                                says="only a link-local address (fe80::/10) takes a scope")
         self.assert_usage_error("--metrics", "tcp:abc", says="--metrics: not a server endpoint")
         self.assert_usage_error("--metrics", "bogus:1", says="--metrics")
 

@@ -70,13 +70,18 @@ def unicast_interface(value: str | None) -> str | None:
     if scoped:
         if address.version == 4:
             raise ValueError(f"an IPv4 address has no scope: {value!r}")
-        if not scope.isdigit():
-            try:
+        if not address.is_link_local:
+            raise ValueError(f"only a link-local address (fe80::/10) takes a scope, "
+                             f"not {value!r}")
+        try:
+            if scope.isdigit():
+                socket.if_indextoname(int(scope))
+            else:
                 socket.if_nametoindex(scope)
-            except OSError:
-                raise ValueError(
-                    f"no network interface {scope!r} on this host (in {value!r})"
-                ) from None
+        except (OSError, OverflowError):
+            raise ValueError(
+                f"no network interface {scope!r} on this host (in {value!r})"
+            ) from None
     return value
 
 
