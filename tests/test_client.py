@@ -371,3 +371,33 @@ class UnreliablePathTests(unittest.TestCase):
             self.assertFalse([e for e in h.errors if "matched no line" in e])
 
         check()
+
+
+class OutputClosedTests(unittest.TestCase):
+    """Nobody reads the output any more, however Twisted says it."""
+
+    def test_a_broken_stdout_reported_as_the_whole_connection_lost(self) -> None:
+        """Twisted 22.10 reports a write that failed as connectionLost."""
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        h = Harness()
+        reader = LineReader(h.client)
+        reader.makeConnection(StringTransport())
+        reader.dataReceived(b"a\n")
+        reader.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(reader.output_lost)
+        self.assertEqual(h.status, [1])
+
+    def test_a_clean_close_is_not_a_lost_output(self) -> None:
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        h = Harness()
+        reader = LineReader(h.client)
+        reader.makeConnection(StringTransport())
+        closed = []
+        reader.close(then=lambda: closed.append(True))
+        reader.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(reader.output_lost)
+        self.assertEqual(closed, [True])

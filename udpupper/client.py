@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from zope.interface import implementer
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -398,6 +399,11 @@ class LineReader(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason=None) -> None:
+        """Stdin and stdout are closed.  Not cleanly (a write failed): nobody
+        reads our output, whichever way Twisted said it (22.10 says so here,
+        not in ``writeConnectionLost``)."""
+        if reason is not None and not reason.check(ConnectionDone):
+            self.output_lost = True
         self.client.abort()
         if self.when_closed is not None:
             then, self.when_closed = self.when_closed, None
