@@ -46,6 +46,7 @@ class Daemon:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
         self.ended = False
+        self.eof = False  # the end of its log has been read
         threading.Thread(target=self._read, daemon=True).start()
 
     def _popen(self, command: list[str]) -> subprocess.Popen:
@@ -83,6 +84,7 @@ class Daemon:
             except queue.Empty:
                 raise AssertionError(f"no {pattern!r} in the log: {self.log}") from None
             if line is None:
+                self.eof = True
                 raise AssertionError(f"twistd ended before {pattern!r}: {self.log}")
             self.log.append(line)
             match = re.search(pattern, line)
@@ -121,8 +123,9 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait()
-        while (line := self.lines.get(timeout=timeout)) is not None:
+        while not self.eof and (line := self.lines.get(timeout=timeout)) is not None:
             self.log.append(line)
+        self.eof = True
         return code
 
 

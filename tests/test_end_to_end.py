@@ -143,6 +143,47 @@ class ServerTests(DaemonTestCase):
             "(up to 1,024 MiB); give a smaller --rate-table\n")
         self.assertNotIn(b"Traceback", result.stdout)
 
+    def test_just_too_little_memory_fails_the_start_never_the_first_datagram(self) -> None:
+        """At every address-space limit near the least the daemon starts
+        with, it either listens and answers, or exits 1 with one line: it
+        never listens and then fails (or spins) at the first datagram."""
+
+        def under(limit: int) -> Daemon:
+            return Daemon("--interface", "127.0.0.1", "--port", "0", "--rate-table", "1024",
+                          preexec=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+
+        def listens(limit: int) -> bool:
+            daemon = under(limit)
+            try:
+                daemon.start()
+                return True
+            except AssertionError:
+                return False
+            finally:
+                daemon.stop(signal.SIGKILL)
+
+        step = 1 << 20
+        low, high = 16 * step, 512 * step  # Python cannot start / plenty
+        self.assertTrue(listens(high))
+        while high - low > step // 4:
+            middle = (low + high) // 2
+            low, high = (low, middle) if listens(middle) else (middle, high)
+        daemon = under(high)
+        self.addCleanup(daemon.stop)
+        port = daemon.start()
+        self.assertEqual(exchange("127.0.0.1", port, b"least")[0], b"LEAST")
+        self.assertEqual(daemon.summary()["replied"], 1)
+        lines = []
+        for limit in (high - step, high - 2 * step, high - 3 * step):
+            failed = under(limit)
+            self.assertEqual(failed.process.wait(60), 1)
+            failed.stop()
+            lines.append(failed.log[-1])
+            self.assertNotIn("udpupper listening", "\n".join(failed.log))
+            self.assertNotIn("Traceback", "\n".join(failed.log))
+        self.assertIn("udpupper: not enough memory for the receive buffers (4 MiB); give the "
+                      "daemon more memory, or a smaller --rate-table", lines)
+
     def test_metrics_endpoint_that_cannot_listen_is_one_clear_line(self) -> None:
         if not metrics.available():
             raise unittest.SkipTest(metrics.MISSING)

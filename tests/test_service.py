@@ -166,6 +166,48 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     @defer.inlineCallbacks
+    def test_a_read_that_fails_pauses_instead_of_spinning(self):
+        """No memory for the datagram, say: it stays queued, and the reactor
+        would call doRead again at once.  The port pauses, then answers it."""
+        port = self.start("127.0.0.1")
+        server = self.service.port
+        name = "_read_batches" if server.batch is not None else "_read_one_by_one"
+        read = getattr(server, name)
+        calls = []
+
+        def failing() -> None:
+            calls.append(reactor.seconds())
+            if len(calls) <= 2:
+                raise MemoryError
+            read()
+
+        setattr(server, name, failing)
+        reply, _ = yield exchange_in_thread("127.0.0.1", port, b"late but whole", 5)
+        self.assertEqual(reply, b"LATE BUT WHOLE")
+        self.assertEqual(len(calls), 3, "a read that fails is retried after a pause")
+        self.assertGreaterEqual(calls[2] - calls[0], 2 * port_module.READ_PAUSE * 0.9)
+        stats = self.service.stats
+        self.assertEqual((stats.received, stats.replied, stats.dropped), (1, 1, 0))
+        self.assertEqual(len(self.flushLoggedErrors(MemoryError)), 1)  # once a period
+
+    def test_no_memory_for_the_buffers_fails_the_start_in_one_line(self):
+        class NoMemory:
+            BATCH = 64
+
+            def reserve(self) -> None:
+                raise MemoryError
+
+        self.patch(ServerPort, "batch", NoMemory())
+        service = UpperService(0, "127.0.0.1", reactor)
+        with CapturedStderr() as stderr, self.assertRaises(SystemExit) as raised:
+            service.startService()
+        self.assertEqual(raised.exception.code, 1)
+        self.assertEqual(
+            stderr.text,
+            "udpupper: not enough memory for the receive buffers (4 MiB); give the "
+            "daemon more memory, or a smaller --rate-table\n")
+
+    @defer.inlineCallbacks
     def test_no_destination_information_no_reply(self):
         """Fail closed: on a wildcard bind, a datagram that comes without
         its destination (pktinfo turned off under us) is not answered."""

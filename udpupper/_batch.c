@@ -23,6 +23,11 @@
  *     Sends every reply without blocking; a reply the kernel refuses is
  *     skipped and listed with its index and errno, in order.
  *
+ * reserve() -> None
+ *     Allocates the receive buffers (4 MiB) now, or raises MemoryError: the
+ *     daemon calls it before it says it listens, so that too little memory
+ *     fails the start, not the first datagram.
+ *
  * check_control(control, flags) -> bytes | int
  *     The destination check of recv_batch on one message's raw ancillary
  *     data and flags: the ancillary data of the reply, or why there is none.
@@ -220,6 +225,23 @@ static long long now_ns(void)
     return now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
+/* The receive buffers, allocated once: 0, or -1 with MemoryError set. */
+static int allocate_buffers(void)
+{
+    if (!buffers && !(buffers = PyMem_RawMalloc((size_t)BATCH * BUFFER_SIZE))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *reserve(PyObject *module, PyObject *unused)
+{
+    if (allocate_buffers() < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *recv_batch(PyObject *module, PyObject *args)
 {
     int fd, count, pktinfo, received, i, spin_us = 0, last = 0, last_ipv4 = 0;
@@ -231,8 +253,8 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
         return NULL;
     if (count < 1 || count > BATCH)
         count = BATCH;
-    if (!buffers && !(buffers = PyMem_RawMalloc((size_t)BATCH * BUFFER_SIZE)))
-        return PyErr_NoMemory();
+    if (allocate_buffers() < 0)
+        return NULL;
     for (i = 0; i < count; i++) {
         vectors[i].iov_base = buffers + (size_t)i * BUFFER_SIZE;
         vectors[i].iov_len = BUFFER_SIZE;
@@ -501,6 +523,7 @@ static PyMethodDef methods[] = {
      "recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, (host, port), route), ...]"},
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [(index, errno), ...])"},
+    {"reserve", reserve, METH_NOARGS, "reserve() -> None: allocate the receive buffers now"},
     {"check_control", check_control, METH_VARARGS,
      "check_control(control, flags) -> reply's ancillary data (bytes) or why none (int)"},
     {NULL, NULL, 0, NULL},

@@ -45,6 +45,11 @@ READ_BUDGET = 256
 # reply, and the reactor's way round costs more than the wait.
 DEFAULT_BUSY_POLL = 50
 
+# After reading itself failed for a reason of ours (no memory for the
+# datagram, say), stop reading for this many seconds: the datagram is still
+# queued, and the reactor would call doRead again at once, for ever.
+READ_PAUSE = 0.1
+
 
 class UDPPort(udp.Port):
     """A UDP port that reads whole datagrams and writes them directly."""
@@ -146,6 +151,13 @@ class ServerPort(UDPPort):
         self._route = None
         self._queue: list | None = None
 
+    def startListening(self) -> None:
+        """Bind (unless adopted) and listen, with the receive buffers allocated
+        first: ``MemoryError`` here, at start, never at the first datagram."""
+        if self.batch is not None:
+            self.batch.reserve()
+        super().startListening()
+
     def createInternetSocket(self) -> socket.socket:
         return self._configure(super().createInternetSocket())
 
@@ -187,10 +199,24 @@ class ServerPort(UDPPort):
             else:
                 self._read_one_by_one()
         except Exception:
-            # A bug of ours, not a stranger's doing: count it, keep the port.
-            self.protocol.internal_error()
+            # Reading itself failed (a datagram's own exceptions are caught
+            # where it is delivered): ours, not a stranger's doing.  Log
+            # it once in a while, keep the port, and pause, or the reactor
+            # spins on the datagram still queued.  (No datagram was read: no
+            # drop is counted.)
+            self.protocol.log_error()
+            self._pause_reading()
         finally:
             self._sender = self._route = self._queue = None
+
+    def _pause_reading(self) -> None:
+        if self.connected:
+            self.stopReading()
+            self.reactor.callLater(READ_PAUSE, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if self.connected:
+            self.startReading()
 
     def _deliver(self, datagram: bytes, sender: tuple, route) -> None:
         self._sender, self._route = sender, route

@@ -41,6 +41,16 @@ def interfaces_to_try(interface: str | None) -> list[str]:
     return [interface] if interface else [DUAL_STACK, IPV4_ANY]
 
 
+def start_listening(port: ServerPort) -> None:
+    """Start listening on ``port``, or exit with one line when there is no
+    memory for its buffers (the hot loop allocates nothing of its own)."""
+    try:
+        port.startListening()
+    except MemoryError:
+        exit_with("udpupper: not enough memory for the receive buffers (4 MiB); "
+                  "give the daemon more memory, or a smaller --rate-table")
+
+
 def cannot_listen(interface: str, port: int, reason: str) -> NoReturn:
     """Exit, status 1, with one line on stderr: the daemon cannot bind."""
     exit_with(f"udpupper: cannot listen on {format_endpoint(interface, port)}: {reason}")
@@ -149,7 +159,7 @@ class UpperService(service.MultiService):
             busy_poll=self.busy_poll,
         )
         port.adopt(inherited)
-        port.startListening()
+        start_listening(port)
         return port
 
     def _listen(self) -> ServerPort:
@@ -164,7 +174,7 @@ class UpperService(service.MultiService):
                 self.busy_poll,
             )
             try:
-                port.startListening()
+                start_listening(port)
                 return port
             except CannotListenError as error:
                 errno = getattr(error.socketError, "errno", None)
