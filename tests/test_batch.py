@@ -71,6 +71,27 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(client.recv(65_535), b"")
         self.assertEqual(client.recv(65_535), b"X" * 65_507)
 
+    def test_counts_into_shared_memory(self) -> None:
+        import mmap
+
+        server, client = self.pair()
+        counts = mmap.mmap(-1, 32)
+        _batch.count_into(counts)
+        self.addCleanup(_batch.count_into, None)
+        for payload in (b"a", b"bb", b"ccc"):
+            client.sendto(payload, server.getsockname())
+        received = []
+        while len(received) < 3:
+            select.select([server], [], [], 5)
+            received += _batch.recv_batch(server.fileno(), 64, False)
+        replies = [(datagram.upper(), route) for datagram, _, route in received]
+        replies.append((b"x" * 70_000, replies[0][1]))
+        sent, sent_bytes, errors = _batch.send_batch(server.fileno(), replies)
+        self.assertEqual((sent, len(errors)), (3, 1))  # too large for UDP: not counted
+        self.assertEqual(memoryview(counts).cast("Q").tolist(), [3, 3, 6, 6])
+        with self.assertRaises(ValueError):
+            _batch.count_into(bytearray(8))
+
     def test_dual_stack_with_pktinfo_answers_from_the_address_asked(self) -> None:
         if NO_IPV6:
             raise unittest.SkipTest(NO_IPV6)

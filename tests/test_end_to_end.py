@@ -95,6 +95,32 @@ class ServerTests(DaemonTestCase):
         self.assertGreater(counters["replied"], 1000)
         self.assertEqual(replies, counters["replied"], counters)
 
+    def test_what_is_queued_at_sigterm_is_answered_and_counted(self) -> None:
+        """3,000 datagrams sent while the daemon is stopped, then SIGTERM:
+        what its socket held is answered, the rest is the kernel's drops,
+        and the summary adds up to what was sent."""
+        port = self.start_daemon("--rcvbuf", "262144", "--interface", "127.0.0.1")
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(peer.close)
+        set_receive_buffer(peer, 8 << 20)
+        self.daemon.process.send_signal(signal.SIGSTOP)
+        for number in range(3000):
+            peer.sendto(b"queued %d" % number, ("127.0.0.1", port))
+        self.daemon.process.send_signal(signal.SIGTERM)
+        self.daemon.process.send_signal(signal.SIGCONT)
+        counters = self.daemon.summary()
+        self.assertGreater(counters["received"], 256, counters)  # more than one read
+        self.assertEqual(counters["received"] + counters["kernel_drops"], 3000, counters)
+        self.assertEqual(counters["replied"], counters["received"], counters)
+        peer.setblocking(False)
+        replies = 0
+        while True:
+            try:
+                replies += peer.recv(100).startswith(b"QUEUED ")
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+        self.assertEqual(replies, counters["replied"])
+
     def test_sighup_logs_the_counters_and_goes_on(self) -> None:
         port = self.start_daemon()
         exchange("127.0.0.1", port, b"abc")

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from twisted.trial import unittest
@@ -16,6 +17,7 @@ from tests.processes import LISTENING, TWISTD, Daemon
 from tests.support import CapturedStderr, exchange
 from tests.test_metrics import parse
 from udpupper import metrics
+from udpupper.kernel import set_receive_buffer
 from udpupper.tap import PARENT_ONLY, Options, makeService, worker_options
 from udpupper.workers import Workers
 
@@ -347,6 +349,57 @@ class WorkersServiceTests(unittest.TestCase):
         self.assertEqual(len(stderr.text.splitlines()), 1)
 
 
+class WorkerCountersTests(unittest.TestCase):
+    def report(self, received: int, replied: int, **drops: int) -> dict:
+        return {"received": received, "replied": replied, "bytes_in": received,
+                "bytes_out": replied, "drops": drops}
+
+    def test_what_a_killed_worker_did_after_its_report_is_counted(self) -> None:
+        from udpupper.stats import Reason, Stats
+        from udpupper.workers import WorkerCounters
+
+        counters = WorkerCounters(["worker-1"])
+        counters.update("worker-1", self.report(10, 8, rate_limited=2))
+        shared = Stats()  # then it read 15 more and answered 12, and was killed
+        shared.received, shared.replied, shared.bytes_in, shared.bytes_out = 25, 20, 25, 20
+        last = counters.retire("worker-1", shared)
+        self.assertEqual((last.received, last.replied), (10, 8))  # as it said
+        total = counters.totals()
+        self.assertEqual((total.received, total.replied, total.bytes_out), (25, 20, 20))
+        self.assertEqual(total.counted(), {Reason.RATE_LIMITED: 2, Reason.WORKER_ENDED: 3})
+        counters.update("worker-1", self.report(4, 4))  # its successor
+        counters.retire("worker-1", shared_of(4, 4))  # stopped: all reported
+        total = counters.totals()
+        self.assertEqual((total.received, total.replied, total.dropped), (29, 24, 5))
+
+    def test_shared_counts_are_what_the_worker_counted(self) -> None:
+        from udpupper.supervised import SharedCounts, given_counts
+
+        shared = SharedCounts.for_worker("worker-1")
+        if shared is None:
+            raise unittest.SkipTest("memfd_create is Linux's")
+        self.addCleanup(shared.close)
+        worker_side = given_counts({"UDPUPPER_COUNTS": str(os.dup(shared.fd))})
+        view = memoryview(worker_side).cast("Q")
+        view[0], view[1], view[2], view[3] = 3, 2, 30, 20
+        counted = shared.stats()
+        self.assertEqual((counted.received, counted.replied, counted.bytes_in,
+                          counted.bytes_out), (3, 2, 30, 20))
+        shared.reset()
+        self.assertEqual(shared.stats().received, 0)
+        view.release()
+        worker_side.close()
+
+
+def shared_of(received: int, replied: int):
+    from udpupper.stats import Stats
+
+    shared = Stats()
+    shared.received, shared.replied, shared.bytes_in, shared.bytes_out = (
+        received, replied, received, replied)
+    return shared
+
+
 class DependableWorkersTests(unittest.TestCase):
     """Workers as dependable as one daemon: hung, crash-looping, orphaned,
     unable to start, and telling systemd when they serve."""
@@ -405,6 +458,79 @@ class DependableWorkersTests(unittest.TestCase):
         for number in range(20):
             source = f"127.0.{number}.1"
             self.assertEqual(exchange("127.0.0.1", port, b"x", source=source)[0], b"X")
+
+    def test_counts_survive_a_kill_loop_exactly(self) -> None:
+        """Load from 32 prefixes while both workers are killed six times, each
+        soon after it starts: what was sent is received or the kernel's drop;
+        every reply that came back is counted as replied, and what a killed
+        worker read and neither answered nor reported is ``worker_ended``.
+
+        The one gap is the kernel's: a worker killed inside ``recvmmsg`` dies
+        as the call returns, and the batch the kernel handed it is in no
+        counter, up to 64 datagrams a kill (a few a run in practice)."""
+        from udpupper.kernel import socket_drops
+
+        port = self.start(2)
+        parent = self.daemon.process.pid
+        senders = []
+        for number in range(32):
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.addCleanup(peer.close)
+            set_receive_buffer(peer, 4 << 20)
+            peer.bind((f"127.0.{number}.1", 0))
+            peer.setblocking(False)
+            senders.append(peer)
+        sent = replies = 0
+        stop = threading.Event()
+
+        def load() -> None:
+            nonlocal sent, replies
+            while not stop.is_set():
+                for peer in senders:  # 32 a round, about 20,000 a second
+                    peer.sendto(b"load", ("127.0.0.1", port))
+                    sent += 1
+                    try:
+                        while True:
+                            replies += peer.recv(16) == b"LOAD"
+                    except BlockingIOError:
+                        pass
+                time.sleep(0.0015)
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        try:
+            listening = 2
+            for _ in range(6):
+                time.sleep(0.4)
+                for pid in children(parent):
+                    os.kill(pid, signal.SIGKILL)
+                listening += 2
+                while sum("udpupper listening" in line for line in self.daemon.log) < listening:
+                    self.daemon.wait_for(LISTENING, timeout=15)
+        finally:
+            stop.set()
+            thread.join()
+        time.sleep(0.5)  # the workers answer what waits
+        for peer in senders:
+            try:
+                while True:
+                    replies += peer.recv(16) == b"LOAD"
+            except BlockingIOError:
+                pass
+        lost_here = sum(socket_drops(peer) or 0 for peer in senders)
+        self.daemon.stop()
+        line = self.daemon.find(r"udpupper workers stopped: (.*)").group(1)
+        counters = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+        self.assertGreater(sent, 20_000)
+        unseen = sent - counters["received"] - counters["kernel_drops"]
+        self.assertGreaterEqual(unseen, 0, line)
+        self.assertLessEqual(unseen, 64 * 12, line)  # at most a batch a kill
+        self.assertLessEqual(counters["replied"], replies + lost_here, line)
+        self.assertLessEqual(replies, counters["replied"], line)
+        self.assertEqual(counters["bytes_in"], 4 * counters["received"], line)
+        self.assertEqual(counters["bytes_out"], 4 * counters["replied"], line)
+        self.assertEqual(counters["received"],
+                         counters["replied"] + counters.get("worker_ended", 0), line)
 
     def test_a_stopped_worker_dies_with_a_killed_parent(self) -> None:
         port = self.start(2)

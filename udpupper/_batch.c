@@ -23,6 +23,14 @@
  *     Sends every reply without blocking; a reply the kernel refuses is
  *     skipped and listed with its index and errno, in order.
  *
+ * count_into(buffer | None) -> None
+ *     From now on, add what each recv_batch reads and each send_batch sends
+ *     to the four native uint64s of `buffer` (datagrams read, replies sent,
+ *     bytes read, bytes sent): what is read at once after the system call,
+ *     what is to be sent before it (what fails is taken off after).  The buffer is shared
+ *     memory its --workers parent reads: a worker killed before it reported
+ *     leaves what it read and sent counted.  None stops it.
+ *
  * reserve() -> None
  *     Allocates the receive buffers (4 MiB) now, or raises MemoryError: the
  *     daemon calls it before it says it listens, so that too little memory
@@ -45,6 +53,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -80,6 +89,7 @@ typedef union {
 #define MAX_SEGMENT 1472
 
 static int gso_off; /* the kernel refused UDP_SEGMENT: never try it again */
+static Py_buffer counts; /* count_into(): .buf is NULL when unset */
 static char *buffers;
 static struct mmsghdr messages[BATCH];
 static control_buffer send_controls[BATCH];
@@ -225,6 +235,27 @@ static long long now_ns(void)
     return now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
+static PyObject *count_into(PyObject *module, PyObject *buffer)
+{
+    Py_buffer view;
+
+    if (buffer != Py_None) {
+        if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0)
+            return NULL;
+        if (view.len < 4 * (Py_ssize_t)sizeof(uint64_t) || (uintptr_t)view.buf % sizeof(uint64_t)) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "count_into needs 32 aligned bytes");
+            return NULL;
+        }
+    }
+    if (counts.buf)
+        PyBuffer_Release(&counts);
+    memset(&counts, 0, sizeof(counts));
+    if (buffer != Py_None)
+        counts = view;
+    Py_RETURN_NONE;
+}
+
 /* The receive buffers, allocated once: 0, or -1 with MemoryError set. */
 static int allocate_buffers(void)
 {
@@ -276,6 +307,13 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return PyList_New(0);
         return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (counts.buf) {
+        uint64_t bytes = 0;
+        for (i = 0; i < received; i++)
+            bytes += messages[i].msg_len;
+        __atomic_fetch_add((uint64_t *)counts.buf, (uint64_t)received, __ATOMIC_RELAXED);
+        __atomic_fetch_add((uint64_t *)counts.buf + 2, bytes, __ATOMIC_RELAXED);
     }
     if (!(list = PyList_New(received)))
         return NULL;
@@ -393,7 +431,8 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
 {
     int fd;
     PyObject *replies, *errors;
-    Py_ssize_t total, start, sent = 0, sent_bytes = 0;
+    Py_ssize_t total, start, sent = 0, sent_bytes = 0, sent_before = 0, bytes_before = 0;
+    uint64_t chunk_bytes = 0;
 
     if (!PyArg_ParseTuple(args, "iO!", &fd, &PyList_Type, &replies))
         return NULL;
@@ -468,6 +507,18 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
             }
             i = j;
         }
+        /* Counted as sent before the call, and what failed taken off after:
+         * a worker killed during the call never returns from it, and the
+         * kernel has sent the replies by then. */
+        if (counts.buf) {
+            chunk_bytes = 0;
+            for (i = 0; i < count; i++)
+                chunk_bytes += vectors[i].iov_len;
+            sent_before = sent;
+            bytes_before = sent_bytes;
+            __atomic_fetch_add((uint64_t *)counts.buf + 1, (uint64_t)count, __ATOMIC_RELAXED);
+            __atomic_fetch_add((uint64_t *)counts.buf + 3, chunk_bytes, __ATOMIC_RELAXED);
+        }
         while (at < m) {
             int done = sendmmsg(fd, messages + at, m - at, MSG_DONTWAIT), k;
 
@@ -514,6 +565,12 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
             }
             at += done;
         }
+        if (counts.buf) {
+            __atomic_fetch_sub((uint64_t *)counts.buf + 1, (uint64_t)(count - (sent - sent_before)),
+                               __ATOMIC_RELAXED);
+            __atomic_fetch_sub((uint64_t *)counts.buf + 3,
+                               chunk_bytes - (uint64_t)(sent_bytes - bytes_before), __ATOMIC_RELAXED);
+        }
     }
     return Py_BuildValue("(nnN)", sent, sent_bytes, errors);
 }
@@ -523,6 +580,8 @@ static PyMethodDef methods[] = {
      "recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, (host, port), route), ...]"},
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [(index, errno), ...])"},
+    {"count_into", count_into, METH_O,
+     "count_into(buffer | None) -> None: count datagrams and bytes read and sent in shared memory"},
     {"reserve", reserve, METH_NOARGS, "reserve() -> None: allocate the receive buffers now"},
     {"check_control", check_control, METH_VARARGS,
      "check_control(control, flags) -> reply's ancillary data (bytes) or why none (int)"},

@@ -13,6 +13,7 @@ destination check (:mod:`udpupper.destination`).
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from errno import ECONNREFUSED, EINTR
 
@@ -150,6 +151,16 @@ class ServerPort(UDPPort):
         self._sender: tuple | None = None
         self._route = None
         self._queue: list | None = None
+        self._counts: memoryview | None = None  # see count_into
+
+    def count_into(self, counts) -> None:
+        """Count every datagram read and every reply sent, and their bytes,
+        at once, in ``counts``: four native uint64s of shared memory where a
+        ``--workers`` parent reads what a worker killed before it reported
+        did."""
+        self._counts = memoryview(counts).cast("B").cast("Q")
+        if self.batch is not None:
+            self.batch.count_into(counts)
 
     def startListening(self) -> None:
         """Bind (unless adopted) and listen, with the receive buffers allocated
@@ -185,7 +196,19 @@ class ServerPort(UDPPort):
                 self._queue.append((datagram, self._route))
             else:
                 ancillary, raw_addr = self._route
-                self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
+                counts = self._counts
+                if counts is None:
+                    self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
+                    return
+                # Counted before the call (a worker killed in it never returns).
+                counts[1] += 1
+                counts[3] += len(datagram)
+                try:
+                    self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
+                except BaseException:
+                    counts[1] -= 1
+                    counts[3] -= len(datagram)
+                    raise
         else:
             host, port = addr[:2]
             if self.addressFamily == socket.AF_INET6 and ":" not in host:
@@ -193,11 +216,27 @@ class ServerPort(UDPPort):
             self.socket.sendto(datagram, (host, port))
 
     def doRead(self) -> None:
+        self._read()
+
+    def drain(self, seconds: float) -> int:
+        """Answer what waits in the socket, for at most ``seconds``: at a stop,
+        so that what was sent before it is answered and counted.  How many
+        datagrams were read."""
+        deadline = time.monotonic() + seconds
+        total = 0
+        while self.connected and time.monotonic() < deadline:
+            handled = self._read()
+            if not handled:
+                break
+            total += handled
+        return total
+
+    def _read(self) -> int:
+        """Read and answer up to READ_BUDGET datagrams: how many were read."""
         try:
             if self.batch is not None:
-                self._read_batches()
-            else:
-                self._read_one_by_one()
+                return self._read_batches()
+            return self._read_one_by_one()
         except Exception:
             # Reading itself failed (a datagram's own exceptions are caught
             # where it is delivered): ours, not a stranger's doing.  Log
@@ -206,6 +245,7 @@ class ServerPort(UDPPort):
             # drop is counted.)
             self.protocol.log_error()
             self._pause_reading()
+            return 0
         finally:
             self._sender = self._route = self._queue = None
 
@@ -225,7 +265,7 @@ class ServerPort(UDPPort):
         except Exception:
             self.protocol.internal_error()
 
-    def _read_batches(self) -> None:
+    def _read_batches(self) -> int:
         """The hot loop: a batch in, each datagram delivered, the replies out."""
         fd = self.socket.fileno()
         recv_batch = self.batch.recv_batch
@@ -241,9 +281,9 @@ class ServerPort(UDPPort):
                 handled += 1  # a persistent error must not hold the reactor
                 if self._receive_failed(error):
                     continue
-                return
+                return handled
             if not datagrams:
-                return
+                return handled
             handled += len(datagrams)
             self._queue = queue = []
             try:
@@ -262,6 +302,7 @@ class ServerPort(UDPPort):
                 if queue:
                     self._send(fd, queue)
             spin = self.busy_poll
+        return handled
 
     def _send(self, fd: int, queue: list) -> None:
         """Send the batch's replies; hand back those the kernel refused."""
@@ -274,12 +315,18 @@ class ServerPort(UDPPort):
         for index, errno in errors:
             self.protocol.send_failed(queue[index][0], errno)
 
-    def _read_one_by_one(self) -> None:
+    def _read_one_by_one(self) -> int:
         space = CONTROL_SPACE if self.pktinfo else 0
         refuse = self.protocol.refuse
+        counts = self._counts
+        handled = 0
         for datagram, ancdata, flags, addr in self._received(
             self.socket.recvmsg, MAX_DATAGRAM, space
         ):
+            handled += 1
+            if counts is not None:
+                counts[0] += 1
+                counts[2] += len(datagram)
             if self.pktinfo:
                 destination = check_destination(ancdata, flags)
                 if destination.__class__ is not Destination:
@@ -294,3 +341,4 @@ class ServerPort(UDPPort):
             if ipv4 and host.startswith("::ffff:"):
                 host = host[7:]
             self._deliver(datagram, (host, addr[1]), (ancillary, addr))
+        return handled

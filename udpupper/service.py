@@ -29,6 +29,7 @@ IPV4_ANY = "0.0.0.0"
 
 DEFAULT_RCVBUF = 4 * 1024 * 1024  # bytes: rides out bursts at full speed
 CHECK_INTERVAL = 1.0  # seconds between two looks at the kernel's drops
+DRAIN_TIME = 1.0  # at a stop, answer what waits in the socket this long at most
 
 
 def format_endpoint(host: str, port: int) -> str:
@@ -144,6 +145,9 @@ class UpperService(service.MultiService):
         elif (given := supervised.given_socket()) is not None:
             self.port, self.given_by = self._adopt(given), "its --workers parent"
             self.reporter = supervised.Reporter.from_environment()
+            counts = supervised.given_counts()
+            if counts is not None:
+                self.port.count_into(counts)
         else:
             self.port = self._listen()
         super().privilegedStartService()
@@ -255,6 +259,10 @@ class UpperService(service.MultiService):
 
     def stopService(self):
         systemd.notify("STOPPING=1")
+        if self.port is not None:
+            # What was sent before the stop is answered and counted, not
+            # thrown away with the socket (bounded: a flood may not end).
+            self.port.drain(DRAIN_TIME)
         super().stopService()
         self.check()
         self.log.info("udpupper stopped: {summary}", summary=self.stats.summary())

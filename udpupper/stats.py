@@ -32,6 +32,9 @@ class Reason(str, Enum):
     SEND_ERROR = "send_error"
     # A bug of ours: counted and logged, and the daemon goes on.
     INTERNAL_ERROR = "internal_error"
+    # Read by a --workers worker that ended (killed, say) before it reported
+    # what became of it: some of these may have been answered.
+    WORKER_ENDED = "worker_ended"
     # Dropped by the kernel before the daemon could read it.
     RECEIVE_BUFFER_FULL = "receive_buffer_full"
 

@@ -10,6 +10,7 @@ nothing), and it ends with its parent, however the parent ends.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
 import socket
@@ -23,7 +24,11 @@ from udpupper.stats import Stats
 PARENT = "UDPUPPER_PARENT"
 SOCKET = "UDPUPPER_SOCKET"
 REPORT = "UDPUPPER_REPORT"
-SOCKET_FD, REPORT_FD = 3, 4  # where the parent puts them
+# And the shared memory where it counts what it reads and sends, as it does:
+# four native uint64s, datagrams read, replies sent, bytes read, bytes sent.
+COUNTS = "UDPUPPER_COUNTS"
+SOCKET_FD, REPORT_FD, COUNTS_FD = 3, 4, 5  # where the parent puts them
+COUNTS_SIZE = 32
 PR_SET_PDEATHSIG = 1  # prctl(2), Linux
 
 
@@ -56,6 +61,48 @@ def given_socket(environ: MutableMapping[str, str] = os.environ) -> socket.socke
     sock = socket.socket(fileno=int(fd))  # family and type are read from fd
     sock.setblocking(False)
     return sock
+
+
+class SharedCounts:
+    """In the parent: what worker ``name`` has read and sent, counted by the
+    worker in shared memory as it does it (a memfd passed as COUNTS_FD)."""
+
+    def __init__(self, name: str) -> None:
+        self.fd = os.memfd_create(f"udpupper-{name}-counts", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, COUNTS_SIZE)
+        self.memory = mmap.mmap(self.fd, COUNTS_SIZE)
+        self.view = memoryview(self.memory).cast("Q")
+
+    def reset(self) -> None:
+        """Before a new worker starts: it counts from 0."""
+        self.view[0] = self.view[1] = self.view[2] = self.view[3] = 0
+
+    def stats(self) -> Stats:
+        """What the worker read and sent: received, replied, bytes_in, bytes_out."""
+        counted = Stats()
+        (counted.received, counted.replied, counted.bytes_in,
+         counted.bytes_out) = self.view.tolist()
+        return counted
+
+    def close(self) -> None:
+        self.view.release()
+        self.memory.close()
+        os.close(self.fd)
+
+    @classmethod
+    def for_worker(cls, name: str) -> SharedCounts | None:
+        """None where there is no memfd_create (not Linux)."""
+        return cls(name) if hasattr(os, "memfd_create") else None
+
+
+def given_counts(environ: MutableMapping[str, str] = os.environ) -> mmap.mmap | None:
+    """In a worker: the memory where it counts what it reads and sends (read once)."""
+    fd = environ.pop(COUNTS, None)
+    if fd is None:
+        return None
+    counts = mmap.mmap(int(fd), COUNTS_SIZE)
+    os.close(int(fd))  # the mapping stays
+    return counts
 
 
 class Reporter:

@@ -61,9 +61,18 @@ from udpupper.service import (
     on_hangup,
     stop_once,
 )
-from udpupper.stats import Stats
+from udpupper.stats import Reason, Stats
 from udpupper.steering import attach, bind_group
-from udpupper.supervised import PARENT, REPORT, REPORT_FD, SOCKET, SOCKET_FD
+from udpupper.supervised import (
+    PARENT,
+    COUNTS,
+    COUNTS_FD,
+    REPORT,
+    REPORT_FD,
+    SOCKET,
+    SOCKET_FD,
+    SharedCounts,
+)
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -125,10 +134,23 @@ class WorkerCounters:
         stats.kernel_drops = 0  # the socket's: the parent reads them itself
         self.prefixes[name] = int(report.get("prefixes", 0))
 
-    def retire(self, name: str) -> Stats:
-        """A worker ended: keep its counts in the totals; its own start over."""
+    def retire(self, name: str, shared: Stats | None = None) -> Stats:
+        """A worker ended: keep its counts in the totals; its own start over.
+
+        ``shared`` is what it read and sent, counted in shared memory as it
+        did: what its last report does not cover is counted too (replies as
+        replied, the rest as ``worker_ended``), so that nothing it read is in
+        no counter.  What it returns is the last report, as the worker said.
+        """
         last = self.current[name]
-        self.retired[name].add(last)
+        counted = Stats()
+        counted.add(last)
+        if shared is not None:
+            for field in ("received", "replied", "bytes_in", "bytes_out"):
+                setattr(counted, field, max(getattr(shared, field), getattr(last, field)))
+            counted.drops[Reason.WORKER_ENDED] += max(
+                counted.received - counted.replied - counted.dropped, 0)
+        self.retired[name].add(counted)
         self.current[name] = Stats()
         self.prefixes[name] = 0
         return last
@@ -202,6 +224,8 @@ class Workers(service.Service):
         self.env.update({PARENT: str(os.getpid()), SOCKET: str(SOCKET_FD),
                          REPORT: str(REPORT_FD)})
         self.sockets: list[socket.socket] = []
+        # What each worker read and sent, counted in shared memory.
+        self.shared = {name: SharedCounts.for_worker(name) for name in self.names}
         self.steered = False
         self.counters = WorkerCounters(self.names)
         self.protocols: dict[str, WorkerProtocol] = {}
@@ -261,10 +285,17 @@ class Workers(service.Service):
         self.protocols[name] = protocol
         self.started_at[name] = self.reactor.seconds()
         self.reported_at[name] = None
+        child_fds: dict[int, int | str] = {
+            0: "w", 1: "r", 2: "r", SOCKET_FD: sock.fileno(), REPORT_FD: "r"}
+        env = self.env
+        shared = self.shared[name]
+        if shared is not None:
+            shared.reset()
+            child_fds[COUNTS_FD] = shared.fd
+            env = {**env, COUNTS: str(COUNTS_FD)}
         try:
             self.reactor.spawnProcess(
-                protocol, self.command[0], self.command, env=self.env,
-                childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: sock.fileno(), REPORT_FD: "r"},
+                protocol, self.command[0], self.command, env=env, childFDs=child_fds,
             )
         except OSError as error:
             del self.protocols[name]
@@ -313,7 +344,8 @@ class Workers(service.Service):
         """A worker ended: log it, keep its counts, start another (or give up)."""
         if self.protocols.get(name) is protocol:
             del self.protocols[name]
-        last = self.counters.retire(name)
+        shared = self.shared[name]
+        last = self.counters.retire(name, shared.stats() if shared else None)
         never_served = self.reported_at[name] is None
         if self.stopping or not self.running:
             if not self.protocols and self.all_ended is not None:
@@ -367,6 +399,7 @@ class Workers(service.Service):
         os._exit(1)
 
     # -- counters ---------------------------------------------------------
+
 
     def kernel_drops(self) -> dict[str, int]:
         """The kernel's drops on each worker's socket (the parent holds them all)."""
@@ -433,3 +466,6 @@ class Workers(service.Service):
                       summary=self.totals().summary(), count=len(self.names))
         for sock in self.sockets:
             sock.close()
+        for shared in self.shared.values():
+            if shared is not None:
+                shared.close()
