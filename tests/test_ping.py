@@ -127,6 +127,41 @@ class PingTests(unittest.TestCase):
                          "4 packets transmitted, 3 received, +1 duplicates, +2 errors, "
                          "25% packet loss, time 4500ms")
 
+    def test_a_path_slower_than_the_timeout_loses_nothing(self) -> None:
+        """Every reply 1.5 s late with --timeout 1: each probe is said to have
+        no answer yet, then counted when its reply comes, the last ones too."""
+        pinger = self.make(count=6, timeout=1.0)
+        for tick in range(1, 40):
+            self.clock.advance(0.25)
+            for seq in range(6):
+                if abs(seq * 1.0 + 1.5 - tick * 0.25) < 1e-9:
+                    self.answer(pinger, seq)
+        self.assertEqual(self.statuses, [0])
+        self.assertEqual(pinger.summary("h")[1:], [
+            "6 packets transmitted, 6 received, 0% packet loss, time 6500ms",
+            "rtt min/avg/max/mdev = 1500.000/1500.000/1500.000/0.000 ms",
+        ])
+        self.assertEqual(self.lines.count("no answer yet for seq=5"), 1)
+
+    def test_a_duplicate_of_the_last_reply_counts(self) -> None:
+        pinger = self.make(count=2, timeout=1.0)
+        self.clock.advance(0.002)
+        self.answer(pinger, 0)
+        self.clock.advance(0.998)  # seq 1 sent at 1.0
+        self.clock.advance(0.002)
+        self.answer(pinger, 1)
+        self.assertEqual(self.statuses, [])  # a duplicate may still come
+        self.clock.advance(0.003)
+        self.answer(pinger, 1)
+        self.clock.advance(0.004)
+        self.assertEqual(self.statuses, [])
+        self.clock.advance(0.0011)  # 10 ms after the last probe: done
+        self.assertEqual(self.statuses, [0])
+        self.assertEqual(pinger.summary("h")[1],
+                         "2 packets transmitted, 2 received, +1 duplicates, 0% packet loss, "
+                         "time 1002ms")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_nothing_answered_ends_after_the_last_timeout_with_1(self) -> None:
         pinger = self.make(count=2)
         self.clock.advance(1.0)

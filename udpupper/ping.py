@@ -22,6 +22,9 @@ SLOTS = 100_000  # probes remembered for late and duplicate replies; divides WIR
 MIN_SIZE = 8  # seven digits and a space
 FILLER = b" udpupper ping probe"  # lower case: the reply shows the upper-casing
 UDP_HEADER = 8
+# After the last probe, once every probe is answered, wait this long at least
+# (and twice the longest round trip) for a duplicate of the last reply.
+DUPLICATE_GRACE = 0.01
 
 
 def probe(seq: int, size: int) -> bytes:
@@ -134,6 +137,9 @@ class Ping(DatagramProtocol):
         self.unsettled = 0  # probes neither answered nor timed out
         self.sender: IDelayedCall | None = None
         self.expiry: IDelayedCall | None = None
+        self.linger: IDelayedCall | None = None
+        self.last_sent = 0.0
+        self.last_settled = 0.0  # when a probe was last answered or timed out
         self.started: float | None = None
         self.ended: float | None = None
         self.when_done: Callable[[int], object] | None = None
@@ -151,6 +157,7 @@ class Ping(DatagramProtocol):
         stats = self.stats
         seq = stats.transmitted
         sent = Probe(seq, self.now())
+        self.last_sent = sent.sent_at
         wire = seq % WIRE_SEQ
         self.probes.pop((wire - SLOTS) % WIRE_SEQ, None)
         self.probes[wire] = sent
@@ -181,6 +188,7 @@ class Ping(DatagramProtocol):
             if not sent.replies:
                 sent.expired = True
                 self.unsettled -= 1
+                self.last_settled = self.now()
                 self._line(f"no answer yet for seq={sent.seq}")
         self._arm_expiry()
         self._maybe_done()
@@ -206,6 +214,7 @@ class Ping(DatagramProtocol):
             self._line(f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms (DUP!)")
             return
         self.stats.add(rtt)
+        self.last_settled = arrived
         if not sent.expired:
             self.unsettled -= 1
         self._line(f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms")
@@ -216,15 +225,35 @@ class Ping(DatagramProtocol):
             self.say(text)
 
     def _maybe_done(self) -> None:
-        if self.sender is None and self.unsettled == 0 and self.when_done is not None:
+        """After the last probe: finish once late replies can no longer come.
+
+        As ``ping`` does, wait twice the longest round trip seen after the
+        last probe, so a reply slower than ``--timeout`` still counts as
+        received (its probe was said to have no answer yet): at least
+        ``timeout`` while a probe is unanswered, and DUPLICATE_GRACE once all
+        are, for a duplicate of the last reply.
+        """
+        if self.sender is not None or self.when_done is None:
+            return
+        longest = 2 * self.stats.rtt_max
+        wait = max(longest, DUPLICATE_GRACE if self.unsettled == 0 else self.timeout)
+        due = self.last_sent + wait - self.now()
+        if self.linger is not None and self.linger.active():
+            self.linger.cancel()
+        self.linger = None
+        if due <= 1e-9:
+            # The time ping reports: to the last answer or timeout, not the wait.
+            self.ended = max(self.last_settled, self.last_sent)
             self.finish()
+        else:
+            self.linger = self.clock.callLater(due, self._maybe_done)
 
     def finish(self) -> None:
         """Stop probing and waiting (the end, or Ctrl-C): say ``when_done``."""
-        for timer in (self.sender, self.expiry):
+        for timer in (self.sender, self.expiry, self.linger):
             if timer is not None and timer.active():
                 timer.cancel()
-        self.sender = self.expiry = None
+        self.sender = self.expiry = self.linger = None
         if self.ended is None:
             self.ended = self.now()
         if self.when_done is not None:
