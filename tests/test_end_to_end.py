@@ -166,7 +166,7 @@ class ServerTests(DaemonTestCase):
         self.assertEqual(
             result.stderr.decode(),
             "udpupper: not enough memory for the tables of --rate-table 16777216 "
-            "(up to 1,024 MiB); give a smaller --rate-table\n")
+            "(up to 1,056 MiB); give a smaller --rate-table\n")
         self.assertNotIn(b"Traceback", result.stdout)
 
     def test_just_too_little_memory_fails_the_start_never_the_first_datagram(self) -> None:
@@ -433,11 +433,11 @@ class ClientOnABadPathTests(DaemonTestCase):
         server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         server.bind(("127.0.0.1", 0))
         self.addCleanup(server.close)
-        running = [True]
+        stop = threading.Event()
 
         def serve() -> None:
             server.settimeout(0.1)
-            while running[0]:
+            while not stop.is_set():
                 try:
                     datagram, source = server.recvfrom(65_535)
                 except OSError:
@@ -447,7 +447,7 @@ class ClientOnABadPathTests(DaemonTestCase):
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         self.addCleanup(thread.join)
-        self.addCleanup(running.clear)
+        self.addCleanup(stop.set)
         result = run_client("--port", str(server.getsockname()[1]), "--timeout", "0.2",
                             "--retries", "1", stdin=b"Mixed Case\nLower\n123\n")
         self.assertEqual(result.returncode, 1)

@@ -118,6 +118,91 @@ class NewKeyTests(unittest.TestCase):
         self.assertRaises(ValueError, self.RateLimiter, 10, 20, 100, -1)
 
 
+class ProbationTests(unittest.TestCase):
+    """With the sender given, a key not in the table is on probation until
+    an address of it asks again: how new clients get in under a flood of
+    spoofed sources, and known ones stay known."""
+
+    RateLimiter = ratelimit.RateLimiter
+
+    def test_the_first_is_answered_and_the_second_takes_the_key_in(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
+        self.assertNotIn(A, limiter)
+        answered = sum(bool(limiter.allow(A, 0.0, "192.0.2.1")) for _ in range(30))
+        self.assertIn(A, limiter)
+        self.assertEqual(1 + answered, 20)  # a burst in all, the first reply included
+
+    def test_another_address_of_a_key_answered_takes_it_in(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
+        answered = sum(bool(limiter.allow(A, 0.1, f"192.0.2.{n}")) for n in range(2, 40))
+        self.assertIn(A, limiter)
+        self.assertEqual(1 + answered, 20)  # a burst in all: exact per key
+
+    def test_a_key_refused_at_first_is_not_remembered_but_its_address_is(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=1)
+        self.assertIs(limiter.allow(B, 0.0, "198.51.100.1"), True)  # the one new key a second
+        self.assertIsNone(limiter.allow(A, 0.0, "192.0.2.1"))
+        self.assertIsNone(limiter.allow(A, 0.0, "192.0.2.2"))  # A was not answered
+        self.assertIs(limiter.allow(A, 0.5, "192.0.2.1"), True)  # .1 asks again: in
+        self.assertIn(A, limiter)
+
+    def test_probation_ends(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
+        # Two generations of PROBATION_TIME later, .1 is a stranger again.
+        later = 2 * ratelimit.PROBATION_TIME + 0.01
+        self.assertIs(limiter.allow(A, later, "192.0.2.1"), True)
+        self.assertNotIn(A, limiter)
+
+    def test_a_flood_of_new_sources_leaves_the_table_alone(self) -> None:
+        """10,000 new sources a second for a minute: the one known key, quiet
+        all along, is still known, and nothing else was taken in."""
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        limiter.allow(A, 0.0, "192.0.2.1")
+        limiter.allow(A, 0.0, "192.0.2.1")
+        self.assertIn(A, limiter)
+        for second in range(60):
+            for n in range(10_000):
+                number = second * 10_000 + n
+                limiter.allow(number.to_bytes(4, "big"), second + n / 10_000,
+                              f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}")
+        self.assertEqual(len(limiter), 1)
+        self.assertIn(A, limiter)
+        self.assertEqual(replies(limiter, A, 30, 60.0), 20)  # its burst, as it was
+
+    def test_new_clients_that_ask_twice_get_in_under_a_flood(self) -> None:
+        """150,000 new sources a second, and 200 new clients among them, each
+        asking twice a second apart: every one answered by its second try."""
+        limiter = self.RateLimiter(rate=200, burst=400, size=65_536, new_rate=10_000)
+        tries = {}  # client -> the times it asks
+        for client in range(200):
+            first = 0.5 + client * 0.01
+            tries[client] = (first, first + 1.0)
+        asks = sorted((at, client) for client, times in tries.items() for at in times)
+        answered: dict[int, int] = {}
+        flood = 0
+        for at, client in asks:
+            while flood < at * 150_000:  # the flood up to this moment
+                limiter.allow(b"f%d" % flood, flood / 150_000, "spoofed %d" % flood)
+                flood += 1
+            if client not in answered and limiter.allow(b"c%d" % client, at, "client %d" % client):
+                answered[client] = tries[client].index(at) + 1
+        self.assertEqual(len(answered), 200)
+        self.assertLessEqual(len(limiter), 200)
+
+    def test_keys_taken_in_again_have_a_rate_of_their_own(self) -> None:
+        """An attacker who sends twice from each spoofed address takes in at
+        most ``new_rate`` keys a second."""
+        limiter = self.RateLimiter(rate=10, burst=20, size=100_000, new_rate=100)
+        for n in range(5_000):
+            limiter.allow(b"k%d" % n, 0.5, "s%d" % n)
+        for n in range(5_000):
+            limiter.allow(b"k%d" % n, 0.6, "s%d" % n)
+        self.assertEqual(len(limiter), 100)
+
+
 class ClockStepTests(unittest.TestCase):
     """Time is the caller's: it may step back or jump ahead (a wall clock
     set by hand or by NTP).  No prefix is starved, none gets past its burst."""
@@ -219,6 +304,31 @@ class ImplementationsAgreeTests(unittest.TestCase):
                 [b"prefix %d" % k in python for k in range(10)],
             )
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        rate=st.sampled_from([0.5, 1, 10, 200]),
+        burst=st.sampled_from([1, 2.5, 20]),
+        size=st.integers(1, 6),
+        new_rate=st.sampled_from([0, 1, 50]),
+        probation=st.integers(1, 5),
+        steps=st.lists(
+            st.tuples(st.integers(0, 5), st.integers(0, 9),
+                      st.floats(-0.5, 2.0, allow_nan=False)), max_size=80
+        ),
+    )
+    def test_same_answers_with_senders_on_probation(
+        self, rate, burst, size, new_rate, probation, steps
+    ) -> None:
+        ours = ratelimit.RateLimiter(rate, burst, size, new_rate, probation)
+        python = PythonRateLimiter(rate, burst, size, new_rate, probation)
+        now = 0.0
+        for key, sender, step in steps:
+            now += step
+            key, sender = b"prefix %d" % key, ("192.0.2.%d" % sender, 4000)
+            self.assertEqual(ours.allow(key, now, sender), python.allow(key, now, sender),
+                             (key, sender, now))
+            self.assertEqual(len(ours), len(python))
+
     def test_not_a_number_for_now_is_an_error(self) -> None:
         for limiter in (ratelimit.RateLimiter(1, 1), PythonRateLimiter(1, 1)):
             self.assertRaises(TypeError, limiter.allow, b"key", "now")
@@ -233,4 +343,5 @@ def in_python(case: type) -> type:
 PythonRateLimiterTests = in_python(RateLimiterTests)
 PythonNewKeyTests = in_python(NewKeyTests)
 PythonClockStepTests = in_python(ClockStepTests)
+PythonProbationTests = in_python(ProbationTests)
 PythonEvictionTests = in_python(EvictionTests)

@@ -22,6 +22,11 @@
  * seen is in `recent`, or is copied there from `older`; when `recent` holds
  * `size` keys the arrays swap and the new `recent` is cleared.  16 bytes a
  * slot, four slots a key: 4 MiB at the default 65,536 keys.
+ *
+ * What is on probation (the senders, allow's third argument, and keys) is
+ * two more arrays of twice `probation` hashes, 8 bytes each, that swap the
+ * same way, and every PROBATION_TIME seconds too: 8 MiB at the least,
+ * 262,144 entries a generation.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -39,12 +44,17 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     double rate, burst, new_rate;
-    double interval, depth, limit, new_interval, new_limit, new_full_at;
-    Py_ssize_t size;
+    double interval, depth, limit, new_interval, new_limit, new_full_at, promoted_full_at;
+    Py_ssize_t size, probation;
     slot *recent, *older;
     Py_ssize_t recent_count, older_count, copied; /* copied: from older */
     uint64_t mask, multiplier;
     int shift;
+    uint64_t *seen, *seen_before; /* senders on probation: hash plus one, 0 free */
+    Py_ssize_t seen_count;
+    double seen_since; /* when `seen` began */
+    uint64_t seen_mask;
+    int seen_shift;
 } Limiter;
 
 /* The slot of `hash` in `table`, or the free slot where it would go
@@ -56,6 +66,65 @@ static inline slot *find(const Limiter *self, slot *table, uint64_t hash)
     while (table[at].hash && table[at].hash != hash)
         at = (at + 1) & self->mask;
     return &table[at];
+}
+
+#define PROBATION_TIME 2.0 /* ratelimit.PROBATION_TIME */
+
+static void next_generation(Limiter *self, double now)
+{
+    uint64_t *cleared = self->seen_before;
+
+    memset(cleared, 0, (size_t)(self->seen_mask + 1) * sizeof(uint64_t));
+    self->seen_before = self->seen;
+    self->seen = cleared;
+    self->seen_count = 0;
+    self->seen_since = now;
+}
+
+static int on_probation(const Limiter *self, uint64_t hash)
+{
+    for (int generation = 0; generation < 2; generation++) {
+        const uint64_t *table = generation ? self->seen_before : self->seen;
+        for (uint64_t at = (hash * self->multiplier) >> self->seen_shift; table[at];
+             at = (at + 1) & self->seen_mask)
+            if (table[at] == hash)
+                return 1;
+    }
+    return 0;
+}
+
+static void put_on_probation(Limiter *self, uint64_t hash, double now)
+{
+    uint64_t at;
+
+    if (self->seen_count >= self->probation)
+        next_generation(self, now);
+    for (at = (hash * self->multiplier) >> self->seen_shift; self->seen[at];
+         at = (at + 1) & self->seen_mask)
+        if (self->seen[at] == hash)
+            return;
+    self->seen[at] = hash;
+    self->seen_count++;
+}
+
+/* One bucket of a second's worth for keys together: whether one more may
+ * pass at `now`, `*full_at` its state. */
+static int gate(const Limiter *self, double *full_at, double now)
+{
+    double at = *full_at;
+
+    if (!self->new_interval)
+        return 1;
+    if (at < now)
+        at = now;
+    else if (at > now + 1.0)
+        at = now + 1.0; /* the clock stepped back */
+    if (at - now > self->new_limit) {
+        *full_at = at;
+        return 0;
+    }
+    *full_at = at + self->new_interval;
+    return 1;
 }
 
 static uint64_t stored_hash(PyObject *key, int *error)
@@ -92,13 +161,14 @@ static int bad_setting(const char *what, double value)
 
 static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"rate", "burst", "size", "new_rate", NULL};
+    static char *names[] = {"rate", "burst", "size", "new_rate", "probation", NULL};
     double rate, burst, new_rate = 0.0;
-    Py_ssize_t size = 65536, capacity = 8;
-    int bits = 3;
+    Py_ssize_t size = 65536, capacity = 8, probation = -1, seen_capacity = 8;
+    int bits = 3, seen_bits = 3;
+    PyObject *probation_arg = Py_None;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dd|nd", names, &rate, &burst, &size,
-                                     &new_rate))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dd|ndO", names, &rate, &burst, &size,
+                                     &new_rate, &probation_arg))
         return -1;
     if (!(rate > 0))
         return bad_setting("rate must be more than 0, not %U", rate);
@@ -110,7 +180,20 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
     }
     if (!(new_rate >= 0))
         return bad_setting("new_rate must be 0 or more, not %U", new_rate);
-    if (size > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(slot))) {
+    if (probation_arg == Py_None) {
+        probation = 4 * (size < (1 << 20) ? size : (1 << 20)); /* ratelimit.probation_size */
+        probation = probation < (1 << 18) ? (1 << 18) : probation > (1 << 20) ? (1 << 20) : probation;
+    } else {
+        probation = PyLong_AsSsize_t(probation_arg);
+        if (probation == -1 && PyErr_Occurred())
+            return -1;
+        if (probation < 1) {
+            PyErr_Format(PyExc_ValueError, "probation must be 1 or more, not %zd", probation);
+            return -1;
+        }
+    }
+    if (size > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(slot))
+        || probation > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(uint64_t))) {
         PyErr_NoMemory(); /* two arrays of twice that many slots */
         return -1;
     }
@@ -118,13 +201,36 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
         capacity <<= 1;
         bits++;
     }
+    while (seen_capacity < 2 * probation) {
+        seen_capacity <<= 1;
+        seen_bits++;
+    }
+    /* All four freed and set together: never one table of a generation
+     * without the other (allow() checks `recent` alone). */
     PyMem_RawFree(self->recent);
     PyMem_RawFree(self->older);
-    self->recent = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
-    self->older = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
-    if (!self->recent || !self->older) {
-        PyErr_NoMemory();
-        return -1;
+    PyMem_RawFree(self->seen);
+    PyMem_RawFree(self->seen_before);
+    self->recent = self->older = NULL;
+    self->seen = self->seen_before = NULL;
+    {
+        slot *recent = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+        slot *older = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+        uint64_t *seen = PyMem_RawCalloc((size_t)seen_capacity, sizeof(uint64_t));
+        uint64_t *seen_before_ = PyMem_RawCalloc((size_t)seen_capacity, sizeof(uint64_t));
+
+        if (!recent || !older || !seen || !seen_before_) {
+            PyMem_RawFree(recent);
+            PyMem_RawFree(older);
+            PyMem_RawFree(seen);
+            PyMem_RawFree(seen_before_);
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->older = older;
+        self->seen = seen;
+        self->seen_before = seen_before_;
+        self->recent = recent;
     }
     self->rate = rate;
     self->burst = burst;
@@ -135,10 +241,15 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
     self->limit = self->depth - self->interval * 0.999;
     self->new_interval = new_rate ? 1.0 / new_rate : 0.0;
     self->new_limit = 1.0 - self->new_interval * 0.999;
-    self->new_full_at = 0.0;
+    self->new_full_at = self->promoted_full_at = 0.0;
     self->recent_count = self->older_count = self->copied = 0;
     self->mask = (uint64_t)capacity - 1;
     self->shift = 64 - bits;
+    self->probation = probation;
+    self->seen_count = 0;
+    self->seen_since = 0.0;
+    self->seen_mask = (uint64_t)seen_capacity - 1;
+    self->seen_shift = 64 - seen_bits;
     if (getentropy(&self->multiplier, sizeof(self->multiplier)) != 0)
         self->multiplier = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)self; /* no entropy */
     self->multiplier |= 1; /* odd: every bit of the hash counts */
@@ -149,6 +260,8 @@ static void limiter_dealloc(Limiter *self)
 {
     PyMem_RawFree(self->recent);
     PyMem_RawFree(self->older);
+    PyMem_RawFree(self->seen);
+    PyMem_RawFree(self->seen_before);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -156,22 +269,23 @@ static void limiter_dealloc(Limiter *self)
 static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
-    static const char *const names[] = {"key", "now"};
-    PyObject *args[2] = {NULL, NULL};
+    static const char *const names[] = {"key", "now", "sender"};
+    PyObject *args[3] = {NULL, NULL, NULL};
     Py_ssize_t i, count = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     double now, full_at;
     uint64_t hash;
     int error;
     slot *found;
 
-    /* allow(key, now), either by keyword too. */
-    for (i = 0; i < nargs && i < 2; i++)
+    /* allow(key, now, sender=None), any of them by keyword too. */
+    for (i = 0; i < nargs && i < 3; i++)
         args[i] = given[i];
-    for (i = 0; i < count && nargs <= 2; i++) {
+    for (i = 0; i < count && nargs <= 3; i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        int which = PyUnicode_CompareWithASCIIString(name, names[0]) == 0   ? 0
-                    : PyUnicode_CompareWithASCIIString(name, names[1]) == 0 ? 1
-                                                                            : -1;
+        int which = -1;
+        for (int n = 0; n < 3; n++)
+            if (PyUnicode_CompareWithASCIIString(name, names[n]) == 0)
+                which = n;
         if (which < 0 || args[which]) {
             PyErr_Format(PyExc_TypeError, "allow() got an unexpected or repeated argument %R",
                          name);
@@ -179,10 +293,13 @@ static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t
         }
         args[which] = given[nargs + i];
     }
-    if (nargs > 2 || !args[0] || !args[1]) {
-        PyErr_SetString(PyExc_TypeError, "allow() takes 2 arguments: key and now");
+    if (nargs > 3 || !args[0] || !args[1]) {
+        PyErr_SetString(PyExc_TypeError,
+                        "allow() takes 2 or 3 arguments: key, now and sender");
         return NULL;
     }
+    if (args[2] == Py_None)
+        args[2] = NULL;
     if (!self->recent) {
         PyErr_SetString(PyExc_ValueError, "RateLimiter.__init__ was not called");
         return NULL;
@@ -201,20 +318,35 @@ static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t
         if (old->hash == hash) {
             full_at = old->full_at; /* copied; the old copy goes with its generation */
             self->copied++;
-        } else {
-            if (self->new_interval) {
-                double new_full_at = self->new_full_at;
-                if (new_full_at < now)
-                    new_full_at = now;
-                else if (new_full_at > now + 1.0)
-                    new_full_at = now + 1.0; /* the clock stepped back */
-                if (new_full_at - now > self->new_limit) {
-                    self->new_full_at = new_full_at;
-                    Py_RETURN_NONE;
-                }
-                self->new_full_at = new_full_at + self->new_interval;
-            }
+        } else if (!args[2]) {
+            if (!gate(self, &self->new_full_at, now))
+                Py_RETURN_NONE;
             full_at = now; /* a new key has a full bucket */
+        } else {
+            uint64_t sender = stored_hash(args[2], &error);
+
+            if (error)
+                return NULL;
+            double elapsed = now - self->seen_since; /* ratelimit.py's _age_probation */
+            if (!(0.0 <= elapsed && elapsed < PROBATION_TIME)) {
+                next_generation(self, now);
+                if (!(elapsed < 2 * PROBATION_TIME))
+                    next_generation(self, now);
+            }
+            if (!on_probation(self, sender)) {
+                put_on_probation(self, sender, now);
+                if (!on_probation(self, hash)) {
+                    if (!gate(self, &self->new_full_at, now))
+                        Py_RETURN_NONE;
+                    put_on_probation(self, hash, now);
+                    Py_RETURN_TRUE; /* answered; the key is not taken in */
+                }
+            }
+            /* The address asks again, or the key does: taken in. */
+            if (!gate(self, &self->promoted_full_at, now))
+                Py_RETURN_NONE;
+            /* Taken in, less the token its first reply took. */
+            full_at = now + (self->interval < self->limit ? self->interval : self->limit);
         }
         if (self->recent_count >= self->size) {
             /* A generation is full: the one before it is forgotten. */
@@ -261,7 +393,7 @@ static Py_ssize_t limiter_length(Limiter *self)
 
 static PyMethodDef limiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
-     "allow(key, now) -> True, False, or None for a new key beyond the new keys' rate"},
+     "allow(key, now, sender=None) -> True, False, or None for a new key beyond the new keys' rate"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -271,6 +403,8 @@ static PyMemberDef limiter_members[] = {
     {"size", T_PYSSIZET, offsetof(Limiter, size), READONLY, "keys a generation holds"},
     {"new_rate", T_DOUBLE, offsetof(Limiter, new_rate), READONLY,
      "new keys taken in a second, all together (0: no limit)"},
+    {"probation", T_PYSSIZET, offsetof(Limiter, probation), READONLY,
+     "senders on probation a generation holds"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -104,7 +104,8 @@ class UpperProtocol(DatagramProtocol):
                 return
             exempt = kind == EXEMPT
             if not exempt and self.limiter is not None:
-                allowed = self.limiter.allow(source, self.clock.seconds())
+                # A prefix not in the table is on probation by address.
+                allowed = self.limiter.allow(source, self.clock.seconds(), host)
                 if not allowed:
                     stats.drop(RATE_LIMITED if allowed is False else NEW_PREFIX_LIMITED)
                     return

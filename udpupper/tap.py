@@ -27,6 +27,7 @@ from udpupper.policy import (
     parse_networks,
 )
 from udpupper.port import DEFAULT_BUSY_POLL
+from udpupper.ratelimit import probation_size
 from udpupper.service import DEFAULT_RCVBUF, UpperService
 from udpupper.supervised import die_with_parent
 from udpupper.workers import Workers, reserve_port
@@ -205,13 +206,15 @@ def makeService(config: Options, reactor=None) -> service.IService:
 
 
 def table_mib(rate_table: int) -> int:
-    """The most the rate limiter's table of ``rate_table`` takes, in MiB.
+    """The most the rate limiter's tables for ``rate_table`` take, in MiB.
 
     ``slots`` is ``rate_table`` rounded up to a power of two; the table holds
     two arrays of twice that many 16-byte slots (64 bytes a slot of
-    ``slots``).  The loop breaker's memory is fixed and small."""
+    ``slots``).  Probation holds two arrays of twice its entries (rounded
+    up) of 8 bytes.  The loop breaker's memory is fixed and small."""
     slots = 1 << max(rate_table - 1, 1).bit_length()
-    return (64 * slots) >> 20
+    seen = 1 << max(2 * probation_size(rate_table) - 1, 1).bit_length()
+    return (64 * slots + 16 * seen) >> 20
 
 
 # What only the parent of --workers does: each worker serves the socket the
