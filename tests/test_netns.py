@@ -190,8 +190,9 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
         for command in (["route", "add", "32.0.0.0/3", "via", "10.99.0.2"],
                         ["-6", "route", "add", "2001:db8::/32", "via", "fd00:99::2"]):
             subprocess.run(["ip", "-n", link.server, *command], check=True, timeout=30)
-        for setting in ("net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1"):
-            subprocess.run(["ip", "netns", "exec", link.client, "sysctl", "-qw", setting],
+        for family in ("ipv4", "ipv6"):  # sysctl net.*.ip_nonlocal_bind=1 there
+            subprocess.run(["ip", "netns", "exec", link.client, "sh", "-c",
+                            f"echo 1 > /proc/sys/net/{family}/ip_nonlocal_bind"],
                            check=True, timeout=30)
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() > 1 else []
         # A table small enough that 10,000 new prefixes a second taken in
