@@ -3,11 +3,15 @@
     python -m tests.peer HOST PORT PAYLOAD [--broadcast] [--timeout S]
     python -m tests.peer HOST PORT PAYLOAD --flood SECONDS [--source ADDRESS]
     python -m tests.peer HOST PORT PAYLOAD --burst COUNT [--timeout S]
+    python -m tests.peer HOST PORT PAYLOAD --reflect SECONDS [--stamp-at N]
 
 Sends PAYLOAD once and prints one JSON line: the reply and where it came
 from, or that none came in time.  With --flood, sends it as fast as the
 socket takes it for SECONDS and prints how many datagrams went out.  With
---burst, sends it COUNT times back to back and prints the replies.
+--burst, sends it COUNT times back to back and prints the replies.  With
+--reflect, sends it once, then for SECONDS echoes whatever comes, with a
+counter written in at byte N (a timestamping reflector), and prints how
+many it echoed and how long after the start the last came.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def main() -> None:
     parser.add_argument("--flood", type=float, metavar="SECONDS")
     parser.add_argument("--source", default="")
     parser.add_argument("--burst", type=int, metavar="COUNT")
+    parser.add_argument("--reflect", type=float, metavar="SECONDS")
+    parser.add_argument("--stamp-at", type=int)
     args = parser.parse_args()
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     if args.flood:
@@ -35,6 +41,9 @@ def main() -> None:
         return
     if args.burst:
         print(json.dumps({"replies": burst(args, family)}))
+        return
+    if args.reflect:
+        print(json.dumps(reflect(args, family)))
         return
     with socket.socket(family, socket.SOCK_DGRAM) as peer:
         peer.settimeout(args.timeout)
@@ -71,6 +80,29 @@ def flood(args: argparse.Namespace, family: int) -> int:
             except BlockingIOError:
                 pass
     return sent
+
+
+def reflect(args: argparse.Namespace, family: int) -> dict:
+    """Start a loop with one datagram, then echo what comes back."""
+    reflected, last = 0, 0.0
+    with socket.socket(family, socket.SOCK_DGRAM) as peer:
+        peer.bind((args.source, 0))
+        peer.settimeout(0.05)
+        started = time.monotonic()
+        peer.sendto(args.payload.encode(), (args.host, args.port))
+        while time.monotonic() - started < args.reflect:
+            try:
+                datagram, source = peer.recvfrom(65_535)
+            except TimeoutError:
+                continue
+            reflected += 1
+            last = time.monotonic() - started
+            if args.stamp_at is not None:
+                mark = b"%06d" % (reflected % 1_000_000)
+                at = args.stamp_at % max(1, len(datagram) - len(mark) + 1)
+                datagram = datagram[:at] + mark + datagram[at + len(mark):]
+            peer.sendto(datagram, source)
+    return {"reflected": reflected, "lifetime": last}
 
 
 def burst(args: argparse.Namespace, family: int) -> list[str]:

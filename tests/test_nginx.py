@@ -1,24 +1,28 @@
 """Scale-out: a real nginx balancing UDP across two udpupper daemons.
 
-Uses contrib/nginx/udpupper.conf itself, with this test's ports.  Needs
-nginx with its stream module (CI installs Debian's nginx and
+Uses contrib/nginx/udpupper.conf itself, with this test's ports: as shipped
+(transparent, the clients' addresses kept) in network namespaces, and on
+loopback without its proxy_bind lines, the variant the recipe warns of.
+Needs nginx with its stream module (CI installs Debian's nginx and
 libnginx-mod-stream); skipped where there is none.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 from twisted.trial import unittest
 
 from tests import spoof
-from tests.netns import ROOT
+from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
 from tests.support import NO_IPV6
 from tests.test_loops import scrape
@@ -38,16 +42,23 @@ class NginxCase(unittest.TestCase):
 
     skip = None if NGINX else "nginx is not installed"
 
-    def start_nginx(self, front: int, backends: list[int], ipv6: bool = False) -> None:
+    def start_nginx(self, front: int, backends: list[int], ipv6: bool = False,
+                    transparent: bool = False, prefix: tuple[str, ...] = (),
+                    front_host: str = "127.0.0.1") -> None:
+        """nginx with the recipe, ``front`` its port and ``backends`` the
+        instances' (of both families); without ``transparent``, as the
+        recipe's non-root variant: no proxy_bind, IPv4 only unless ``ipv6``."""
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder, True)
         with open(os.path.join(ROOT, "contrib", "nginx", "udpupper.conf")) as template:
             stream = template.read()
-        if not ipv6:
-            stream = stream.replace("listen [::]:12000 udp reuseport;\n", "")
+        if not transparent:
+            stream = stream.replace("        proxy_bind $remote_addr transparent;\n", "")
+        if not ipv6 and not transparent:
+            stream = stream[:stream.index("    server {\n        listen [::]")] + "}\n"
         stream = stream.replace("12000", str(front))
-        stream = re.sub(r"127\.0\.0\.1:1200(\d)",
-                        lambda m: f"127.0.0.1:{backends[int(m.group(1)) - 1]}", stream)
+        stream = re.sub(r"(127\.0\.0\.1|\[::1\]):1200(\d)",
+                        lambda m: f"{m.group(1)}:{backends[int(m.group(2)) - 1]}", stream)
         with open(os.path.join(folder, "udpupper.conf"), "w") as out:
             out.write(stream)
         main = []
@@ -65,7 +76,7 @@ class NginxCase(unittest.TestCase):
         with open(os.path.join(folder, "nginx.conf"), "w") as out:
             out.write("\n".join(main) + "\n")
         nginx = subprocess.Popen(
-            [NGINX, "-p", folder, "-c", os.path.join(folder, "nginx.conf"), "-e", "stderr",
+            [*prefix, NGINX, "-p", folder, "-c", os.path.join(folder, "nginx.conf"), "-e", "stderr",
              "-g", "daemon off;"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -81,6 +92,11 @@ class NginxCase(unittest.TestCase):
 
         self.addCleanup(stop)
         self.probes = 0
+        if prefix:
+            time.sleep(1.0)  # the caller asks from where the clients are
+            if nginx.poll() is not None:
+                self.fail(f"nginx ended: {nginx.stdout.read().decode()}")
+            return
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if nginx.poll() is not None:
@@ -105,8 +121,9 @@ class NginxTests(NginxCase):
         backends = [daemon.start() for daemon in daemons]
         front = free_udp_port()
         self.start_nginx(front, backends)
-        for number in range(100):
+        for number in range(100):  # from 100 addresses: nginx hashes by address
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.bind((f"127.0.0.{number + 2}", 0))
                 client.settimeout(5)
                 client.sendto(f"through nginx {number} ü".encode(), ("127.0.0.1", front))
                 reply, source = client.recvfrom(1000)
@@ -127,7 +144,7 @@ class NginxLoopTests(NginxCase):
     skip = NginxCase.skip or spoof.why_not() or NO_IPV6
 
     def test_a_datagram_from_the_front_itself_dies(self) -> None:
-        daemons = [Daemon("--interface", "127.0.0.1", "--port", "0", "--metrics",
+        daemons = [Daemon("--port", "0", "--metrics",  # IPv4 and IPv6: both upstreams
                           "tcp:0:interface=127.0.0.1") for _ in range(2)]
         for daemon in daemons:
             self.addCleanup(daemon.stop)
@@ -153,3 +170,71 @@ class NginxLoopTests(NginxCase):
         loops = sum(scrape(page)[("udpupper_datagrams_dropped_total", "loop")]
                     for page in pages)
         self.assertGreaterEqual(loops, 1)
+
+
+class TransparentNginxTests(NginxCase):
+    """The recipe as shipped, as root, in network namespaces: nginx and four
+    instances (two a family) on a server host, clients on another.  The
+    instances see each client's address, so its rate limit applies, and a
+    loop with a reflector on the client host, exact or stamping, dies within
+    a second, counted as ``loop`` (with no rate limit to end it first)."""
+
+    skip = NginxCase.skip or why_not()
+
+    def start(self, *options: str) -> None:
+        self.link = Link("ng", ["10.88.0.1/24", "fd00:88::1/64"],
+                         ["10.88.0.2/24", "fd00:88::2/64"])
+        self.addCleanup(self.link.remove)
+        subprocess.run([*self.link.in_server(), os.path.join(ROOT, "contrib", "nginx",
+                                                             "transparent-routing"),
+                        "12001-12002"], check=True, capture_output=True, timeout=30)
+        self.daemons = {}
+        for host in ("127.0.0.1", "::1"):
+            for port in (12001, 12002):
+                daemon = Daemon("--interface", host, "--port", str(port), *options,
+                                prefix=tuple(self.link.in_server()))
+                self.addCleanup(daemon.stop)
+                self.daemons[host, port] = daemon
+        for daemon in self.daemons.values():
+            daemon.start()
+        self.start_nginx(12000, [12001, 12002], transparent=True,
+                         prefix=tuple(self.link.in_server()))
+
+    def test_clients_keep_their_addresses(self) -> None:
+        self.start("--rate", "10", "--burst", "20")
+        for front in ("10.88.0.1", "fd00:88::1"):
+            answer = self.link.ask(front, 12000, "through nginx ü")
+            self.assertEqual(answer["reply"], "THROUGH NGINX Ü")
+            self.assertEqual(answer["source"], [front, 12000])
+        # A burst of 200 from that client, all to one instance: its prefix's
+        # burst of 20, and what its rate of 10 a second refills meanwhile.
+        replies = self.link.ask("10.88.0.1", 12000, "burst", burst=200, timeout=1)["replies"]
+        summaries = {key: daemon.summary() for key, daemon in self.daemons.items()}
+        replied = [summary["replied"] for summary in summaries.values()]
+        limited = sum(summary.get("rate_limited", 0) for summary in summaries.values())
+        # The prefix's first request above, then the burst: its 20 in all.
+        self.assertTrue(20 <= max(replied) <= 20 + 2, summaries)
+        self.assertEqual(limited, 201 - max(replied), summaries)
+        self.assertLessEqual(len(replies), max(replied) - 1)
+        for host in ("127.0.0.1", "::1"):  # each family reached its own instances
+            self.assertGreaterEqual(
+                sum(summaries[host, port]["received"] for port in (12001, 12002)), 1)
+
+    def test_a_loop_through_the_front_dies_within_a_second(self) -> None:
+        self.start("--rate", "0")  # the loop breaker alone, not the rate limit
+        for front, source in (("10.88.0.1", "10.88.0.2"), ("fd00:88::1", "fd00:88::2")):
+            for stamp in (None, 0, 11):
+                command = [sys.executable, "-m", "tests.peer", front, "12000",
+                           "a loop through nginx, stamped", "--reflect", "3",
+                           "--source", source]
+                if stamp is not None:
+                    command += ["--stamp-at", str(stamp)]
+                result = subprocess.run(
+                    ["ip", "netns", "exec", self.link.client, *command], check=True,
+                    capture_output=True, timeout=60, cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": ROOT})
+                loop = json.loads(result.stdout)
+                self.assertLess(loop["lifetime"], 1.0, (front, stamp, loop))
+                self.assertGreater(loop["reflected"], 10, (front, stamp, loop))
+        loops = sum(daemon.summary().get("loop", 0) for daemon in self.daemons.values())
+        self.assertEqual(loops, 6)
