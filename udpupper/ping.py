@@ -182,6 +182,12 @@ class Ping(DatagramProtocol):
 
     def _expire(self) -> None:
         self.expiry = None
+        self._say_expired()
+        self._arm_expiry()
+        self._maybe_done()
+
+    def _say_expired(self) -> None:
+        """Each probe unanswered for ``timeout``: said once, in order."""
         late = self.now() - self.timeout + 1e-9
         while self.waiting and (self.waiting[0].replies or self.waiting[0].sent_at <= late):
             sent = self.waiting.popleft()
@@ -190,8 +196,6 @@ class Ping(DatagramProtocol):
                 self.unsettled -= 1
                 self.last_settled = self.now()
                 self._line(f"no answer yet for seq={sent.seq}")
-        self._arm_expiry()
-        self._maybe_done()
 
     def datagramReceived(self, datagram: bytes, addr: tuple) -> None:
         arrived = self.now()
@@ -242,6 +246,7 @@ class Ping(DatagramProtocol):
             self.linger.cancel()
         self.linger = None
         if due <= 1e-9:
+            self._say_expired()  # its timer may be due at the same moment
             # The time ping reports: to the last answer or timeout, not the wait.
             self.ended = max(self.last_settled, self.last_sent)
             self.finish()
