@@ -40,8 +40,9 @@ SANITIZERS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 sanitize: $(VENV)/installed-test
 	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE)
 	cp -r udpupper tests $(SANITIZE)/
-	rm -f $(SANITIZE)/udpupper/*.so
-	for helper in _batch _ratelimit _sources _loops; do \
+	find $(SANITIZE)/udpupper -name "*.so" -delete
+	for helper in _batch server/protections/_ratelimit server/protections/_sources \
+	              server/protections/_loops; do \
 	    $(CC) -shared -fPIC -O1 -g $(SANITIZERS) \
 	        -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
 	        udpupper/$$helper.c \
@@ -52,9 +53,10 @@ sanitize: $(VENV)/installed-test
 	    LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_batch.py \
-	    tests/test_destination.py tests/test_service.py tests/test_bench.py \
-	    tests/test_ratelimit.py tests/test_policy.py tests/test_protocol.py \
-	    tests/test_loops.py::SketchTests
+	    tests/server/protections/test_destination.py tests/server/test_service.py tests/bench/test_load.py \
+	    tests/server/protections/test_ratelimit.py tests/server/protections/test_policy.py tests/server/test_protocol.py \
+	    tests/server/protections/test_loops.py::SketchTests
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis udpupper/*.so
+	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .hypothesis
+	find udpupper -name "*.so" -delete

@@ -2,9 +2,9 @@
 
 udpupper._batch moves datagrams with recvmmsg/sendmmsg (Linux).  Where it
 cannot be built (no compiler, another system) udpupper installs and runs
-without it, one system call per datagram.  udpupper._ratelimit (the rate
-limiter's table) and udpupper._sources (the classified source addresses) are
-the same classes as in Python, in C, and udpupper._loops the loop breaker's
+without it, one system call per datagram.  udpupper.server.protections._ratelimit (the rate
+limiter's table) and udpupper.server.protections._sources (the classified source addresses) are
+the same classes as in Python, in C, and udpupper.server.protections._loops the loop breaker's
 comparisons; without them the Python ones run.
 """
 
@@ -19,7 +19,8 @@ if sys.platform.startswith("linux"):
     )
 for helper in ("_ratelimit", "_sources", "_loops"):
     extensions.append(
-        Extension(f"udpupper.{helper}", [f"udpupper/{helper}.c"], optional=True)
+        Extension(f"udpupper.server.protections.{helper}",
+                  [f"udpupper/server/protections/{helper}.c"], optional=True)
     )
 
 setup(ext_modules=extensions)

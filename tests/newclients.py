@@ -28,7 +28,7 @@ import struct
 import time
 
 from udpupper import _batch
-from udpupper.bench import sockaddr
+from udpupper.bench.load import sockaddr
 
 # Routed to the client host itself: the flood's sources, then the clients'.
 SPACE = {socket.AF_INET: "32.0.0.0/3", socket.AF_INET6: "2001:db8::/32"}

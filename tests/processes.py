@@ -21,7 +21,7 @@ def command(script: str, fallback: list[str]) -> list[str]:
 
 
 TWISTD = command("twistd", ["-c", "from twisted.scripts.twistd import run; run()"])
-CLIENT = command("udpupper-client", ["-m", "udpupper.client_cli"])
+CLIENT = command("udpupper-client", ["-m", "udpupper.client.cli"])
 
 LISTENING = re.compile(r"udpupper listening on (\S+):(\d+)/udp")
 SUMMARY_FIELD = re.compile(r"(\w+)=(\d+)")

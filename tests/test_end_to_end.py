@@ -15,8 +15,8 @@ from twisted.trial import unittest
 
 from tests.processes import CLIENT, TWISTD, Daemon, Terminal, run_client
 from tests.support import NO_IPV6, exchange
-from udpupper import metrics
 from udpupper.kernel import set_receive_buffer
+from udpupper.server import metrics
 
 
 class DaemonTestCase(unittest.TestCase):

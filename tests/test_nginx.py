@@ -24,8 +24,8 @@ from twisted.trial import unittest
 from tests import spoof
 from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
+from tests.server.protections.test_loops import scrape
 from tests.support import NO_IPV6
-from tests.test_loops import scrape
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"

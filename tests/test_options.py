@@ -48,8 +48,8 @@ class VersionTests(unittest.TestCase):
     """``--version`` says udpupper's version, whichever program is asked."""
 
     def test_every_program(self) -> None:
+        from tests.bench.test_load import BENCH
         from tests.processes import CLIENT, TWISTD
-        from tests.test_bench import BENCH
 
         for command in (CLIENT, BENCH, [*TWISTD, "udpupper"]):
             result = subprocess.run([*command, "--version"], capture_output=True, timeout=60)

@@ -45,6 +45,6 @@ class DistributionTests(unittest.TestCase):
         sdist = self.build("setup.py", "--quiet", "sdist")
         names = [name.split("/", 1)[-1] for name in tarfile.open(sdist).getnames()]
         for expected in ("LICENSE", "README.md", "twisted/plugins/udpupper_plugin.py",
-                         "udpupper/_batch.c", "udpupper/_ratelimit.c", "udpupper/_sources.c",
-                         "udpupper/_loops.c"):
+                         "udpupper/_batch.c", "udpupper/server/protections/_ratelimit.c", "udpupper/server/protections/_sources.c",
+                         "udpupper/server/protections/_loops.c"):
             self.assertIn(expected, names)

@@ -1,5 +1,5 @@
 from twisted.application.service import ServiceMaker
 
 udpupper = ServiceMaker(
-    "udpupper", "udpupper.tap", "UDP server that answers in upper case.", "udpupper"
+    "udpupper", "udpupper.server.tap", "UDP server that answers in upper case.", "udpupper"
 )

@@ -1,0 +1,86 @@
+"""udpupper-bench --flood: its sources, its ancillary data, a short real run."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+
+from twisted.trial import unittest
+
+from tests.bench.test_load import BENCH
+from tests.processes import Daemon
+from udpupper.bench.flood import FloodResult, source_control, sources
+from udpupper.kernel import IP_PKTINFO
+from udpupper.server import metrics
+
+try:
+    from udpupper import _batch
+except ImportError:
+    _batch = None
+
+
+class SourcesTests(unittest.TestCase):
+    def test_random_covers_every_slash_24_each_round(self) -> None:
+        addresses = sources("random", rounds=2)
+        self.assertEqual(len(addresses), 2 << 16)
+        for half in (addresses[: 1 << 16], addresses[1 << 16:]):
+            prefixes = {address.rpartition(".")[0] for address in half}
+            self.assertEqual(len(prefixes), 1 << 16)
+        self.assertNotEqual(addresses[: 1 << 16], addresses[1 << 16:])
+        self.assertTrue(all(address.startswith("127.") for address in addresses))
+
+    def test_one_is_one_slash_24(self) -> None:
+        addresses = sources("one", rounds=1)
+        self.assertEqual({address.rpartition(".")[0] for address in addresses}, {"127.0.0"})
+        self.assertGreater(len(set(addresses)), 200)
+
+    def test_unknown_kind(self) -> None:
+        self.assertRaises(ValueError, sources, "everything")
+
+    def test_control_is_an_ip_pktinfo_from_the_source(self) -> None:
+        raw = source_control("127.1.2.3")
+        length, level, kind = struct.unpack_from("@Nii", raw)
+        self.assertEqual((level, kind), (socket.IPPROTO_IP, IP_PKTINFO))
+        self.assertEqual(len(raw), socket.CMSG_SPACE(12))
+        data = raw[struct.calcsize("@Nii"):length]
+        self.assertEqual(data[4:8], socket.inet_aton("127.1.2.3"))
+
+    def test_result_figures(self) -> None:
+        result = FloodResult(duration=2.0, sent=1000, quiet_sent=200, quiet_answered=199,
+                             intake=400.0)
+        figures = result.as_dict()
+        self.assertEqual((figures["flood_sent_per_s"], figures["quiet_answered_pct"]),
+                         (500.0, 99.5))
+
+
+class FloodRunTests(unittest.TestCase):
+    skip = (None if metrics.available() else metrics.MISSING) or (
+        None if _batch is not None else "--flood needs the C helper")
+
+    def test_a_short_flood_against_the_daemon(self) -> None:
+        daemon = Daemon("--port", "0", "--exempt", "",
+                        "--metrics", "tcp:0:interface=127.0.0.1")
+        self.addCleanup(daemon.stop)
+        port = daemon.start()
+        page = int(daemon.find(r"Site starting on (\d+)").group(1))
+        result = subprocess.run(
+            [*BENCH, "--port", str(port), "--flood", "random", "--flood-rate", "20000",
+             "--duration", "1", "--json", "--metrics",
+             f"http://127.0.0.1:{page}/metrics"],
+            capture_output=True, timeout=120,
+        )
+        figures = json.loads(result.stdout.splitlines()[-1])
+        self.assertEqual(result.returncode, 0, figures)
+        self.assertGreater(figures["daemon_intake_per_s"], 10_000)
+        self.assertLess(figures["flood_sent_per_s"], 25_000)  # paced
+        self.assertGreaterEqual(figures["quiet_answered_pct"], 99)
+        counters = daemon.summary()
+        self.assertGreater(counters["received"], 10_000)
+
+    def test_usage_errors(self) -> None:
+        for options in (["--flood", "sometimes"], ["--flood", "one", "--quiet-rate", "0"]):
+            result = subprocess.run([*BENCH, *options], capture_output=True, timeout=60)
+            self.assertEqual(result.returncode, 2, options)
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)

@@ -1,0 +1,326 @@
+"""``udpupper-client --ping``: the arithmetic on a fake clock, then real runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from twisted.internet import task
+from twisted.internet.testing import FakeDatagramTransport
+from twisted.trial import unittest
+
+from tests.processes import CLIENT, Daemon, run_client
+from tests.support import NO_IPV6
+from udpupper.client.ping import MIN_SIZE, Ping, PingStats, format_ms, probe
+
+SERVER = ("127.0.0.1", 12000)
+
+
+class ProbeTests(unittest.TestCase):
+    def test_size_and_sequence_number(self) -> None:
+        self.assertEqual(probe(3, 12), b"3 udpupper p")
+        self.assertEqual(probe(1234567, MIN_SIZE), b"1234567 ")
+        self.assertEqual(probe(10**7 + 5, 8), b"5 udpupp")  # modulo 10**7 on the wire
+        for size in (MIN_SIZE, 32, 1000, 65527):
+            self.assertEqual(len(probe(9999999, size)), size)
+        self.assertNotEqual(probe(1, 32), probe(1, 32).upper())  # upper-casing shows
+
+    def test_round_trips_printed_as_ping_does(self) -> None:
+        self.assertEqual(
+            [format_ms(seconds) for seconds in (0.000081, 0.00123, 0.0123, 0.1234)],
+            ["0.081", "1.23", "12.3", "123"],
+        )
+
+
+class StatsTests(unittest.TestCase):
+    def test_summary_lines(self) -> None:
+        stats = PingStats(transmitted=5, duplicates=1, errors=2)
+        for ms in (1, 2, 3):
+            stats.add(ms / 1000)
+        self.assertEqual(stats.summary("example", 4.0021), [
+            "--- example ping statistics ---",
+            "5 packets transmitted, 3 received, +1 duplicates, +2 errors, "
+            "40% packet loss, time 4002ms",
+            # mdev = sqrt(mean of squares - square of mean) = sqrt(14/3 - 4)
+            "rtt min/avg/max/mdev = 1.000/2.000/3.000/0.816 ms",
+        ])
+
+    def test_nothing_received_has_no_round_trip_line(self) -> None:
+        stats = PingStats(transmitted=3)
+        self.assertEqual(stats.summary("h", 2.0)[1:], [
+            "3 packets transmitted, 0 received, 100% packet loss, time 2000ms"])
+        self.assertEqual(PingStats(transmitted=3, received=1).loss, 100 * 2 / 3)
+        self.assertEqual(PingStats().loss, 0.0)
+
+
+class PingTests(unittest.TestCase):
+    """A Ping on a fake clock and transport, with replies scripted."""
+
+    def make(self, **options) -> Ping:
+        self.clock = task.Clock()
+        self.lines: list[str] = []
+        self.statuses: list[int] = []
+        pinger = Ping(SERVER, self.clock, self.lines.append, now=self.clock.seconds,
+                      **{"interval": 1.0, "timeout": 2.5, "size": 16, **options})
+        pinger.transport = FakeDatagramTransport()
+        pinger.when_done = self.statuses.append
+        pinger.start()
+        return pinger
+
+    def sent(self, pinger: Ping) -> list[bytes]:
+        return [datagram for datagram, addr in pinger.transport.written]
+
+    def answer(self, pinger: Ping, seq: int, mangle=bytes.upper, addr=SERVER) -> None:
+        pinger.datagramReceived(mangle(probe(seq, pinger.size)), addr)
+
+    def test_every_reply_answered(self) -> None:
+        pinger = self.make(count=3)
+        for seq in range(3):
+            self.clock.advance(0.25)
+            self.answer(pinger, seq)
+            self.clock.advance(0.75)
+        self.assertEqual(self.sent(pinger), [probe(seq, 16) for seq in range(3)])
+        self.assertEqual(self.lines, [f"24 bytes from 127.0.0.1: seq={seq} time=250 ms"
+                                      for seq in range(3)])
+        self.assertEqual(self.statuses, [0])
+        self.assertEqual(pinger.summary("h")[1:], [
+            "3 packets transmitted, 3 received, 0% packet loss, time 2250ms",
+            "rtt min/avg/max/mdev = 250.000/250.000/250.000/0.000 ms",
+        ])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_loss_late_duplicate_and_wrong(self) -> None:
+        pinger = self.make(count=4)
+        self.clock.advance(0.5)
+        self.answer(pinger, 0)  # seq 0: 0.5 s
+        self.answer(pinger, 0)  # and again: a duplicate
+        self.clock.advance(0.5)  # seq 1 sent at 1.0
+        self.answer(pinger, 1, mangle=lambda data: data)  # echoed, not upper-cased
+        self.clock.advance(1.0)  # seq 2 sent at 2.0
+        self.answer(pinger, 2, mangle=lambda data: b"12345678 NOT A PROBE")
+        self.clock.advance(1.0)  # seq 3 sent at 3.0 (the last); seq 1 times out at 3.5
+        self.clock.advance(0.5)
+        self.assertIn("no answer yet for seq=1", self.lines)
+        self.answer(pinger, 1)  # late, after its line: it still counts, as in ping
+        self.clock.advance(1.0)  # seq 2 times out at 4.5
+        self.answer(pinger, 3)  # at 4.5: 1.5 s
+        self.clock.advance(5)
+        self.assertEqual(self.lines, [
+            "24 bytes from 127.0.0.1: seq=0 time=500 ms",
+            "24 bytes from 127.0.0.1: seq=0 time=500 ms (DUP!)",
+            "24 bytes from 127.0.0.1: seq=1 wrong reply, not this probe upper-cased",
+            "28 bytes from 127.0.0.1: wrong reply, not this probe upper-cased",
+            "no answer yet for seq=1",
+            "24 bytes from 127.0.0.1: seq=1 time=2500 ms",
+            "no answer yet for seq=2",
+            "24 bytes from 127.0.0.1: seq=3 time=1500 ms",
+        ])
+        self.assertEqual(self.statuses, [0])
+        stats = pinger.stats
+        self.assertEqual((stats.transmitted, stats.received, stats.duplicates, stats.errors),
+                         (4, 3, 1, 2))
+        self.assertEqual(pinger.summary("h")[1],
+                         "4 packets transmitted, 3 received, +1 duplicates, +2 errors, "
+                         "25% packet loss, time 4500ms")
+
+    def test_a_path_slower_than_the_timeout_loses_nothing(self) -> None:
+        """Every reply 1.5 s late with --timeout 1: each probe is said to have
+        no answer yet, then counted when its reply comes, the last ones too."""
+        pinger = self.make(count=6, timeout=1.0)
+        for tick in range(1, 40):
+            self.clock.advance(0.25)
+            for seq in range(6):
+                if abs(seq * 1.0 + 1.5 - tick * 0.25) < 1e-9:
+                    self.answer(pinger, seq)
+        self.assertEqual(self.statuses, [0])
+        self.assertEqual(pinger.summary("h")[1:], [
+            "6 packets transmitted, 6 received, 0% packet loss, time 6500ms",
+            "rtt min/avg/max/mdev = 1500.000/1500.000/1500.000/0.000 ms",
+        ])
+        self.assertEqual(self.lines.count("no answer yet for seq=5"), 1)
+
+    def test_a_duplicate_of_the_last_reply_counts(self) -> None:
+        pinger = self.make(count=2, timeout=1.0)
+        self.clock.advance(0.002)
+        self.answer(pinger, 0)
+        self.clock.advance(0.998)  # seq 1 sent at 1.0
+        self.clock.advance(0.002)
+        self.answer(pinger, 1)
+        self.assertEqual(self.statuses, [])  # a duplicate may still come
+        self.clock.advance(0.003)
+        self.answer(pinger, 1)
+        self.clock.advance(0.004)
+        self.assertEqual(self.statuses, [])
+        self.clock.advance(0.0011)  # 10 ms after the last probe: done
+        self.assertEqual(self.statuses, [0])
+        self.assertEqual(pinger.summary("h")[1],
+                         "2 packets transmitted, 2 received, +1 duplicates, 0% packet loss, "
+                         "time 1002ms")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_nothing_answered_ends_after_the_last_timeout_with_1(self) -> None:
+        pinger = self.make(count=2)
+        self.clock.advance(1.0)
+        self.clock.advance(2.49)
+        self.assertEqual(self.statuses, [])
+        self.clock.advance(0.01)  # the last probe, sent at 1.0, times out at 3.5
+        self.assertEqual(self.statuses, [1])
+        self.assertEqual(self.lines, ["no answer yet for seq=0", "no answer yet for seq=1"])
+        self.assertEqual(pinger.summary("h")[1:],
+                         ["2 packets transmitted, 0 received, 100% packet loss, time 3500ms"])
+
+    def test_strangers_are_not_replies(self) -> None:
+        pinger = self.make(count=1)
+        self.answer(pinger, 0, addr=("127.0.0.2", 12000))
+        self.answer(pinger, 0, addr=("127.0.0.1", 12001))
+        self.assertEqual(pinger.stats.received, 0)
+        self.assertEqual(len(self.lines), 2)
+        self.assertTrue(all("not from the server, ignored" in line for line in self.lines))
+
+    def test_until_stopped_and_quiet(self) -> None:
+        pinger = self.make(quiet=True, interval=0.001, timeout=0.5)
+        for seq in range(10_000):
+            self.answer(pinger, seq)
+            self.clock.advance(0.001)
+        self.assertEqual(self.statuses, [])
+        pinger.finish()  # Ctrl-C
+        self.assertEqual(self.statuses, [0])
+        self.assertEqual(self.lines, [])  # quiet: the summary is the caller's
+        self.assertEqual(pinger.stats.received, 10_000)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertLessEqual(len(pinger.probes), 100_000)
+
+    def test_a_send_that_fails_is_said_and_times_out(self) -> None:
+        pinger = self.make(count=1, timeout=1)
+
+        def refuse(datagram, addr):
+            raise OSError(101, "Network is unreachable")
+
+        pinger.transport.write = refuse
+        pinger.stats.transmitted = 0  # start again, with the failing transport
+        pinger.sender = None
+        pinger._send_next()
+        self.assertIn("seq=0: cannot send: Network is unreachable", self.lines)
+
+
+def textbook_server() -> tuple[socket.socket, int]:
+    """A blocking loop like the textbook's UDPServer.py, in a thread."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(30)
+
+    def serve() -> None:
+        try:
+            while True:
+                message, client = server.recvfrom(2048)
+                server.sendto(message.decode().upper().encode(), client)
+        except OSError:
+            pass  # closed at the end of the test
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+class RealPingTests(unittest.TestCase):
+    """``udpupper-client --ping`` as a user runs it."""
+
+    def setUp(self) -> None:
+        daemon = Daemon("--port", "0")
+        self.addCleanup(daemon.stop)
+        self.port = daemon.start()
+
+    def ping(self, *options: str):
+        return run_client("--ping", "--interval", "0.01", *options)
+
+    def check_answered(self, result, host: str, count: int, size: int = 32) -> None:
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(lines[0].startswith(f"PING {host} ("), lines[0])
+        replies = [line for line in lines if " bytes from " in line]
+        self.assertEqual(len(replies), count, lines)
+        self.assertTrue(all(line.startswith(f"{size + 8} bytes from ") for line in replies))
+        self.assertEqual(lines[-3:-1], [
+            f"--- {host} ping statistics ---",
+            lines[-2]])
+        self.assertRegex(lines[-2], rf"^{count} packets transmitted, {count} received, "
+                                    r"0% packet loss, time \d+ms$")
+        self.assertRegex(lines[-1], r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$")
+
+    def test_ipv4_and_a_name(self) -> None:
+        for host in ("127.0.0.1", "localhost"):
+            result = self.ping("--host", host, "--port", str(self.port), "--count", "5")
+            self.check_answered(result, host, 5)
+
+    def test_ipv6_and_sizes(self) -> None:
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        for size in ("8", "1400", "65527"):
+            result = self.ping("--host", "::1", "--port", str(self.port), "--count", "2",
+                               "--size", size)
+            self.check_answered(result, "::1", 2, int(size))
+
+    def test_textbook_server(self) -> None:
+        server, port = textbook_server()
+        self.addCleanup(server.close)
+        self.check_answered(self.ping("--port", str(port), "--count", "3"), "localhost", 3)
+
+    def test_quiet(self) -> None:
+        result = self.ping("--port", str(self.port), "--count", "3", "--quiet")
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(len(lines), 5, lines)  # PING, blank, three summary lines
+        self.assertEqual(result.returncode, 0)
+
+    def test_no_server_exits_1(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        result = self.ping("--port", str(port), "--count", "2", "--timeout", "0.2")
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("no answer yet for seq=1", lines)
+        self.assertEqual(lines[-1],
+                         lines[-1].split(",")[0] + ", 0 received, 100% packet loss,"
+                         + lines[-1].split("packet loss,")[1])
+
+    def test_usage_errors_exit_2(self) -> None:
+        for options in (
+            ["--ping", "--interval", "0.0001"], ["--ping", "--size", "7"],
+            ["--ping", "--count", "0"], ["--ping", "--size", "65528"],
+            ["--ping", "--host", "127.0.0.1", "--size", "65508"],
+            ["--count", "3"], ["--quiet"], ["--size", "40"],
+        ):
+            result = run_client(*options)
+            self.assertEqual(result.returncode, 2, options)
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+            self.assertEqual(result.stdout, b"", options)
+
+    def test_ctrl_c_gives_the_summary_and_sigterm_143(self) -> None:
+        for signum, status in ((signal.SIGINT, 0), (signal.SIGTERM, 143)):
+            client = subprocess.Popen(
+                [*CLIENT, "--ping", "--port", str(self.port), "--interval", "0.05"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            first = client.stdout.readline() + client.stdout.readline()
+            self.assertIn(b"bytes from", first)
+            time.sleep(0.3)
+            client.send_signal(signum)
+            rest, stderr = client.communicate(timeout=15)
+            lines = (first + rest).decode().splitlines()
+            self.assertEqual((client.returncode, stderr), (status, b""), signum)
+            self.assertEqual(lines[-3], "--- localhost ping statistics ---")
+            self.assertRegex(lines[-2], r" 0% packet loss")
+
+    def test_output_closed_early(self) -> None:
+        read, write = os.pipe()
+        client = subprocess.Popen(
+            [*CLIENT, "--ping", "--port", str(self.port), "--interval", "0.01"],
+            stdout=write, stderr=subprocess.PIPE)
+        os.close(write)
+        with os.fdopen(read, "rb") as output:
+            output.readline()
+        stderr = client.communicate(timeout=15)[1]
+        self.assertEqual((client.returncode, stderr), (-signal.SIGPIPE, b""))

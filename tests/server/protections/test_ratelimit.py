@@ -1,0 +1,327 @@
+"""The token buckets, on a clock that only moves when the test says so."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from udpupper.server.protections import ratelimit
+from udpupper.server.protections.ratelimit import PythonRateLimiter
+
+A, B = b"\xc0\x00\x02", b"\xc6\x33\x64"  # two /24 prefixes
+
+
+def replies(limiter, prefix: bytes, count: int, now: float) -> int:
+    return sum(limiter.allow(prefix, now) for _ in range(count))
+
+
+class RateLimiterTests(unittest.TestCase):
+    RateLimiter = ratelimit.RateLimiter
+
+    def test_burst_then_nothing(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20)
+        self.assertEqual(replies(limiter, A, 100, now=0.0), 20)
+
+    def test_burst_at_a_bucket_boundary(self) -> None:
+        """BIND's test shape: the count is right, plus or minus one."""
+        limiter = self.RateLimiter(rate=100, burst=200)
+        first = replies(limiter, A, 1000, now=0.0)
+        # Just before and just after one second has passed: about 100 more.
+        before = replies(limiter, A, 1000, now=0.999)
+        after = replies(limiter, A, 1000, now=1.001)
+        self.assertEqual(first, 200)
+        self.assertLessEqual(abs(before + after - 100), 1)
+
+    def test_refill_over_time(self) -> None:
+        limiter = self.RateLimiter(rate=5, burst=5)
+        replies(limiter, A, 5, now=0.0)
+        self.assertFalse(limiter.allow(A, 0.0))
+        self.assertTrue(limiter.allow(A, 0.2))  # one token back after 1/5 s
+        self.assertFalse(limiter.allow(A, 0.2))
+        self.assertEqual(replies(limiter, A, 100, now=100.0), 5)  # capped at burst
+
+    def test_sustained_rate(self) -> None:
+        limiter = self.RateLimiter(rate=200, burst=400)
+        answered = sum(
+            replies(limiter, A, 10, now=tick / 1000) for tick in range(10_000)
+        )  # 10,000 a second for 10 s
+        self.assertLessEqual(abs(answered - (400 + 200 * 10)), 1)
+
+    def test_flooded_prefix_beside_a_quiet_one(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20)
+        for tick in range(1000):  # A sends 1,000 a second for 10 s
+            now = tick / 100
+            replies(limiter, A, 10, now)
+            if tick % 10 == 0:  # B sends 10 a second: every one answered
+                self.assertTrue(limiter.allow(B, now))
+
+    def test_table_stays_bounded_under_a_million_prefixes(self) -> None:
+        limiter = self.RateLimiter(rate=1, burst=1, size=1000)
+        for n in range(1_000_000):
+            limiter.allow(n.to_bytes(3, "big"), now=n / 1e6)
+            if n % 997 == 0:
+                self.assertLessEqual(len(limiter), 2000)
+        self.assertGreaterEqual(len(limiter), 1000)
+
+    def test_a_key_seen_again_keeps_its_bucket(self) -> None:
+        limiter = self.RateLimiter(rate=1, burst=1, size=2)
+        self.assertTrue(limiter.allow(A, 0))
+        self.assertTrue(limiter.allow(B, 0))
+        for n in range(100):  # new keys, one at a time, with A between them
+            self.assertFalse(limiter.allow(A, 0))  # remembered: still empty
+            self.assertTrue(limiter.allow(n.to_bytes(3, "big"), 0))
+        self.assertTrue(limiter.allow(B, 0))  # long forgotten: full again
+
+    def test_bad_settings(self) -> None:
+        for rate, burst, size in ((0, 1, 1), (1, 0.5, 1), (1, 1, 0)):
+            self.assertRaises(ValueError, self.RateLimiter, rate, burst, size)
+
+
+class NewKeyTests(unittest.TestCase):
+    """At most ``new_rate`` keys not in the table a second are taken in."""
+
+    RateLimiter = ratelimit.RateLimiter
+
+    def keys(self, count: int, first: int = 0) -> list[bytes]:
+        return [(first + n).to_bytes(3, "big") for n in range(count)]
+
+    def test_new_keys_beyond_their_rate_are_refused_and_not_remembered(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        verdicts = [limiter.allow(key, 0.0) for key in self.keys(500)]
+        self.assertEqual(verdicts.count(True), 100)  # a second's worth at once
+        self.assertEqual(verdicts.count(None), 400)
+        self.assertEqual(len(limiter), 100)
+        self.assertTrue(limiter.allow(self.keys(1)[0], 0.0))  # known: its own bucket
+        self.assertIsNone(limiter.allow(self.keys(1, 400)[0], 0.0))
+        self.assertTrue(limiter.allow(self.keys(1, 400)[0], 0.01))  # one a 1/100 s
+
+    def test_known_keys_keep_their_place_under_a_flood_of_new_ones(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertTrue(limiter.allow(A, 0.0))
+        for second in range(60):  # 10,000 new keys a second, for a minute
+            for key in self.keys(10_000, first=second * 10_000):
+                limiter.allow(key, second + 0.5)
+            self.assertEqual(replies(limiter, A, 10, second + 0.6), 10)  # its rate
+        self.assertLessEqual(len(limiter), 2000)
+        self.assertIn(A, limiter)
+
+    def test_a_clock_step_back_does_not_stop_new_keys(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, new_rate=10)
+        self.assertEqual([limiter.allow(key, 1000.0) for key in self.keys(10)].count(True), 10)
+        # An hour back: the new keys' bucket counts as empty from then, no more.
+        self.assertIsNone(limiter.allow(b"late", 1000.0 - 3600))
+        self.assertTrue(limiter.allow(b"late", 1000.0 - 3600 + 0.1))
+
+    def test_zero_is_no_limit(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=100_000, new_rate=0)
+        self.assertTrue(all(limiter.allow(key, 0.0) for key in self.keys(50_000)))
+        self.assertRaises(ValueError, self.RateLimiter, 10, 20, 100, -1)
+
+
+class ProbationTests(unittest.TestCase):
+    """With the sender given, a key not in the table is on probation until
+    an address of it asks again: how new clients get in under a flood of
+    spoofed sources, and known ones stay known."""
+
+    RateLimiter = ratelimit.RateLimiter
+
+    def test_the_first_is_answered_and_the_second_takes_the_key_in(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
+        self.assertNotIn(A, limiter)
+        answered = sum(bool(limiter.allow(A, 0.0, "192.0.2.1")) for _ in range(30))
+        self.assertIn(A, limiter)
+        self.assertEqual(1 + answered, 20)  # a burst in all, the first reply included
+
+    def test_another_address_of_a_key_answered_takes_it_in(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
+        answered = sum(bool(limiter.allow(A, 0.1, f"192.0.2.{n}")) for n in range(2, 40))
+        self.assertIn(A, limiter)
+        self.assertEqual(1 + answered, 20)  # a burst in all: exact per key
+
+    def test_a_key_refused_at_first_is_not_remembered_but_its_address_is(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=1)
+        self.assertIs(limiter.allow(B, 0.0, "198.51.100.1"), True)  # the one new key a second
+        self.assertIsNone(limiter.allow(A, 0.0, "192.0.2.1"))
+        self.assertIsNone(limiter.allow(A, 0.0, "192.0.2.2"))  # A was not answered
+        self.assertIs(limiter.allow(A, 0.5, "192.0.2.1"), True)  # .1 asks again: in
+        self.assertIn(A, limiter)
+
+    def test_probation_ends(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
+        # Two generations of PROBATION_TIME later, .1 is a stranger again.
+        later = 2 * ratelimit.PROBATION_TIME + 0.01
+        self.assertIs(limiter.allow(A, later, "192.0.2.1"), True)
+        self.assertNotIn(A, limiter)
+
+    def test_a_flood_of_new_sources_leaves_the_table_alone(self) -> None:
+        """10,000 new sources a second for a minute: the one known key, quiet
+        all along, is still known, and nothing else was taken in."""
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
+        limiter.allow(A, 0.0, "192.0.2.1")
+        limiter.allow(A, 0.0, "192.0.2.1")
+        self.assertIn(A, limiter)
+        for second in range(60):
+            for n in range(10_000):
+                number = second * 10_000 + n
+                limiter.allow(number.to_bytes(4, "big"), second + n / 10_000,
+                              f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}")
+        self.assertEqual(len(limiter), 1)
+        self.assertIn(A, limiter)
+        self.assertEqual(replies(limiter, A, 30, 60.0), 20)  # its burst, as it was
+
+    def test_new_clients_that_ask_twice_get_in_under_a_flood(self) -> None:
+        """150,000 new sources a second, and 200 new clients among them, each
+        asking twice a second apart: every one answered by its second try."""
+        limiter = self.RateLimiter(rate=200, burst=400, size=65_536, new_rate=10_000)
+        tries = {}  # client -> the times it asks
+        for client in range(200):
+            first = 0.5 + client * 0.01
+            tries[client] = (first, first + 1.0)
+        asks = sorted((at, client) for client, times in tries.items() for at in times)
+        answered: dict[int, int] = {}
+        flood = 0
+        for at, client in asks:
+            while flood < at * 150_000:  # the flood up to this moment
+                limiter.allow(b"f%d" % flood, flood / 150_000, "spoofed %d" % flood)
+                flood += 1
+            if client not in answered and limiter.allow(b"c%d" % client, at, "client %d" % client):
+                answered[client] = tries[client].index(at) + 1
+        self.assertEqual(len(answered), 200)
+        self.assertLessEqual(len(limiter), 200)
+
+    def test_keys_taken_in_again_have_a_rate_of_their_own(self) -> None:
+        """An attacker who sends twice from each spoofed address takes in at
+        most ``new_rate`` keys a second."""
+        limiter = self.RateLimiter(rate=10, burst=20, size=100_000, new_rate=100)
+        for n in range(5_000):
+            limiter.allow(b"k%d" % n, 0.5, "s%d" % n)
+        for n in range(5_000):
+            limiter.allow(b"k%d" % n, 0.6, "s%d" % n)
+        self.assertEqual(len(limiter), 100)
+
+
+class ClockStepTests(unittest.TestCase):
+    """Time is the caller's: it may step back or jump ahead (a wall clock
+    set by hand or by NTP).  No prefix is starved, none gets past its burst."""
+
+    RateLimiter = ratelimit.RateLimiter
+
+    def test_a_step_back_starves_no_one(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20)
+        self.assertEqual(replies(limiter, A, 100, now=1000.0), 20)
+        # The clock steps back an hour: the bucket refills from the new time.
+        self.assertEqual(replies(limiter, A, 100, now=-2600.0), 0)
+        self.assertEqual(replies(limiter, A, 100, now=-2599.0), 10)
+        self.assertEqual(replies(limiter, A, 100, now=-2597.0), 20)
+
+    def test_a_jump_ahead_gives_no_more_than_the_burst(self) -> None:
+        limiter = self.RateLimiter(rate=10, burst=20)
+        replies(limiter, A, 100, now=0.0)
+        self.assertEqual(replies(limiter, A, 100, now=1e9), 20)
+        self.assertEqual(replies(limiter, A, 100, now=1e9 + 0.5), 5)
+
+    def test_back_and_forth(self) -> None:
+        """Whatever the steps, a prefix never gets more than the burst plus
+        the rate times the time that went forward."""
+        limiter = self.RateLimiter(rate=10, burst=20)
+        times = [0.0, 5.0, 1.0, 1.5, 100.0, 50.0, 50.2, 49.0, 49.0, 60.0]
+        forward, answered, last = 0.0, 0, None
+        for now in times:
+            answered += replies(limiter, A, 1000, now)
+            if last is not None and now > last:
+                forward += now - last
+            last = now
+            self.assertLessEqual(answered, 20 + 10 * forward + 1e-9)
+        self.assertGreater(answered, 0)
+
+
+class EvictionTests(unittest.TestCase):
+    """As an LRU table of ``size`` keys would: a key is forgotten only after
+    ``size`` others have been seen since it last was, and by then it is
+    forgotten within ``size`` more; in constant time a datagram."""
+
+    RateLimiter = ratelimit.RateLimiter
+
+    def test_forgotten_after_size_others_and_no_later_than_twice(self) -> None:
+        size = 1000
+        for offset in (0, 1, 499, 999, 1000, 1500):  # where a generation stands
+            limiter = self.RateLimiter(rate=1, burst=1, size=size)
+            for n in range(offset):
+                limiter.allow(("before", n), 0.0)
+            self.assertTrue(limiter.allow(A, 0.0))
+            others = 0
+            while A in limiter:
+                limiter.allow(("other", others), 0.0)
+                others += 1
+            self.assertGreaterEqual(others, size, offset)
+            self.assertLessEqual(others, 2 * size, offset)
+            self.assertTrue(limiter.allow(A, 0.0))  # forgotten: full again
+
+    def test_a_busy_key_is_never_forgotten(self) -> None:
+        limiter = self.RateLimiter(rate=1000, burst=1000, size=100)
+        for n in range(50_000):
+            limiter.allow(n, 0.0)
+            if n % 50 == 0:
+                limiter.allow(A, 0.0)
+                self.assertIn(A, limiter)
+        self.assertLessEqual(len(limiter), 200)
+
+
+class ImplementationsAgreeTests(unittest.TestCase):
+    """The C table and the Python one give the same answers, whatever comes."""
+
+    def test_the_c_table_is_the_one_used_where_built(self) -> None:
+        try:
+            from udpupper.server.protections import _ratelimit
+        except ImportError:
+            raise unittest.SkipTest("the C rate table is not built here") from None
+        self.assertIs(ratelimit.RateLimiter, _ratelimit.RateLimiter)
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        rate=st.sampled_from([0.5, 1, 10, 200]),
+        burst=st.sampled_from([1, 2.5, 20]),
+        size=st.integers(1, 6),
+        new_rate=st.sampled_from([0, 1, 50]),
+        probation=st.integers(1, 5),
+        steps=st.lists(
+            st.tuples(st.integers(0, 9), st.one_of(st.none(), st.integers(0, 9)),
+                      st.floats(-0.5, 2.0, allow_nan=False)), max_size=80
+        ),
+    )
+    def test_same_answers(self, rate, burst, size, new_rate, probation, steps) -> None:
+        """Keys alone, and keys with their senders (probation), mixed."""
+        ours = ratelimit.RateLimiter(rate, burst, size, new_rate, probation)
+        python = PythonRateLimiter(rate, burst, size, new_rate, probation)
+        now = 0.0
+        for key, sender, step in steps:  # time mostly forward, sometimes back
+            now += step
+            key = b"prefix %d" % key
+            if sender is not None:
+                sender = ("192.0.2.%d" % sender, 4000)
+            self.assertEqual(ours.allow(key, now, sender), python.allow(key, now, sender),
+                             (key, sender, now))
+            self.assertEqual(len(ours), len(python))
+            self.assertEqual(
+                [b"prefix %d" % k in ours for k in range(10)],
+                [b"prefix %d" % k in python for k in range(10)],
+            )
+
+    def test_not_a_number_for_now_is_an_error(self) -> None:
+        for limiter in (ratelimit.RateLimiter(1, 1), PythonRateLimiter(1, 1)):
+            self.assertRaises(TypeError, limiter.allow, b"key", "now")
+            self.assertRaises(TypeError, limiter.allow, [], 0.0)  # unhashable
+
+
+def in_python(case: type) -> type:
+    """``case``'s tests again, on the class that runs without a compiler."""
+    return type("Python" + case.__name__, (case,), {"RateLimiter": PythonRateLimiter})
+
+
+PythonRateLimiterTests = in_python(RateLimiterTests)
+PythonNewKeyTests = in_python(NewKeyTests)
+PythonClockStepTests = in_python(ClockStepTests)
+PythonProbationTests = in_python(ProbationTests)
+PythonEvictionTests = in_python(EvictionTests)

@@ -1,0 +1,60 @@
+"""The daemon's listening port on its own: what it reads, drains and counts.
+
+(It is driven through the whole service in test_service too.)
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from udpupper.kernel import socket_drops
+from udpupper.server.port import ServerPort
+from udpupper.server.protocol import UpperProtocol
+
+
+class ServerPortTests(unittest.TestCase):
+    batch = ServerPort.batch
+
+    def start(self) -> tuple[ServerPort, UpperProtocol, socket.socket]:
+        protocol = UpperProtocol()
+        port = ServerPort(0, protocol, "127.0.0.1", reactor, rcvbuf=4 << 20)
+        port.batch = self.batch
+        port.startListening()
+        self.addCleanup(port.stopListening)
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.settimeout(5)
+        self.addCleanup(peer.close)
+        return port, protocol, peer
+
+    def test_drain_answers_what_waits(self) -> None:
+        port, protocol, peer = self.start()
+        port.stopReading()  # as if the reactor had not come round yet
+        for number in range(600):
+            peer.sendto(b"waiting %d" % number, ("127.0.0.1", port.getHost().port))
+        drained = port.drain(5.0)
+        stats = protocol.stats
+        self.assertEqual((stats.received, stats.replied), (drained, drained))
+        # All of them, where the buffer holds them all (root, or rmem_max).
+        self.assertEqual(drained + (socket_drops(port.socket) or 0), 600)
+        self.assertGreater(drained, 100)
+        self.assertEqual(peer.recv(100), b"WAITING 0")
+
+    def test_counts_in_shared_memory(self) -> None:
+        port, protocol, peer = self.start()
+        port.stopReading()
+        counts = mmap.mmap(-1, 32)
+        port.count_into(counts)
+        if port.batch is not None:
+            self.addCleanup(port.batch.count_into, None)
+        for payload in (b"a", b"bb"):
+            peer.sendto(payload, ("127.0.0.1", port.getHost().port))
+        port.drain(5.0)
+        self.assertEqual(memoryview(counts).cast("Q").tolist(), [2, 2, 3, 3])
+
+
+class OneByOneServerPortTests(ServerPortTests):
+    batch = None

@@ -1,0 +1,269 @@
+"""``udpupper-client``: read lines from stdin, print each upper-cased reply."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+
+from twisted.internet import fdesc, stdio
+from twisted.python import usage
+
+from udpupper.client.lines import LineReader
+from udpupper.client.ping import MIN_SIZE, UDP_HEADER, Ping
+from udpupper.client.protocol import PROMPT, UpperClient
+from udpupper.clock import use_monotonic_clock
+from udpupper.options import (
+    OneLineUsageErrors,
+    bounded,
+    count,
+    one_line,
+    peer_port,
+    positive_float,
+)
+from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD, max_payload
+from udpupper.udp import UDPPort
+
+COMMAND = "udpupper-client"
+
+# Exit statuses: every line answered, some line not, bad command line or
+# host, interrupted (128 + SIGINT, as a shell reports it; 143 for SIGTERM).
+EXIT_OK, EXIT_UNANSWERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OUTPUT_CLOSED = -1  # end as cat does when nobody reads: by SIGPIPE
+
+
+class Options(OneLineUsageErrors, usage.Options):
+    """Options of ``udpupper-client``."""
+
+    command = COMMAND
+    usage_status = EXIT_USAGE
+    synopsis = (
+        f"Usage: {COMMAND} [--host HOST] [--port PORT] [--timeout SECONDS] "
+        "[--retries N] [--window N]\n"
+        f"       {COMMAND} --ping [--host HOST] [--port PORT] [--count N] "
+        "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--quiet]"
+    )
+    longdesc = (
+        "Send each line of standard input (without its line ending) to a "
+        "udpupper server as one datagram and print each reply on its own "
+        "line, in input order. Exit status: 0 when every line was answered, "
+        "1 when any was not, 2 for a usage error or a host that does not "
+        "resolve. With --ping, instead: probe the server as ping does, with "
+        "ping's lines, summary and exit status (0 when any probe was answered, "
+        "1 when none was)."
+    )
+    optFlags = [
+        ["ping", None, "Probe the server as ping does, instead of reading stdin."],
+        ["quiet", "q", "With --ping: only the first line and the summary."],
+    ]
+    optParameters = [
+        ["host", "H", "localhost", "Server name or IPv4/IPv6 address (a name is "
+         "resolved once, IPv4 first)."],
+        ["port", "p", 12000, "Server UDP port."],
+        ["timeout", "t", 1.0, "Seconds to wait for a reply before asking again (with "
+         "--ping: before saying a probe has no answer yet)."],
+        ["retries", "r", 3, "How many times to ask again before reporting a line "
+         "as unanswered."],
+        ["window", "w", 32, "Lines in flight at once (1 sends a line only after "
+         "the last is settled)."],
+        ["count", "c", None, "With --ping: probes to send (default: until Ctrl-C)."],
+        ["interval", "i", None, "With --ping: seconds between probes, at least "
+         "0.001 (default 1)."],
+        ["size", "s", None, f"With --ping: probe bytes, {MIN_SIZE} to {MAX_IPV4_PAYLOAD} "
+         f"({MAX_IPV6_PAYLOAD} over IPv6; default 32)."],
+    ]
+    checks = {
+        "port": peer_port,
+        "timeout": positive_float,
+        "retries": count,
+        "window": bounded(count, 1, 1024),
+    }
+    # Only with --ping, and their defaults there.
+    ping_checks = {
+        "count": (bounded(count, 1, 10**9), None),
+        "interval": (bounded(positive_float, 0.001, 3600), 1.0),
+        "size": (bounded(count, MIN_SIZE, MAX_IPV6_PAYLOAD), 32),
+    }
+
+    def parseArgs(self, *args: str) -> None:
+        if args:
+            raise usage.UsageError(f"unexpected argument: {args[0]!r}")
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        for name, (check, default) in self.ping_checks.items():
+            given = self[name]
+            if given is not None and not self["ping"]:
+                raise usage.UsageError(f"--{name} is only for --ping")
+            try:
+                self[name] = default if given is None else check(given)
+            except ValueError as error:
+                raise usage.UsageError(f"--{name}: {error}") from None
+        if self["quiet"] and not self["ping"]:
+            raise usage.UsageError("--quiet is only for --ping")
+
+
+def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
+    """Resolve ``host`` once: its address family and an IP literal address.
+
+    A name with both IPv4 and IPv6 addresses gives the IPv4 one, as the
+    textbook client does, so an IPv4-only server on ``localhost`` works.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, sockaddr = min(infos, key=lambda info: info[0] != socket.AF_INET)
+    return family, (sockaddr[0], sockaddr[1])
+
+
+def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
+    """Run the client on ``reactor`` until stdin ends; return the exit status."""
+    interactive = os.isatty(0)
+    outcome: dict[str, int] = {}
+
+    def report(message: str) -> None:
+        print(one_line(f"{COMMAND}: {message}"), file=sys.stderr, flush=True)
+
+    def when_done(code: int) -> None:
+        outcome.setdefault("status", code)
+        if interactive and not reader.output_lost and "stopping" not in outcome:
+            write_out(b"\n")  # after Ctrl-D, the shell's prompt on a line of its own
+        reader.close(then=stop)
+
+    def stop() -> None:
+        if "stopping" not in outcome:
+            reactor.stop()
+
+    def on_shutdown() -> None:
+        # Ctrl-C (or SIGTERM) stops the reactor before the input has ended.
+        # Whether nobody read our output is decided now: shutting down
+        # closes stdout too.
+        outcome["stopping"] = 1
+        if reader.output_lost:
+            outcome["status"] = EXIT_OUTPUT_CLOSED
+        outcome.setdefault("status", EXIT_INTERRUPTED)
+
+    def on_idle() -> None:
+        if interactive:
+            write_out(PROMPT)
+
+    def write_out(data: bytes) -> None:
+        # A reply may come after stdout has closed (| head -1): drop it.
+        if reader.transport is not None and not reader.output_lost:
+            reader.transport.write(data)
+
+    def on_signal(number: int, frame) -> None:
+        outcome.setdefault("status", 128 + number)  # 130 for Ctrl-C, 143 for SIGTERM
+        reactor.callFromThread(reactor.stop)
+
+    def take_signals() -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, on_signal)
+
+    client = UpperClient(
+        server,
+        reactor,
+        write_out=write_out,
+        report=report,
+        timeout=options["timeout"],
+        retries=options["retries"],
+        window=options["window"],
+        max_datagram=max_payload(server[0]),
+        on_idle=on_idle,
+    )
+    client.when_done = when_done
+    interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    UDPPort(0, client, interface, reactor).startListening()
+    reader = LineReader(client)
+    stdio.StandardIO(reader, reactor=reactor)
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    reactor.callWhenRunning(take_signals)
+    reactor.callWhenRunning(client.start)
+    reactor.run()
+    return outcome.get("status", EXIT_INTERRUPTED)
+
+
+def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int:
+    """``--ping``: probe until ``--count`` or a signal; ping's exit status."""
+    host = options["host"]
+    size = options["size"]
+    outcome: dict[str, int] = {}
+
+    def say(line: str) -> None:
+        if "output_lost" in outcome:
+            return
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # | head -1: nobody reads us any more
+            outcome["output_lost"] = 1
+            outcome["status"] = EXIT_OUTPUT_CLOSED
+            pinger.finish()
+
+    def done(status: int) -> None:
+        outcome.setdefault("status", status)
+        for line in ["", *pinger.summary(host)]:  # a blank line first, as ping
+            say(line)
+        if reactor.running:
+            reactor.stop()
+
+    def on_signal(number: int, frame) -> None:
+        if number == signal.SIGTERM:
+            outcome.setdefault("status", 128 + number)
+        reactor.callFromThread(pinger.finish)  # Ctrl-C: the summary, as ping
+
+    def take_signals() -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, on_signal)
+
+    pinger = Ping(server, reactor, say, count=options["count"],
+                  interval=options["interval"], size=size,
+                  timeout=options["timeout"], quiet=options["quiet"])
+    pinger.when_done = done
+    ip_header = 40 if family == socket.AF_INET6 else 20
+    say(f"PING {host} ({server[0]}) port {server[1]}: "
+        f"{size}({size + UDP_HEADER + ip_header}) bytes of data.")
+    interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    UDPPort(0, pinger, interface, reactor).startListening()
+    reactor.callWhenRunning(take_signals)
+    reactor.callWhenRunning(pinger.start)
+    reactor.run()
+    return outcome.get("status", pinger.status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    options = Options()
+    options.parseOptions(sys.argv[1:] if argv is None else argv)
+    try:
+        family, server = resolve(options["host"], options["port"])
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        print(f"{COMMAND}: cannot resolve {options['host']!r}: {reason}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    if options["ping"] and options["size"] > max_payload(server[0]):
+        print(f"{COMMAND}: error: --size: at most {max_payload(server[0])} bytes "
+              f"to {server[0]}, not {options['size']}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    from twisted.internet import reactor
+
+    use_monotonic_clock(reactor)  # a wall-clock step neither hangs nor hurries it
+    try:
+        code = (ping if options["ping"] else run)(reactor, options, family, server)
+    finally:
+        # StandardIO made stdin and stdout non-blocking; the shell that
+        # shares them expects them back as they were.
+        for fd in (0, 1):
+            try:
+                fdesc.setBlocking(fd)
+            except OSError:
+                pass
+    if code == EXIT_OUTPUT_CLOSED:
+        # Nobody reads what we write (| head -1): end as cat does, by the
+        # signal that Python ignores, with nothing said.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    if code == EXIT_INTERRUPTED:
+        print(file=sys.stderr)
+    raise SystemExit(code)
+if __name__ == "__main__":
+    main()

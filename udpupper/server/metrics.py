@@ -1,0 +1,264 @@
+"""Prometheus metrics over HTTP (``--metrics ENDPOINT``), read from Stats.
+
+Needs ``prometheus_client`` (the ``metrics`` extra).  The
+collector reads the counters at scrape time; nothing is added to the hot
+path.  Served by twisted.web on any Twisted server endpoint, at /metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from twisted.application import internet, service
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from udpupper.options import exit_with
+from udpupper.server.droplog import LOG_PERIOD, Throttle
+from udpupper.server.stats import Stats
+
+MISSING = (
+    "needs prometheus_client: in a checkout, pip install '.[metrics]'; "
+    "from a package index, pip install 'udpupper[metrics]'"
+)
+
+
+def available() -> bool:
+    """Whether prometheus_client can be imported."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+COUNTERS = (
+    ("datagrams_received", "Datagrams received.", "received"),
+    ("datagrams_replied", "Datagrams answered.", "replied"),
+    ("received_bytes", "Payload bytes received.", "bytes_in"),
+    ("sent_bytes", "Payload bytes sent in replies.", "bytes_out"),
+)
+
+
+def counter_families(prefix: str, labels: list[str], rows: list[tuple[list[str], Stats]]):
+    """The counter families for ``rows`` of (label values, counters)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    for name, documentation, attribute in COUNTERS:
+        family = CounterMetricFamily(prefix + name, documentation, labels=labels)
+        for values, stats in rows:
+            family.add_metric(values, getattr(stats, attribute))
+        yield family
+    dropped = CounterMetricFamily(
+        prefix + "datagrams_dropped",
+        "Datagrams not answered, by reason (receive_buffer_full: by the kernel).",
+        labels=[*labels, "reason"],
+    )
+    for values, stats in rows:
+        # Every reason, from 0 on, as Prometheus wants each series to exist.
+        for reason, count in sorted(stats.all_drops().items()):
+            dropped.add_metric([*values, reason.value], count)
+    yield dropped
+
+
+def gauge(name: str, documentation: str, value: float):
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+PREFIXES = "Source prefixes in the rate limiter's table."
+
+
+class StatsCollector:
+    """A prometheus_client collector of one daemon's counters.
+
+    ``refresh`` is called before each scrape (to read the kernel's drops);
+    ``prefixes`` gives the gauge.
+    """
+
+    def __init__(
+        self,
+        stats: Stats,
+        refresh: Callable[[], object] = lambda: None,
+        prefixes: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.stats = stats
+        self.refresh = refresh
+        self.prefixes = prefixes
+
+    def collect(self) -> Iterator:
+        yield gauge("udpupper_workers_alive", "Processes answering datagrams.", 1)
+        self.refresh()
+        yield from counter_families("udpupper_", [], [([], self.stats)])
+        yield gauge("udpupper_rate_limit_prefixes", PREFIXES, self.prefixes())
+
+
+class WorkersCollector:
+    """The collector of a ``--workers`` parent: the totals under the names a
+    lone daemon uses (dashboards work either way), and each worker's
+    counters under ``udpupper_worker_*`` with a ``worker`` label.  A restarted
+    worker's own counters start again from 0 (Prometheus sees a reset); the
+    totals keep what every earlier run counted."""
+
+    def __init__(self, workers) -> None:
+        self.workers = workers
+
+    def collect(self) -> Iterator:
+        workers = self.workers
+        yield gauge("udpupper_workers_alive", "Processes answering datagrams "
+                    "(workers that reported within the last 2 s).", workers.alive())
+        drops = workers.kernel_drops()  # one read of each socket a scrape
+        yield from counter_families("udpupper_", [], [([], workers.totals(drops))])
+        counters = workers.counters
+        rows = []
+        for name in workers.names:
+            stats = Stats.from_dict(counters.current[name].as_dict())
+            stats.kernel_drops = drops.get(name, 0)  # the socket's: all its runs
+            rows.append(([name.removeprefix("worker-")], stats))
+        yield from counter_families("udpupper_worker_", ["worker"], rows)
+        yield gauge("udpupper_rate_limit_prefixes", PREFIXES, sum(counters.prefixes.values()))
+        from prometheus_client.core import GaugeMetricFamily
+
+        per_worker = GaugeMetricFamily("udpupper_worker_rate_limit_prefixes", PREFIXES,
+                                       labels=["worker"])
+        for name in workers.names:
+            per_worker.add_metric([name.removeprefix("worker-")], counters.prefixes[name])
+        yield per_worker
+
+
+class MetricsPage(Resource):
+    """GET /metrics: the registry in Prometheus's text format."""
+
+    isLeaf = True
+
+    def __init__(self, registry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request) -> bytes:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self.registry)
+
+
+class QuietSite(Site):
+    """A site that writes no access-log line: a scrape every few seconds
+    would otherwise fill the daemon's log with them."""
+
+    noisy = False
+
+    def log(self, request) -> None:
+        pass
+
+
+class AcceptLog:
+    """The metrics listener's own log, with refused connections counted.
+
+    Out of file descriptors, Twisted's listener logs up to three lines for
+    each connection it cannot accept; a client retrying in a loop turns that
+    into a flood.  This observer takes the listener's events: a refused
+    connection is counted and said at most once per period, with the count,
+    as the drop log does; any other event goes on unchanged.
+    """
+
+    log = Logger()
+
+    def __init__(self, forward, clock, period: float = LOG_PERIOD) -> None:
+        self.forward = forward  # the observer the listener logged to before
+        self.clock = clock
+        self.period = period
+        self.throttle = Throttle(period)
+        self.refused = 0
+        self.errors: set[str] = set()
+        self.flush_later = None
+
+    def __call__(self, event: dict) -> None:
+        text = event.get("log_format") or ""
+        if "acceptError" in event or text.startswith("EMFILE recovery: Closed"):
+            self.refused += 1
+            self.errors.add(event.get("acceptError", "EMFILE"))
+            self.say()
+        elif "EMFILE" not in text:  # the rest of the recovery dance is noise
+            self.forward(event)
+
+    def say(self, now_or_never: bool = False) -> None:
+        """Log the count now if a period has passed, else once it has."""
+        now = self.clock.seconds()
+        last = self.throttle.last
+        if self.refused and (self.throttle.due(now) or now_or_never):
+            self.log.warn(
+                "udpupper could not accept {count} metrics connection(s) {since} "
+                "({errors}: out of file descriptors or memory)",
+                count=self.refused,
+                errors=", ".join(sorted(self.errors)),
+                since="so far" if last is None else f"in the last {now - last:.0f} s",
+            )
+            self.refused = 0
+            self.errors.clear()
+        elif self.refused and self.flush_later is None:
+            wait = max(0.0, self.throttle.last + self.period - now)
+            self.flush_later = self.clock.callLater(wait, self.flush)
+
+    def flush(self) -> None:
+        self.flush_later = None
+        self.say()
+
+    def stop(self) -> None:
+        """Say what is still uncounted in the log: stopping loses nothing."""
+        if self.flush_later is not None and self.flush_later.active():
+            self.flush_later.cancel()
+        self.flush_later = None
+        self.say(now_or_never=True)
+
+
+class MetricsService(internet.StreamServerEndpointService):
+    """Serves the page; an endpoint that cannot listen ends the daemon with
+    one line on stderr, as a UDP port in use does, not a traceback."""
+
+    def __init__(self, description: str, factory, reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        super().__init__(serverFromString(reactor, description), factory)
+        self.description = description
+        self.reactor = reactor
+        self.accept_log: AcceptLog | None = None
+        self._raiseSynchronously = True  # as strports.service does
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError) as error:
+            # An OSError comes from a UNIX socket's lock file, before any bind.
+            cause = getattr(error, "socketError", error)
+            reason = getattr(cause, "strerror", None) or cause
+            exit_with(f"udpupper: cannot serve metrics on {self.description}: {reason}")
+        self._waitingForPort.addCallback(self._count_refusals)
+
+    def _count_refusals(self, port):
+        """Give the listener (a tcp or unix Port) an :class:`AcceptLog`."""
+        logger = getattr(port, "_logger", None)  # Twisted's, set per class
+        if isinstance(logger, Logger):
+            self.accept_log = AcceptLog(logger.observer, self.reactor)
+            port._logger = Logger(namespace=logger.namespace, observer=self.accept_log)
+        return port
+
+    def stopService(self):
+        if self.accept_log is not None:
+            self.accept_log.stop()
+        return super().stopService()
+
+
+def metrics_service(endpoint: str, collector: StatsCollector, reactor=None) -> service.IService:
+    """The HTTP service for ``endpoint`` (a Twisted server endpoint string)."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(collector)
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(registry))
+    return MetricsService(endpoint, QuietSite(root), reactor)

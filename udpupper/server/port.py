@@ -1,0 +1,278 @@
+"""The daemon's listening port: the transport :class:`UpperProtocol` writes to.
+
+:class:`ServerPort` delivers every datagram to ``protocol.datagramReceived``
+and sends what the protocol writes, a batch at a time where the C helper is
+built, after the destination check
+(:mod:`udpupper.server.protections.destination`).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from udpupper.kernel import prepare_server_socket
+from udpupper.server.protections.destination import (
+    CONTROL_SPACE,
+    HELPER_REFUSALS,
+    Destination,
+    check_destination,
+    is_wildcard,
+)
+from udpupper.udp import MAX_DATAGRAM, READ_BUDGET, UDPPort
+
+try:  # recvmmsg/sendmmsg, where the C helper could be built
+    from udpupper import _batch
+except ImportError:  # pragma: no cover - depends on the build
+    _batch = None
+
+# After answering, wait this many microseconds for the next datagram before
+# going back to the reactor: a request is often one round trip behind its
+# reply, and the reactor's way round costs more than the wait.
+DEFAULT_BUSY_POLL = 50
+
+# After reading itself failed for a reason of ours (no memory for the
+# datagram, say), stop reading for this many seconds: the datagram is still
+# queued, and the reactor would call doRead again at once, for ever.
+READ_PAUSE = 0.1
+
+
+class ServerPort(UDPPort):
+    """The daemon's port: a transport that batches, for :class:`UpperProtocol`.
+
+    Each datagram read goes to ``protocol.datagramReceived``; what the
+    protocol writes back to the datagram's sender is queued with the
+    datagram's route (so the reply leaves from the address the request was
+    sent to) and the queue goes out in one ``sendmmsg`` at the end of the
+    batch.  Without the C helper, one datagram a call each way.  A datagram
+    the destination check refuses goes to ``protocol.refuse`` instead, a
+    queued reply the kernel refuses to ``protocol.send_failed``, and an
+    exception to ``protocol.internal_error``: the port never closes for
+    what a datagram did.
+
+    Bound to a wildcard address, it learns each datagram's destination;
+    bound to one address, it needs not (the kernel delivers only unicast
+    datagrams sent to that address).  ``rcvbuf`` bytes of receive buffer
+    are asked for (0 leaves the kernel's default); ``rcvbuf_granted`` says
+    what the kernel gave.  With ``reuse_port``, other processes may bind the
+    same address (SO_REUSEPORT).  With the C helper (``batch``) it moves up
+    to 64 datagrams per system call, and after answering polls
+    ``busy_poll`` microseconds for the next before going back to the
+    reactor.  An IPv4 sender is given to the protocol as IPv4, on an IPv6
+    socket too.
+    """
+
+    batch = _batch
+
+    def __init__(
+        self,
+        port: int,
+        protocol,
+        interface: str = "",
+        reactor=None,
+        rcvbuf: int = 0,
+        reuse_port: bool = False,
+        busy_poll: int = DEFAULT_BUSY_POLL,
+    ):
+        super().__init__(port, protocol, interface, reactor)
+        self.reuse_port = reuse_port
+        self.busy_poll = busy_poll
+        self.rcvbuf = rcvbuf
+        self.rcvbuf_granted: int | None = None
+        self.pktinfo = is_wildcard(interface)
+        # While a datagram is delivered: its sender, how to answer it, and
+        # (in a batch) the replies waiting to go.
+        self._sender: tuple | None = None
+        self._route = None
+        self._queue: list | None = None
+        self._counts: memoryview | None = None  # see count_into
+
+    def count_into(self, counts) -> None:
+        """Count every datagram read and every reply sent, and their bytes,
+        at once, in ``counts``: four native uint64s of shared memory where a
+        ``--workers`` parent reads what a worker killed before it reported
+        did."""
+        self._counts = memoryview(counts).cast("B").cast("Q")
+        if self.batch is not None:
+            self.batch.count_into(counts)
+
+    def startListening(self) -> None:
+        """Bind (unless adopted) and listen, with the receive buffers allocated
+        first: ``MemoryError`` here, at start, never at the first datagram."""
+        if self.batch is not None:
+            self.batch.reserve()
+        super().startListening()
+
+    def createInternetSocket(self) -> socket.socket:
+        return self._configure(super().createInternetSocket())
+
+    def adopt(self, skt: socket.socket) -> None:
+        """Serve ``skt``, bound already (by systemd), instead of binding one."""
+        self._preexistingSocket = self._configure(skt)
+
+    def _configure(self, skt: socket.socket) -> socket.socket:
+        granted = prepare_server_socket(skt, self.pktinfo, self.rcvbuf, self.reuse_port)
+        if granted is not None:
+            self.rcvbuf_granted = granted
+        return skt
+
+    def write(self, datagram: bytes, addr: tuple) -> None:
+        """Send ``datagram`` to ``addr``; ``OSError`` is the caller's.
+
+        To the sender of the datagram being delivered, from the address it
+        was sent to: queued in a batch, else at once.  To anyone else, at
+        once, as ``udp.Port`` would.
+        """
+        if addr is self._sender and self._queue is not None:
+            self._queue.append((datagram, self._route))  # the hot path
+        elif addr == self._sender:
+            if self._queue is not None:
+                self._queue.append((datagram, self._route))
+            else:
+                ancillary, raw_addr = self._route
+                counts = self._counts
+                if counts is None:
+                    self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
+                    return
+                # Counted before the call (a worker killed in it never returns).
+                counts[1] += 1
+                counts[3] += len(datagram)
+                try:
+                    self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
+                except BaseException:
+                    counts[1] -= 1
+                    counts[3] -= len(datagram)
+                    raise
+        else:
+            host, port = addr[:2]
+            if self.addressFamily == socket.AF_INET6 and ":" not in host:
+                host = "::ffff:" + host
+            self.socket.sendto(datagram, (host, port))
+
+    def doRead(self) -> None:
+        self._read()
+
+    def drain(self, seconds: float) -> int:
+        """Answer what waits in the socket, for at most ``seconds``: at a stop,
+        so that what was sent before it is answered and counted.  How many
+        datagrams were read."""
+        deadline = time.monotonic() + seconds
+        total = 0
+        while self.connected and time.monotonic() < deadline:
+            handled = self._read()
+            if not handled:
+                break
+            total += handled
+        return total
+
+    def _read(self) -> int:
+        """Read and answer up to READ_BUDGET datagrams: how many were read."""
+        try:
+            if self.batch is not None:
+                return self._read_batches()
+            return self._read_one_by_one()
+        except Exception:
+            # Reading itself failed (a datagram's own exceptions are caught
+            # where it is delivered): ours, not a stranger's doing.  Log
+            # it once in a while, keep the port, and pause, or the reactor
+            # spins on the datagram still queued.  (No datagram was read: no
+            # drop is counted.)
+            self.protocol.log_error()
+            self._pause_reading()
+            return 0
+        finally:
+            self._sender = self._route = self._queue = None
+
+    def _pause_reading(self) -> None:
+        if self.connected:
+            self.stopReading()
+            self.reactor.callLater(READ_PAUSE, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if self.connected:
+            self.startReading()
+
+    def _deliver(self, datagram: bytes, sender: tuple, route) -> None:
+        self._sender, self._route = sender, route
+        try:
+            self.protocol.datagramReceived(datagram, sender)
+        except Exception:
+            self.protocol.internal_error()
+
+    def _read_batches(self) -> int:
+        """The hot loop: a batch in, each datagram delivered, the replies out."""
+        fd = self.socket.fileno()
+        recv_batch = self.batch.recv_batch
+        size = self.batch.BATCH
+        protocol = self.protocol
+        received, refuse = protocol.datagramReceived, protocol.refuse
+        pktinfo = self.pktinfo
+        spin = handled = 0
+        while handled < READ_BUDGET:
+            try:
+                datagrams = recv_batch(fd, size, pktinfo, spin)
+            except OSError as error:
+                handled += 1  # a persistent error must not hold the reactor
+                if self._receive_failed(error):
+                    continue
+                return handled
+            if not datagrams:
+                return handled
+            handled += len(datagrams)
+            self._queue = queue = []
+            try:
+                for datagram, sender, route in datagrams:
+                    if route.__class__ is int:
+                        refuse(datagram, HELPER_REFUSALS[route])
+                        continue
+                    # _deliver, inlined: this loop is the daemon's hottest.
+                    self._sender, self._route = sender, route
+                    try:
+                        received(datagram, sender)
+                    except Exception:
+                        protocol.internal_error()
+            finally:
+                self._queue = None
+                if queue:
+                    self._send(fd, queue)
+            spin = self.busy_poll
+        return handled
+
+    def _send(self, fd: int, queue: list) -> None:
+        """Send the batch's replies; hand back those the kernel refused."""
+        try:
+            _, _, errors = self.batch.send_batch(fd, queue)
+        except Exception:
+            # A bug of ours: none of them went.  Logged, and each counted.
+            self.protocol.log_error()
+            errors = [(index, None) for index in range(len(queue))]
+        for index, errno in errors:
+            self.protocol.send_failed(queue[index][0], errno)
+
+    def _read_one_by_one(self) -> int:
+        space = CONTROL_SPACE if self.pktinfo else 0
+        refuse = self.protocol.refuse
+        counts = self._counts
+        handled = 0
+        for datagram, ancdata, flags, addr in self._received(
+            self.socket.recvmsg, MAX_DATAGRAM, space
+        ):
+            handled += 1
+            if counts is not None:
+                counts[0] += 1
+                counts[2] += len(datagram)
+            if self.pktinfo:
+                destination = check_destination(ancdata, flags)
+                if destination.__class__ is not Destination:
+                    refuse(datagram, destination)
+                    continue
+                ancillary, ipv4 = destination
+            else:
+                # One address bound: an IPv4-mapped sender can only be IPv4
+                # (Linux drops IPv6 packets from mapped sources).
+                ancillary, ipv4 = [], True
+            host = addr[0]
+            if ipv4 and host.startswith("::ffff:"):
+                host = host[7:]
+            self._deliver(datagram, (host, addr[1]), (ancillary, addr))
+        return handled

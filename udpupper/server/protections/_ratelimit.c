@@ -1,0 +1,446 @@
+/*
+ * udpupper.server.protections._ratelimit: udpupper.server.protections.ratelimit.RateLimiter, in C.
+ *
+ * The same class, the same arguments, the same answers (the tests run both
+ * on one table of cases); only the table differs.  A flood of spoofed
+ * sources looks up a prefix the CPU's caches have long let go for every
+ * datagram, and a Python dict's look-up is a chain of four cache misses
+ * (index, entry, key object, value object).  Here a key is one 16-byte slot
+ * of an open-addressed array, its hash and its bucket side by side: one
+ * miss.  A key is known by its hash alone, as the loop breaker's table
+ * knows a request: Python's hash of bytes and str is SipHash with a key of
+ * the process's own, and two of the 65,536 prefixes of a full table share a
+ * 64-bit hash about once in 10^10 tables (they would then share a bucket).
+ *
+ * Where a key's probe starts is its hash times a random odd multiplier of
+ * each table's own (multiply-shift hashing): which prefixes share a run of
+ * slots cannot be chosen from outside, even where Python's hash is not
+ * randomized (PYTHONHASHSEED=0).
+ *
+ * The two generations of ratelimit.py are two arrays of twice `size` slots
+ * (at most half full, so a look-up probes little more than one slot): a key
+ * seen is in `recent`, or is copied there from `older`; when `recent` holds
+ * `size` keys the arrays swap and the new `recent` is cleared.  16 bytes a
+ * slot, four slots a key: 4 MiB at the default 65,536 keys.
+ *
+ * What is on probation (the senders, allow's third argument, and keys) is
+ * two more arrays of twice `probation` hashes, 8 bytes each, that swap the
+ * same way, and every PROBATION_TIME seconds too: 8 MiB at the least,
+ * 262,144 entries a generation.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdint.h>
+#include <string.h>
+#include <sys/random.h>
+
+typedef struct {
+    uint64_t hash; /* the key's Python hash plus one; 0: a free slot */
+    double full_at;
+} slot;
+
+typedef struct {
+    PyObject_HEAD
+    double rate, burst, new_rate;
+    double interval, depth, limit, new_interval, new_limit, new_full_at, promoted_full_at;
+    Py_ssize_t size, probation;
+    slot *recent, *older;
+    Py_ssize_t recent_count, older_count, copied; /* copied: from older */
+    uint64_t mask, multiplier;
+    int shift;
+    uint64_t *seen, *seen_before; /* senders on probation: hash plus one, 0 free */
+    Py_ssize_t seen_count;
+    double seen_since; /* when `seen` began */
+    uint64_t seen_mask;
+    int seen_shift;
+} Limiter;
+
+/* The slot of `hash` in `table`, or the free slot where it would go
+ * (multiply-shift, then linear probing). */
+static inline slot *find(const Limiter *self, slot *table, uint64_t hash)
+{
+    uint64_t at = (hash * self->multiplier) >> self->shift;
+
+    while (table[at].hash && table[at].hash != hash)
+        at = (at + 1) & self->mask;
+    return &table[at];
+}
+
+#define PROBATION_TIME 2.0 /* ratelimit.PROBATION_TIME */
+
+static void next_generation(Limiter *self, double now)
+{
+    uint64_t *cleared = self->seen_before;
+
+    memset(cleared, 0, (size_t)(self->seen_mask + 1) * sizeof(uint64_t));
+    self->seen_before = self->seen;
+    self->seen = cleared;
+    self->seen_count = 0;
+    self->seen_since = now;
+}
+
+static int on_probation(const Limiter *self, uint64_t hash)
+{
+    for (int generation = 0; generation < 2; generation++) {
+        const uint64_t *table = generation ? self->seen_before : self->seen;
+        for (uint64_t at = (hash * self->multiplier) >> self->seen_shift; table[at];
+             at = (at + 1) & self->seen_mask)
+            if (table[at] == hash)
+                return 1;
+    }
+    return 0;
+}
+
+static void put_on_probation(Limiter *self, uint64_t hash, double now)
+{
+    uint64_t at;
+
+    if (self->seen_count >= self->probation)
+        next_generation(self, now);
+    for (at = (hash * self->multiplier) >> self->seen_shift; self->seen[at];
+         at = (at + 1) & self->seen_mask)
+        if (self->seen[at] == hash)
+            return;
+    self->seen[at] = hash;
+    self->seen_count++;
+}
+
+/* One bucket of a second's worth for keys together: whether one more may
+ * pass at `now`, `*full_at` its state. */
+static int gate(const Limiter *self, double *full_at, double now)
+{
+    double at = *full_at;
+
+    if (!self->new_interval)
+        return 1;
+    if (at < now)
+        at = now;
+    else if (at > now + 1.0)
+        at = now + 1.0; /* the clock stepped back */
+    if (at - now > self->new_limit) {
+        *full_at = at;
+        return 0;
+    }
+    *full_at = at + self->new_interval;
+    return 1;
+}
+
+static uint64_t stored_hash(PyObject *key, int *error)
+{
+    Py_hash_t hash = PyObject_Hash(key);
+
+    *error = hash == -1;
+    return (uint64_t)hash + 1; /* never 0: a Python hash is never -1 */
+}
+
+/* A float as Python's f"{value:g}" writes it, for the error messages. */
+static PyObject *format_g(double value)
+{
+    char *text = PyOS_double_to_string(value, 'g', 6, 0, NULL);
+    PyObject *result;
+
+    if (!text)
+        return NULL;
+    result = PyUnicode_FromString(text);
+    PyMem_Free(text);
+    return result;
+}
+
+static int bad_setting(const char *what, double value)
+{
+    PyObject *text = format_g(value);
+
+    if (text) {
+        PyErr_Format(PyExc_ValueError, what, text);
+        Py_DECREF(text);
+    }
+    return -1;
+}
+
+static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"rate", "burst", "size", "new_rate", "probation", NULL};
+    double rate, burst, new_rate = 0.0;
+    Py_ssize_t size = 65536, capacity = 8, probation = -1, seen_capacity = 8;
+    int bits = 3, seen_bits = 3;
+    PyObject *probation_arg = Py_None;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dd|ndO", names, &rate, &burst, &size,
+                                     &new_rate, &probation_arg))
+        return -1;
+    if (!(rate > 0))
+        return bad_setting("rate must be more than 0, not %U", rate);
+    if (!(burst >= 1))
+        return bad_setting("burst must be 1 or more, not %U", burst);
+    if (size < 1) {
+        PyErr_Format(PyExc_ValueError, "size must be 1 or more, not %zd", size);
+        return -1;
+    }
+    if (!(new_rate >= 0))
+        return bad_setting("new_rate must be 0 or more, not %U", new_rate);
+    if (probation_arg == Py_None) {
+        probation = 4 * (size < (1 << 20) ? size : (1 << 20)); /* ratelimit.probation_size */
+        probation = probation < (1 << 18) ? (1 << 18) : probation > (1 << 20) ? (1 << 20) : probation;
+    } else {
+        probation = PyLong_AsSsize_t(probation_arg);
+        if (probation == -1 && PyErr_Occurred())
+            return -1;
+        if (probation < 1) {
+            PyErr_Format(PyExc_ValueError, "probation must be 1 or more, not %zd", probation);
+            return -1;
+        }
+    }
+    if (size > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(slot))
+        || probation > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(uint64_t))) {
+        PyErr_NoMemory(); /* two arrays of twice that many slots */
+        return -1;
+    }
+    while (capacity < 2 * size) {
+        capacity <<= 1;
+        bits++;
+    }
+    while (seen_capacity < 2 * probation) {
+        seen_capacity <<= 1;
+        seen_bits++;
+    }
+    /* All four freed and set together: never one table of a generation
+     * without the other (allow() checks `recent` alone). */
+    PyMem_RawFree(self->recent);
+    PyMem_RawFree(self->older);
+    PyMem_RawFree(self->seen);
+    PyMem_RawFree(self->seen_before);
+    self->recent = self->older = NULL;
+    self->seen = self->seen_before = NULL;
+    {
+        slot *recent = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+        slot *older = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+        uint64_t *seen = PyMem_RawCalloc((size_t)seen_capacity, sizeof(uint64_t));
+        uint64_t *seen_before_ = PyMem_RawCalloc((size_t)seen_capacity, sizeof(uint64_t));
+
+        if (!recent || !older || !seen || !seen_before_) {
+            PyMem_RawFree(recent);
+            PyMem_RawFree(older);
+            PyMem_RawFree(seen);
+            PyMem_RawFree(seen_before_);
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->older = older;
+        self->seen = seen;
+        self->seen_before = seen_before_;
+        self->recent = recent;
+    }
+    self->rate = rate;
+    self->burst = burst;
+    self->new_rate = new_rate;
+    self->size = size;
+    self->interval = 1.0 / rate;
+    self->depth = burst * self->interval;
+    self->limit = self->depth - self->interval * 0.999;
+    self->new_interval = new_rate ? 1.0 / new_rate : 0.0;
+    self->new_limit = 1.0 - self->new_interval * 0.999;
+    self->new_full_at = self->promoted_full_at = 0.0;
+    self->recent_count = self->older_count = self->copied = 0;
+    self->mask = (uint64_t)capacity - 1;
+    self->shift = 64 - bits;
+    self->probation = probation;
+    self->seen_count = 0;
+    self->seen_since = 0.0;
+    self->seen_mask = (uint64_t)seen_capacity - 1;
+    self->seen_shift = 64 - seen_bits;
+    if (getentropy(&self->multiplier, sizeof(self->multiplier)) != 0)
+        self->multiplier = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)self; /* no entropy */
+    self->multiplier |= 1; /* odd: every bit of the hash counts */
+    return 0;
+}
+
+static void limiter_dealloc(Limiter *self)
+{
+    PyMem_RawFree(self->recent);
+    PyMem_RawFree(self->older);
+    PyMem_RawFree(self->seen);
+    PyMem_RawFree(self->seen_before);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ratelimit.py's allow(), step for step. */
+static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    static const char *const names[] = {"key", "now", "sender"};
+    PyObject *args[3] = {NULL, NULL, NULL};
+    Py_ssize_t i, count = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    double now, full_at;
+    uint64_t hash;
+    int error;
+    slot *found;
+
+    /* allow(key, now, sender=None), any of them by keyword too. */
+    for (i = 0; i < nargs && i < 3; i++)
+        args[i] = given[i];
+    for (i = 0; i < count && nargs <= 3; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        int which = -1;
+        for (int n = 0; n < 3; n++)
+            if (PyUnicode_CompareWithASCIIString(name, names[n]) == 0)
+                which = n;
+        if (which < 0 || args[which]) {
+            PyErr_Format(PyExc_TypeError, "allow() got an unexpected or repeated argument %R",
+                         name);
+            return NULL;
+        }
+        args[which] = given[nargs + i];
+    }
+    if (nargs > 3 || !args[0] || !args[1]) {
+        PyErr_SetString(PyExc_TypeError,
+                        "allow() takes 2 or 3 arguments: key, now and sender");
+        return NULL;
+    }
+    if (args[2] == Py_None)
+        args[2] = NULL;
+    if (!self->recent) {
+        PyErr_SetString(PyExc_ValueError, "RateLimiter.__init__ was not called");
+        return NULL;
+    }
+    now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    hash = stored_hash(args[0], &error);
+    if (error)
+        return NULL;
+    found = find(self, self->recent, hash);
+    if (found->hash == hash) {
+        full_at = found->full_at; /* the hot path: one slot */
+    } else {
+        slot *old = find(self, self->older, hash);
+        if (old->hash == hash) {
+            full_at = old->full_at; /* copied; the old copy goes with its generation */
+            self->copied++;
+        } else if (!args[2]) {
+            if (!gate(self, &self->new_full_at, now))
+                Py_RETURN_NONE;
+            full_at = now; /* a new key has a full bucket */
+        } else {
+            uint64_t sender = stored_hash(args[2], &error);
+
+            if (error)
+                return NULL;
+            double elapsed = now - self->seen_since; /* ratelimit.py's _age_probation */
+            if (!(0.0 <= elapsed && elapsed < PROBATION_TIME)) {
+                next_generation(self, now);
+                if (!(elapsed < 2 * PROBATION_TIME))
+                    next_generation(self, now);
+            }
+            if (!on_probation(self, sender)) {
+                put_on_probation(self, sender, now);
+                if (!on_probation(self, hash)) {
+                    if (!gate(self, &self->new_full_at, now))
+                        Py_RETURN_NONE;
+                    put_on_probation(self, hash, now);
+                    Py_RETURN_TRUE; /* answered; the key is not taken in */
+                }
+            }
+            /* The address asks again, or the key does: taken in. */
+            if (!gate(self, &self->promoted_full_at, now))
+                Py_RETURN_NONE;
+            /* Taken in, less the token its first reply took. */
+            full_at = now + (self->interval < self->limit ? self->interval : self->limit);
+        }
+        if (self->recent_count >= self->size) {
+            /* A generation is full: the one before it is forgotten. */
+            slot *cleared = self->older;
+            memset(cleared, 0, (size_t)(self->mask + 1) * sizeof(slot));
+            self->older = self->recent;
+            self->older_count = self->recent_count;
+            self->recent = cleared;
+            self->recent_count = self->copied = 0;
+            found = find(self, self->recent, hash);
+        }
+        found->hash = hash;
+        self->recent_count++;
+    }
+    if (full_at < now)
+        full_at = now; /* full: tokens beyond the burst are not kept */
+    else if (full_at > now + self->depth)
+        full_at = now + self->depth; /* the clock stepped back: empty, from now */
+    if (full_at - now > self->limit) {
+        found->full_at = full_at;
+        Py_RETURN_FALSE; /* less than one token left */
+    }
+    found->full_at = full_at + self->interval;
+    Py_RETURN_TRUE;
+}
+
+static int limiter_contains(Limiter *self, PyObject *key)
+{
+    int error;
+    uint64_t hash = stored_hash(key, &error);
+
+    if (error)
+        return -1;
+    if (!self->recent)
+        return 0;
+    return find(self, self->recent, hash)->hash == hash
+           || find(self, self->older, hash)->hash == hash;
+}
+
+static Py_ssize_t limiter_length(Limiter *self)
+{
+    return self->recent_count + self->older_count - self->copied;
+}
+
+static PyMethodDef limiter_methods[] = {
+    {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
+     "allow(key, now, sender=None) -> True, False, or None for a new key beyond the new keys' rate"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef limiter_members[] = {
+    {"rate", T_DOUBLE, offsetof(Limiter, rate), READONLY, "tokens a second per key"},
+    {"burst", T_DOUBLE, offsetof(Limiter, burst), READONLY, "tokens a bucket holds"},
+    {"size", T_PYSSIZET, offsetof(Limiter, size), READONLY, "keys a generation holds"},
+    {"new_rate", T_DOUBLE, offsetof(Limiter, new_rate), READONLY,
+     "new keys taken in a second, all together (0: no limit)"},
+    {"probation", T_PYSSIZET, offsetof(Limiter, probation), READONLY,
+     "senders on probation a generation holds"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods limiter_sequence = {
+    .sq_length = (lenfunc)limiter_length,
+    .sq_contains = (objobjproc)limiter_contains,
+};
+
+static PyTypeObject LimiterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "udpupper.server.protections._ratelimit.RateLimiter",
+    .tp_doc = "Decides, key by key, whether one more token may be spent now.",
+    .tp_basicsize = sizeof(Limiter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)limiter_init,
+    .tp_dealloc = (destructor)limiter_dealloc,
+    .tp_methods = limiter_methods,
+    .tp_members = limiter_members,
+    .tp_as_sequence = &limiter_sequence,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "udpupper.server.protections._ratelimit",
+    "udpupper.server.protections.ratelimit.RateLimiter in C: one cache line a look-up.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__ratelimit(void)
+{
+    PyObject *m;
+
+    if (PyType_Ready(&LimiterType) < 0 || !(m = PyModule_Create(&module)))
+        return NULL;
+    if (PyModule_AddObjectRef(m, "RateLimiter", (PyObject *)&LimiterType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

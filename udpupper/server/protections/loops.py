@@ -1,0 +1,115 @@
+"""The loop breaker: withhold one in so many replies that echo the last one.
+
+Two echo services can be made to answer each other for ever with one
+spoofed datagram.  What comes back to us in such a loop is what we last sent
+to that address: exactly, from a plain echo, or with a few bytes written in
+(a counter, a timestamp), from a reflector that stamps what it echoes.  So a
+datagram that *resembles the last reply sent to its source address* is a
+possible echo: same length, and equal to that reply, or equal in at least
+two of its four quarters (a stamp shorter than a quarter touches two at
+most).  One in ``every`` such datagrams from an address gets no reply.  A
+loop has nothing to carry it on after one withheld reply, so it ends within
+``every`` round trips; a client that repeats itself (a file of identical
+upper-case lines, a benchmark's numbered requests made of digits) loses one
+reply in ``every`` and sends that line again, which ``udpupper-client`` does
+after a few round trips.  Lower-case requests never resemble their
+upper-cased replies, so ordinary text is never withheld.
+
+``sketch`` and ``echoes`` are in C (``_loops.c``) where it could be built,
+since every answered datagram is compared; ``python_sketch`` and
+``python_echoes`` are what runs without a compiler, and the tests hold the
+two to each other.
+
+The source port is not part of the key, so a loop through a proxy that
+changes its source port is seen too.  Addresses are remembered in two
+generations of at most ``size`` each (as the rate limiter's table): bounded,
+whatever the flood, and a flood only ever makes a loop live longer by
+resetting its count.  What is remembered of a reply is its length and at
+most 32 bytes (four 8-byte samples of a longer one).
+"""
+
+from __future__ import annotations
+
+LOOP_MEMORY = 16_384  # source addresses remembered, per generation
+SKETCH = 32  # replies this long or shorter are remembered whole
+_PART = SKETCH // 4
+
+
+def python_sketch(payload: bytes) -> bytes:
+    """What is remembered of a reply: itself, or four samples of 8 bytes."""
+    size = len(payload)
+    if size <= SKETCH:
+        return payload
+    step = size // 4
+    return (payload[:_PART] + payload[step:step + _PART]
+            + payload[2 * step:2 * step + _PART] + payload[-_PART:])
+
+
+def resembles(new: bytes, last: bytes) -> bool:
+    """Whether two sketches of payloads of one length are one echo apart:
+    equal, or equal in at least two of their four quarters."""
+    if new == last:
+        return True
+    size = len(new)
+    if size < 4:
+        return False
+    q = size // 4
+    return (
+        (new[:q] == last[:q]) + (new[q:2 * q] == last[q:2 * q])
+        + (new[2 * q:3 * q] == last[2 * q:3 * q]) + (new[3 * q:] == last[3 * q:])
+    ) >= 2
+
+
+def python_echoes(datagram: bytes, last: bytes) -> bool:
+    """Whether ``datagram`` resembles a reply of which ``last`` is the sketch."""
+    new = python_sketch(datagram)
+    return len(new) == len(last) and resembles(new, last)
+
+
+try:  # the same two functions in C, where they could be built: every
+    # answered datagram is compared, and in Python that costs about 0.4 us
+    from udpupper.server.protections._loops import echoes, sketch
+except ImportError:  # pragma: no cover - depends on the build
+    sketch, echoes = python_sketch, python_echoes
+
+
+class LoopBreaker:
+    """Whether a reply may go, or is withheld to end a possible loop."""
+
+    __slots__ = ("every", "size", "recent", "older")
+
+    def __init__(self, every: int, size: int = LOOP_MEMORY) -> None:
+        if every < 1:
+            raise ValueError(f"every must be 1 or more, not {every}")
+        if size < 1:
+            raise ValueError(f"size must be 1 or more, not {size}")
+        self.every = every
+        self.size = size
+        # host -> (length of the last reply, its sketch, echoes counted since
+        # the last withheld one), in two generations.
+        self.recent: dict[str, tuple[int, bytes, int]] = {}
+        self.older: dict[str, tuple[int, bytes, int]] = {}
+
+    def allow(self, host: str, datagram: bytes, reply: bytes) -> bool:
+        """For ``datagram`` from ``host``, answered with ``reply``: may it go?"""
+        recent = self.recent
+        entry = recent.get(host)
+        if entry is None:
+            entry = self.older.pop(host, None)
+            if len(recent) >= self.size:
+                self.older = recent
+                self.recent = recent = {}
+        count = 0
+        if entry is not None:
+            length, last, count = entry
+            if len(datagram) == length and echoes(datagram, last):
+                count += 1
+                if count >= self.every:
+                    recent[host] = (length, last, 0)
+                    return False
+        recent[host] = (len(reply), sketch(reply), count)
+        return True
+
+    def __len__(self) -> int:
+        """How many addresses are remembered: at most twice ``size``."""
+        return len(self.recent) + len(self.older)

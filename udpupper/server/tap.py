@@ -1,0 +1,235 @@
+"""``twistd udpupper``: command-line options and the service they make."""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.python import usage
+
+from udpupper.clock import use_monotonic_clock
+from udpupper.options import (
+    OneLineUsageErrors,
+    bounded,
+    count,
+    exit_with,
+    non_negative_float,
+    port_number,
+    positive_float,
+    unicast_interface,
+)
+from udpupper.server import metrics
+from udpupper.server.listening import reserve_port
+from udpupper.server.port import DEFAULT_BUSY_POLL
+from udpupper.server.protections.policy import (
+    DEFAULT_EXEMPT,
+    DEFAULT_LOOP_BUDGET,
+    DEFAULT_NEW_PREFIX_RATE,
+    DEFAULT_RATE,
+    DEFAULT_RATE_TABLE,
+    Protections,
+    parse_networks,
+)
+from udpupper.server.protections.ratelimit import probation_size
+from udpupper.server.service import DEFAULT_RCVBUF, UpperService
+from udpupper.server.workers.parent import Workers
+from udpupper.server.workers.worker import die_with_parent
+
+DEFAULT_PORT = 12000
+MAX_RCVBUF = (1 << 30) - 1  # bytes: Linux caps a receive buffer at INT_MAX / 2
+
+
+def metrics_endpoint(value: str | None) -> str | None:
+    """A Twisted server endpoint description, when prometheus_client is there."""
+    if value is None:
+        return None
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # Parsed only: the reactor it would listen with is makeService's.
+        serverFromString(None, value)
+    except Exception as error:  # Twisted's parser raises whatever it meets
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"not a server endpoint ({reason}): {value!r}") from None
+    if not metrics.available():
+        raise ValueError(metrics.MISSING)
+    return value
+
+
+class Options(OneLineUsageErrors, usage.Options):
+    """Options of ``twistd udpupper``."""
+
+    command = "twistd udpupper"
+    synopsis = (
+        "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
+        "[--rate-table N] [--new-prefix-rate N] [--loop-budget N] [--exempt CIDR,...] "
+        "[--max-amplification F] [--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--busy-poll US] "
+        "[--metrics ENDPOINT]"
+    )
+    longdesc = (
+        "Answer every UDP datagram with its text in upper case (UTF-8; bytes "
+        "that are not UTF-8 come back unchanged), safely on a public address: "
+        "no reply to low source ports, bad sources, or broadcast and multicast "
+        "destinations; replies limited per source prefix and never larger than "
+        "their requests, except for the exempt sources."
+    )
+    optFlags = [
+        ["allow-low-ports", None, "Answer source ports 1-1023 too (port 0 never)."],
+        ["reuse-port", None, "Share the port with other processes (SO_REUSEPORT); "
+         "what each of --workers does."],
+    ]
+    optParameters = [
+        ["port", "p", DEFAULT_PORT, "UDP port to listen on; 0 picks a free one."],
+        [
+            "interface",
+            "i",
+            None,
+            "IPv4 or IPv6 address to listen on "
+            "[default: :: serving IPv4 and IPv6, or 0.0.0.0 without IPv6].",
+        ],
+        ["rate", None, DEFAULT_RATE,
+         "Replies a second per source /24 (IPv4) or /56 (IPv6); 0: no limit."],
+        ["burst", None, None, "Replies a prefix may get at once [default: 2 x rate]."],
+        ["rate-table", None, DEFAULT_RATE_TABLE,
+         "Prefixes the rate limiter remembers at least (the most recent; it "
+         "holds at most twice as many)."],
+        ["new-prefix-rate", None, DEFAULT_NEW_PREFIX_RATE,
+         "Prefixes not in that table taken in a second, all together; beyond it "
+         "their datagrams get no reply and are not remembered (a spoofed-source "
+         "flood); 0: no limit."],
+        ["loop-budget", None, DEFAULT_LOOP_BUDGET,
+         "One in this many datagrams that echo the last reply to their source "
+         "address (exactly, or with a few bytes written in) gets no reply, which "
+         "ends a loop between two echo services; exempt sources too; 0: never."],
+        ["exempt", None, DEFAULT_EXEMPT,
+         "Comma-separated networks never rate limited or capped; '' for none."],
+        ["max-amplification", None, 1.0,
+         "A reply to a source not exempt may be at most this many times its "
+         "request's size."],
+        ["rcvbuf", None, DEFAULT_RCVBUF,
+         "Bytes of socket receive buffer to ask for; 0: the kernel's default."],
+        ["workers", None, 1, "Processes answering on the port (SO_REUSEPORT, Linux), "
+         "supervised and restarted, each source prefix steered to one of them."],
+        ["busy-poll", None, DEFAULT_BUSY_POLL, "Microseconds to poll for the next "
+         "datagram after answering (lower latency, more CPU under light load); 0: "
+         "never."],
+        ["metrics", None, None, "Serve Prometheus metrics at /metrics on this Twisted "
+         "endpoint, e.g. tcp:9812:interface=127.0.0.1 [default: off]."],
+    ]
+    checks = {
+        "port": port_number,
+        "interface": unicast_interface,
+        "rate": non_negative_float,
+        "rate-table": bounded(count, 1, 1 << 24),
+        "new-prefix-rate": bounded(non_negative_float, 0, 1e7),
+        "loop-budget": bounded(count, 0, 1 << 24),
+        "exempt": parse_networks,
+        "max-amplification": positive_float,
+        # The kernel takes at most INT_MAX / 2 (it doubles what it is given).
+        "rcvbuf": bounded(count, 0, MAX_RCVBUF),
+        "workers": bounded(count, 1, 256),
+        "busy-poll": bounded(count, 0, 10_000),
+        "metrics": metrics_endpoint,
+    }
+
+    def postOptions(self) -> None:
+        # As typed (or the default), before the checks convert them: what
+        # --workers passes on to each worker.
+        flags = {flag[0] for flag in self.optFlags}
+        self.given = {
+            name: (bool(value) or None) if name in flags else value
+            for name, value in self.opts.items()
+        }
+        super().postOptions()
+        if self["burst"] is not None:
+            try:
+                burst = positive_float(self["burst"])
+            except ValueError as error:
+                raise usage.UsageError(f"--burst: {error}") from None
+            if burst < 1:
+                raise usage.UsageError(f"--burst: must be 1 or more, not {burst:g}")
+            self["burst"] = burst
+
+
+def makeService(config: Options, reactor=None) -> service.IService:
+    """Make the service that ``twistd udpupper`` runs, on ``reactor``.
+
+    The global reactor unless told otherwise, imported only now: parsing
+    options installs none.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+
+        use_monotonic_clock(reactor)  # the timers: a wall-clock step changes nothing
+    die_with_parent()  # when this is one of --workers' processes
+    if config["workers"] > 1:
+        interface, port = reserve_port(config["interface"], config["port"])
+        daemon = Workers(config["workers"], interface, port, worker_options(config),
+                         rcvbuf=config["rcvbuf"], reactor=reactor)
+        collector = metrics.WorkersCollector(daemon)
+    else:
+        protections = Protections(
+            rate=config["rate"],
+            burst=config["burst"],
+            rate_table=config["rate-table"],
+            new_prefix_rate=config["new-prefix-rate"],
+            loop_budget=config["loop-budget"],
+            exempt=tuple(config["exempt"]),
+            max_amplification=config["max-amplification"],
+            allow_low_ports=bool(config["allow-low-ports"]),
+        )
+        try:
+            daemon = UpperService(
+                config["port"],
+                config["interface"],
+                reactor,
+                protections=protections,
+                rcvbuf=config["rcvbuf"],
+                reuse_port=bool(config["reuse-port"]),
+                busy_poll=config["busy-poll"],
+            )
+        except MemoryError:
+            exit_with(
+                f"udpupper: not enough memory for the tables of --rate-table "
+                f"{config['rate-table']} (up to {table_mib(config['rate-table']):,} MiB); "
+                f"give a smaller --rate-table"
+            )
+        limiter = daemon.protocol.limiter
+        collector = metrics.StatsCollector(
+            daemon.stats,
+            refresh=daemon.update_kernel_drops,
+            prefixes=lambda: len(limiter) if limiter is not None else 0,
+        )
+    if config["metrics"] is None:
+        return daemon
+    both = service.MultiService()
+    daemon.setServiceParent(both)
+    metrics.metrics_service(config["metrics"], collector, reactor).setServiceParent(both)
+    return both
+
+
+def table_mib(rate_table: int) -> int:
+    """The most the rate limiter's tables for ``rate_table`` take, in MiB.
+
+    ``slots`` is ``rate_table`` rounded up to a power of two; the table holds
+    two arrays of twice that many 16-byte slots (64 bytes a slot of
+    ``slots``).  Probation holds two arrays of twice its entries (rounded
+    up) of 8 bytes.  The loop breaker's memory is fixed and small."""
+    slots = 1 << max(rate_table - 1, 1).bit_length()
+    seen = 1 << max(2 * probation_size(rate_table) - 1, 1).bit_length()
+    return (64 * slots + 16 * seen) >> 20
+
+
+# What only the parent of --workers does: each worker serves the socket the
+# parent bound and passed it, and the parent serves the metrics.
+PARENT_ONLY = frozenset({"workers", "metrics", "port", "interface", "reuse-port"})
+
+
+def worker_options(config: Options) -> list[str]:
+    """The options each worker gets: all the parent was given, as given,
+    but for what only the parent does.  Nothing is listed by name here, so an
+    option added later reaches the workers too."""
+    options = []
+    for name, value in config.given.items():
+        if name in PARENT_ONLY or value is None:
+            continue
+        options.append(f"--{name}" if value is True else f"--{name}={value}")
+    return options

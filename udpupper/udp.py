@@ -1,0 +1,76 @@
+"""The socket code both programs use: a lean ``udp.Port`` for udpupper.
+
+Twisted's ``udp.Port`` is general: it truncates at 8,192 bytes by default and
+re-validates the address of every datagram it writes.  :class:`UDPPort`
+reads any datagram UDP can carry, serves IPv4 and IPv6 on one socket, and
+writes without the check (the client's address was resolved once, the
+server's come from the kernel).  The daemon's transport,
+:class:`udpupper.server.port.ServerPort`, builds on it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from errno import ECONNREFUSED, EINTR
+
+from twisted.internet import udp
+from twisted.logger import Logger
+
+# Enough for the largest UDP payload, IPv4 or IPv6.
+MAX_DATAGRAM = 65_535
+
+# Datagrams handled per readiness event before the reactor gets a turn, so
+# timers and signals are never starved by a flood.
+READ_BUDGET = 256
+
+
+class UDPPort(udp.Port):
+    """A UDP port that reads whole datagrams and writes them directly."""
+
+    log = Logger()
+
+    def __init__(self, port: int, protocol, interface: str = "", reactor=None):
+        super().__init__(port, protocol, interface, MAX_DATAGRAM, reactor)
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            # One socket for both families: IPv4 peers appear as
+            # ::ffff:a.b.c.d, whatever net.ipv6.bindv6only says.
+            skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        return skt
+
+    def write(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        """Send ``datagram`` to ``addr``, an IP literal; ``OSError`` is the caller's."""
+        self.socket.sendto(datagram, addr)
+
+    def _received(self, receive, *args) -> Iterator:
+        """What ``receive(*args)`` gives, until nothing waits (READ_BUDGET at most)."""
+        for _ in range(READ_BUDGET):
+            try:
+                yield receive(*args)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if not self._receive_failed(error):
+                    return
+
+    def _receive_failed(self, error: OSError) -> bool:
+        """Whether to go on reading after ``error`` from a receive call."""
+        if error.errno in (ECONNREFUSED, EINTR):
+            # A pending ICMP error surfaces here on some systems; it says
+            # nothing about the next datagram.
+            return True
+        # Anything else is the host's trouble, not a stranger's: say so and
+        # try again on the next readiness event, never close the port.
+        self.log.error("receive failed: {error}", error=error)
+        return False
+
+    def doRead(self) -> None:
+        received = self.protocol.datagramReceived
+        for datagram, addr in self._received(self.socket.recvfrom, MAX_DATAGRAM):
+            try:
+                received(datagram, addr[:2])
+            except Exception:
+                self.log.failure("unexpected error handling {addr}", addr=addr)
