@@ -133,7 +133,7 @@ class LoopBetweenHostsTests(unittest.TestCase):
 
 class LocalSourceFromOutsideTests(NetnsTestCase):
     """A datagram from the wire whose source is one of the host's own
-    addresses: Linux drops it for IPv4, not for IPv6; the README's nftables
+    addresses: Linux drops it for IPv4, not for IPv6; docs/protections.md's nftables
     rule drops it for both, before anything answers it."""
 
     RULE = ["add rule inet udpupper input iif != lo fib saddr type local drop"]

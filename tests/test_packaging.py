@@ -37,6 +37,10 @@ class DistributionTests(unittest.TestCase):
                            "--quiet", ".")
         names = zipfile.ZipFile(wheel).namelist()
         self.assertIn("twisted/plugins/udpupper_plugin.py", names)
+        for module in ("udpupper/server/tap.py", "udpupper/server/protections/ratelimit.py",
+                       "udpupper/server/workers/parent.py", "udpupper/client/cli.py",
+                       "udpupper/bench/cli.py"):
+            self.assertIn(module, names)  # every package, listed in setup.cfg
         self.assertTrue(any(name.endswith(".dist-info/LICENSE")
                             or "/licenses/LICENSE" in name for name in names), names)
         self.assertNotIn("twisted/__init__.py", names)
@@ -44,7 +48,10 @@ class DistributionTests(unittest.TestCase):
     def test_sdist(self) -> None:
         sdist = self.build("setup.py", "--quiet", "sdist")
         names = [name.split("/", 1)[-1] for name in tarfile.open(sdist).getnames()]
-        for expected in ("LICENSE", "README.md", "twisted/plugins/udpupper_plugin.py",
-                         "udpupper/_batch.c", "udpupper/server/protections/_ratelimit.c", "udpupper/server/protections/_sources.c",
-                         "udpupper/server/protections/_loops.c"):
+        for expected in ("LICENSE", "README.md", "NEWS.md", "docs/server.md",
+                         "twisted/plugins/udpupper_plugin.py", "udpupper/_batch.c",
+                         "udpupper/server/protections/_ratelimit.c",
+                         "udpupper/server/protections/_sources.c",
+                         "udpupper/server/protections/_loops.c",
+                         "contrib/nginx/transparent-routing"):
             self.assertIn(expected, names)

@@ -95,7 +95,7 @@ class SocketActivateToolTests(unittest.TestCase):
 
 
 class InstalledRecipeTests(unittest.TestCase):
-    """The README's systemd recipe, word for word but for the folder: a venv,
+    """The systemd recipe of docs/operations.md, word for word but for the folder: a venv,
     the project installed into it, and the unit's ExecStart started by
     systemd-socket-activate answers."""
 
@@ -184,10 +184,10 @@ class NotifyTests(unittest.TestCase):
 class UnitFileTests(unittest.TestCase):
     skip = None if shutil.which("systemd-analyze") else "systemd-analyze is not installed"
 
-    def test_the_readme_installs_where_the_unit_looks(self) -> None:
+    def test_the_docs_install_where_the_unit_looks(self) -> None:
         with open(os.path.join(ROOT, "contrib", "systemd", "udpupper.service")) as unit:
             exec_start = re.search(r"^ExecStart=(\S+)/bin/twistd ", unit.read(), re.M)
-        with open(os.path.join(ROOT, "README.md")) as readme:
+        with open(os.path.join(ROOT, "docs", "operations.md")) as readme:
             text = readme.read()
         venv = exec_start.group(1)
         self.assertIn(f"python3 -m venv {venv} ", text)

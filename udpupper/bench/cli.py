@@ -67,8 +67,8 @@ class Options(OneLineUsageErrors, usage.Options):
     optParameters = [
         ["host", "H", "127.0.0.1", "Server address or name."],
         ["port", "p", 12000, "Server UDP port."],
-        ["duration", "d", 5.0, "Seconds to measure, at most 600."],
-        ["warmup", "W", 1.0, "Seconds to run before measuring, at most 60."],
+        ["duration", "d", 5, "Seconds to measure, at most 600."],
+        ["warmup", "W", 1, "Seconds to run before measuring, at most 60."],
         ["window", "w", 64, "Requests in flight per socket, 1 to 1024."],
         ["sockets", "n", 1, "Sockets (distinct source ports), 1 to 64."],
         ["size", "s", 32, f"Request size in bytes, {HEADER} to {MAX_IPV4_PAYLOAD}."],

@@ -61,8 +61,8 @@ class Options(OneLineUsageErrors, usage.Options):
     synopsis = (
         "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
         "[--rate-table N] [--new-prefix-rate N] [--loop-budget N] [--exempt CIDR,...] "
-        "[--max-amplification F] [--allow-low-ports] [--rcvbuf BYTES] [--workers N] [--busy-poll US] "
-        "[--metrics ENDPOINT]"
+        "[--max-amplification F] [--allow-low-ports] [--rcvbuf BYTES] [--workers N] "
+        "[--reuse-port] [--busy-poll US] [--metrics ENDPOINT]"
     )
     longdesc = (
         "Answer every UDP datagram with its text in upper case (UTF-8; bytes "
@@ -160,11 +160,13 @@ def makeService(config: Options, reactor=None) -> service.IService:
 
         use_monotonic_clock(reactor)  # the timers: a wall-clock step changes nothing
     die_with_parent()  # when this is one of --workers' processes
+    daemon: service.IService
+    collector: metrics.StatsCollector | metrics.WorkersCollector
     if config["workers"] > 1:
         interface, port = reserve_port(config["interface"], config["port"])
-        daemon = Workers(config["workers"], interface, port, worker_options(config),
-                         rcvbuf=config["rcvbuf"], reactor=reactor)
-        collector = metrics.WorkersCollector(daemon)
+        workers = Workers(config["workers"], interface, port, worker_options(config),
+                          rcvbuf=config["rcvbuf"], reactor=reactor)
+        daemon, collector = workers, metrics.WorkersCollector(workers)
     else:
         protections = Protections(
             rate=config["rate"],
@@ -177,7 +179,7 @@ def makeService(config: Options, reactor=None) -> service.IService:
             allow_low_ports=bool(config["allow-low-ports"]),
         )
         try:
-            daemon = UpperService(
+            lone = UpperService(
                 config["port"],
                 config["interface"],
                 reactor,
@@ -192,10 +194,11 @@ def makeService(config: Options, reactor=None) -> service.IService:
                 f"{config['rate-table']} (up to {table_mib(config['rate-table']):,} MiB); "
                 f"give a smaller --rate-table"
             )
-        limiter = daemon.protocol.limiter
+        limiter = lone.protocol.limiter
+        daemon = lone
         collector = metrics.StatsCollector(
-            daemon.stats,
-            refresh=daemon.update_kernel_drops,
+            lone.stats,
+            refresh=lone.update_kernel_drops,
             prefixes=lambda: len(limiter) if limiter is not None else 0,
         )
     if config["metrics"] is None:

@@ -26,12 +26,12 @@ from typing import NamedTuple
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_EXEMPT = "127.0.0.0/8,::1/128"
-DEFAULT_RATE = 200.0  # replies a second per prefix: NSD's default
+DEFAULT_RATE = 200  # replies a second per prefix: NSD's default
 DEFAULT_RATE_TABLE = 65_536  # prefixes (and addresses) remembered
 # Prefixes not in the table taken in a second, all together: far more than
 # the clients new to a busy service each second, far fewer than a
 # spoofed-source flood's (which would otherwise have each datagram answered).
-DEFAULT_NEW_PREFIX_RATE = 10_000.0
+DEFAULT_NEW_PREFIX_RATE = 10_000
 # Source addresses whose classification is remembered: enough for the busy
 # ones, few enough to stay in the CPU's caches (a flood of new addresses then
 # costs about 400 ns less a datagram than with a 65,536-entry memory).
@@ -131,8 +131,8 @@ class PythonSources:
     __slots__ = ("exempt", "size", "known")
 
     def __init__(self, exempt: Iterable[Network], size: int = SOURCE_MEMORY) -> None:
-        exempt = Exemptions(exempt)
-        self.exempt = exempt if exempt.whole or exempt.masked else None
+        exemptions = Exemptions(exempt)
+        self.exempt = exemptions if exemptions.whole or exemptions.masked else None
         self.size = size
         self.known: dict[str, bytes] = {}
 
@@ -177,7 +177,7 @@ class PythonSources:
 try:  # the same class in C, where it could be built
     from udpupper.server.protections._sources import Sources
 except ImportError:  # pragma: no cover - depends on the build
-    Sources = PythonSources  # type: ignore[misc]
+    Sources = PythonSources  # type: ignore[misc, assignment]
 
 
 def classify(host: str, exempt: Iterable[Network]) -> Source:
