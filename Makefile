@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := $(shell find udpupper twisted -name '*.py' -o -name '*.c') setup.py setup.cfg pyproject.toml
 
-.PHONY: run test sanitize clean
+.PHONY: run test typecheck sanitize clean
 
 run: $(VENV)/installed
 	$(BIN)/twistd -n --pidfile= udpupper --port $(PORT)
@@ -17,6 +17,13 @@ run: $(VENV)/installed
 test: $(VENV)/installed-test
 	$(BIN)/python -m twisted.trial tests
 	$(BIN)/python -m pytest tests
+
+# Types: mypy with mypy-zope reads the annotations, the C helpers' stubs
+# and the zope interfaces.  CI runs it.
+typecheck: $(VENV)/installed-test
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check mypy mypy-zope
+	$(BIN)/mypy -p udpupper
+	$(BIN)/mypy twisted/plugins/udpupper_plugin.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

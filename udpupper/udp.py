@@ -41,7 +41,9 @@ class UDPPort(udp.Port):
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         return skt
 
-    def write(self, datagram: bytes, addr: tuple[str, int]) -> None:
+    # Twisted's udp.Port.write takes (datagram, addr) where FileDescriptor's
+    # takes (data); this one needs the address (the port is not connected).
+    def write(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         """Send ``datagram`` to ``addr``, an IP literal; ``OSError`` is the caller's."""
         self.socket.sendto(datagram, addr)
 

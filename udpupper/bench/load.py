@@ -19,10 +19,12 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from udpupper.bench.histogram import percentile
 from udpupper.transform import upper
 
+_batch: Any
 try:
     from udpupper import _batch
 except ImportError:  # pragma: no cover - depends on the build

@@ -112,7 +112,7 @@ def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
     """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _, _, _, sockaddr = min(infos, key=lambda info: info[0] != socket.AF_INET)
-    return family, (sockaddr[0], sockaddr[1])
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
 def run(reactor, options: Options, family: int, server: tuple[str, int]) -> int:

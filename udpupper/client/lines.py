@@ -11,6 +11,7 @@ from collections.abc import Callable
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.stdio import StandardIO
 from zope.interface import implementer
 
 from udpupper.client.protocol import UpperClient
@@ -24,6 +25,8 @@ class LineReader(Protocol):
     datagram is not kept in memory: its length is counted until its end, and
     the client reports it.
     """
+
+    transport: StandardIO  # stdin and stdout, set by the reactor
 
     def __init__(self, client: UpperClient) -> None:
         self.client = client

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 
 WIRE_SEQ = 10**7  # sequence numbers on the wire are modulo this: 7 digits
@@ -108,6 +108,7 @@ class Ping(DatagramProtocol):
     """
 
     noisy = False
+    transport: IUDPTransport  # the client's port, set before start()
 
     def __init__(
         self,

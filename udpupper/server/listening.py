@@ -53,7 +53,7 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
                 probe.bind((candidate, port))
             except OSError as error:
                 if error.errno == EADDRINUSE or candidate == candidates[-1]:
-                    cannot_listen(candidate, port, strerror(error.errno))
+                    cannot_listen(candidate, port, strerror(error.errno or 0))
                 continue
             return candidate, probe.getsockname()[1]
     exit_with("udpupper: no address family to listen on")

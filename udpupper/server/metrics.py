@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from twisted.application import internet, service
+from twisted.application import service
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from udpupper.options import exit_with
 from udpupper.server.droplog import LOG_PERIOD, Throttle
 from udpupper.server.stats import Stats
+from udpupper.twisted_privates import EMFILE_RECOVERY, observe_accept_log
 
 MISSING = (
     "needs prometheus_client: in a checkout, pip install '.[metrics]'; "
@@ -179,7 +181,7 @@ class AcceptLog:
 
     def __call__(self, event: dict) -> None:
         text = event.get("log_format") or ""
-        if "acceptError" in event or text.startswith("EMFILE recovery: Closed"):
+        if "acceptError" in event or text.startswith(EMFILE_RECOVERY):
             self.refused += 1
             self.errors.add(event.get("acceptError", "EMFILE"))
             self.say()
@@ -201,7 +203,7 @@ class AcceptLog:
             self.refused = 0
             self.errors.clear()
         elif self.refused and self.flush_later is None:
-            wait = max(0.0, self.throttle.last + self.period - now)
+            wait = max(0.0, (self.throttle.last or now) + self.period - now)
             self.flush_later = self.clock.callLater(wait, self.flush)
 
     def flush(self) -> None:
@@ -216,44 +218,61 @@ class AcceptLog:
         self.say(now_or_never=True)
 
 
-class MetricsService(internet.StreamServerEndpointService):
-    """Serves the page; an endpoint that cannot listen ends the daemon with
-    one line on stderr, as a UDP port in use does, not a traceback."""
+class MetricsService(service.Service):
+    """Serves the page on a server endpoint; one that cannot listen ends the
+    daemon with one line on stderr, as a UDP port in use does, not a
+    traceback.  (tcp and unix endpoints listen at once: their Deferred has
+    fired when ``listen`` returns.)"""
 
     def __init__(self, description: str, factory, reactor=None) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        super().__init__(serverFromString(reactor, description), factory)
+        self.endpoint = serverFromString(reactor, description)
+        self.factory = factory
         self.description = description
         self.reactor = reactor
+        self.port: IListeningPort | None = None
         self.accept_log: AcceptLog | None = None
-        self._raiseSynchronously = True  # as strports.service does
+        self.asked = False  # whether the endpoint was asked to listen
 
     def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except (CannotListenError, OSError) as error:
+        self.asked = True
+        failures: list[Failure] = []
+        self.endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            error = failures[0].value
             # An OSError comes from a UNIX socket's lock file, before any bind.
             cause = getattr(error, "socketError", error)
             reason = getattr(cause, "strerror", None) or cause
             exit_with(f"udpupper: cannot serve metrics on {self.description}: {reason}")
-        self._waitingForPort.addCallback(self._count_refusals)
+        super().privilegedStartService()
 
-    def _count_refusals(self, port):
+    def startService(self) -> None:
+        if not self.asked:  # started without twistd's privileged step
+            self.privilegedStartService()
+        super().startService()
+
+    def _listening(self, port: IListeningPort) -> None:
         """Give the listener (a tcp or unix Port) an :class:`AcceptLog`."""
-        logger = getattr(port, "_logger", None)  # Twisted's, set per class
-        if isinstance(logger, Logger):
-            self.accept_log = AcceptLog(logger.observer, self.reactor)
-            port._logger = Logger(namespace=logger.namespace, observer=self.accept_log)
-        return port
+        self.port = port
+
+        def wrap(observer):
+            self.accept_log = AcceptLog(observer, self.reactor)
+            return self.accept_log
+
+        observe_accept_log(port, wrap)
 
     def stopService(self):
+        super().stopService()
         if self.accept_log is not None:
             self.accept_log.stop()
-        return super().stopService()
+        port, self.port = self.port, None
+        return None if port is None else port.stopListening()
 
 
-def metrics_service(endpoint: str, collector: StatsCollector, reactor=None) -> service.IService:
+def metrics_service(
+    endpoint: str, collector: StatsCollector | WorkersCollector, reactor=None
+) -> service.IService:
     """The HTTP service for ``endpoint`` (a Twisted server endpoint string)."""
     from prometheus_client import CollectorRegistry
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any, cast
+
+from twisted.internet.interfaces import IReactorTime
 
 from udpupper.kernel import prepare_server_socket
+from udpupper.server.interfaces import IServerProtocol
 from udpupper.server.protections.destination import (
     CONTROL_SPACE,
     HELPER_REFUSALS,
@@ -19,8 +23,10 @@ from udpupper.server.protections.destination import (
     check_destination,
     is_wildcard,
 )
+from udpupper.twisted_privates import adopt_socket
 from udpupper.udp import MAX_DATAGRAM, READ_BUDGET, UDPPort
 
+_batch: Any
 try:  # recvmmsg/sendmmsg, where the C helper could be built
     from udpupper import _batch
 except ImportError:  # pragma: no cover - depends on the build
@@ -48,7 +54,8 @@ class ServerPort(UDPPort):
     the destination check refuses goes to ``protocol.refuse`` instead, a
     queued reply the kernel refuses to ``protocol.send_failed``, and an
     exception to ``protocol.internal_error``: the port never closes for
-    what a datagram did.
+    what a datagram did.  The protocol must provide
+    :class:`~udpupper.server.interfaces.IServerProtocol`, which says so.
 
     Bound to a wildcard address, it learns each datagram's destination;
     bound to one address, it needs not (the kernel delivers only unicast
@@ -62,7 +69,8 @@ class ServerPort(UDPPort):
     socket too.
     """
 
-    batch = _batch
+    batch: Any = _batch  # the C helper's module, or None
+    protocol: IServerProtocol
 
     def __init__(
         self,
@@ -83,8 +91,8 @@ class ServerPort(UDPPort):
         # While a datagram is delivered: its sender, how to answer it, and
         # (in a batch) the replies waiting to go.
         self._sender: tuple | None = None
-        self._route = None
-        self._queue: list | None = None
+        self._route: Any = None  # bytes (the C helper's) or (ancillary, address)
+        self._queue: list[tuple[bytes, Any]] | None = None
         self._counts: memoryview | None = None  # see count_into
 
     def count_into(self, counts) -> None:
@@ -108,7 +116,7 @@ class ServerPort(UDPPort):
 
     def adopt(self, skt: socket.socket) -> None:
         """Serve ``skt``, bound already (by systemd), instead of binding one."""
-        self._preexistingSocket = self._configure(skt)
+        adopt_socket(self, self._configure(skt))
 
     def _configure(self, skt: socket.socket) -> socket.socket:
         granted = prepare_server_socket(skt, self.pktinfo, self.rcvbuf, self.reuse_port)
@@ -116,7 +124,9 @@ class ServerPort(UDPPort):
             self.rcvbuf_granted = granted
         return skt
 
-    def write(self, datagram: bytes, addr: tuple) -> None:
+    # Twisted's udp.Port.write takes (datagram, addr) where FileDescriptor's
+    # takes (data): the same override, on the same terms.
+    def write(self, datagram: bytes, addr: tuple) -> None:  # type: ignore[override]
         """Send ``datagram`` to ``addr``; ``OSError`` is the caller's.
 
         To the sender of the datagram being delivered, from the address it
@@ -186,7 +196,7 @@ class ServerPort(UDPPort):
     def _pause_reading(self) -> None:
         if self.connected:
             self.stopReading()
-            self.reactor.callLater(READ_PAUSE, self._resume_reading)
+            cast(IReactorTime, self.reactor).callLater(READ_PAUSE, self._resume_reading)
 
     def _resume_reading(self) -> None:
         if self.connected:
@@ -219,7 +229,8 @@ class ServerPort(UDPPort):
             if not datagrams:
                 return handled
             handled += len(datagrams)
-            self._queue = queue = []
+            queue: list[tuple[bytes, Any]] = []
+            self._queue = queue
             try:
                 for datagram, sender, route in datagrams:
                     if route.__class__ is int:
@@ -264,7 +275,7 @@ class ServerPort(UDPPort):
             if self.pktinfo:
                 destination = check_destination(ancdata, flags)
                 if destination.__class__ is not Destination:
-                    refuse(datagram, destination)
+                    refuse(datagram, destination)  # type: ignore[arg-type]  # a Reason
                     continue
                 ancillary, ipv4 = destination
             else:

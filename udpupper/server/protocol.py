@@ -13,11 +13,13 @@ from __future__ import annotations
 import time
 
 from twisted.internet.error import MessageLengthError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from udpupper.server.droplog import LOG_PERIOD, Throttle
+from udpupper.server.interfaces import Clock, IServerProtocol
 from udpupper.server.protections.loops import LOOP_MEMORY, LoopBreaker
 from udpupper.server.protections.policy import (
     BAD,
@@ -45,6 +47,7 @@ class MonotonicClock:
     seconds = staticmethod(time.monotonic)
 
 
+@implementer(IServerProtocol)
 class UpperProtocol(DatagramProtocol):
     """Upper-cases every datagram back to where it came from, safely.
 
@@ -57,11 +60,12 @@ class UpperProtocol(DatagramProtocol):
 
     noisy = False
     log = Logger()
+    transport: IUDPTransport  # the port's, set before the first datagram
 
     def __init__(
         self,
         stats: Stats | None = None,
-        clock: IReactorTime | None = None,
+        clock: Clock | None = None,
         protections: Protections = Protections(),
         transform=upper,
     ) -> None:

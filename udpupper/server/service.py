@@ -15,6 +15,7 @@ from udpupper.options import exit_with
 from udpupper.server import protocol as protocol_module
 from udpupper.server import systemd
 from udpupper.server.droplog import DropLog
+from udpupper.server.interfaces import Clock
 from udpupper.server.listening import (
     DUAL_STACK,
     cannot_listen,
@@ -56,7 +57,7 @@ class UpperService(service.MultiService):
     (monotonic unless told otherwise).
     """
 
-    name = "udpupper"
+    name = "udpupper"  # type: ignore[assignment]  # Service declares name as None
     log = Logger()
 
     def __init__(
@@ -68,7 +69,7 @@ class UpperService(service.MultiService):
         rcvbuf: int = DEFAULT_RCVBUF,
         reuse_port: bool = False,
         busy_poll: int = DEFAULT_BUSY_POLL,
-        clock=None,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:

@@ -80,7 +80,8 @@ class Stats:
 
     def send_failed(self, errno: int | None) -> None:
         """Count a reply that the kernel refused with ``errno``, by reason."""
-        self.drops[SEND_ERRORS.get(errno, Reason.SEND_ERROR)] += 1
+        reason = Reason.SEND_ERROR if errno is None else SEND_ERRORS.get(errno, Reason.SEND_ERROR)
+        self.drops[reason] += 1
 
     @property
     def dropped(self) -> int:

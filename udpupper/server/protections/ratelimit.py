@@ -227,4 +227,4 @@ def probation_size(size: int) -> int:
 try:  # the same class in C, where it could be built
     from udpupper.server.protections._ratelimit import RateLimiter
 except ImportError:  # pragma: no cover - depends on the build
-    RateLimiter = PythonRateLimiter  # type: ignore[misc]
+    RateLimiter = PythonRateLimiter  # type: ignore[misc, assignment]

@@ -160,7 +160,7 @@ class Workers(service.Service):
             self.sockets = bind_group(self.interface, self.port, len(self.names),
                                       rcvbuf=self.rcvbuf)
         except OSError as error:
-            cannot_listen(self.interface, self.port, strerror(error.errno))
+            cannot_listen(self.interface, self.port, strerror(error.errno or 0))
         refused = attach(self.sockets[0], len(self.sockets))
         self.steered = refused is None
         if refused is not None:
@@ -326,9 +326,11 @@ class Workers(service.Service):
         return total
 
     def send_signal(self, protocol: WorkerProtocol, number: int) -> None:
+        if protocol.transport is None:
+            return
         try:
             protocol.transport.signalProcess(number)
-        except (ProcessExitedAlready, OSError, AttributeError):
+        except (ProcessExitedAlready, OSError):
             pass
 
     def pass_hangup_on(self) -> None:
