@@ -24,19 +24,15 @@ import multiprocessing
 import os
 import select
 import socket
-import struct
 import time
 
 from udpupper import _batch
-from udpupper.bench.load import sockaddr
 
 # Routed to the client host itself: the flood's sources, then the clients'.
 SPACE = {socket.AF_INET: "32.0.0.0/3", socket.AF_INET6: "2001:db8::/32"}
 FLOOD_PREFIXES = 1 << 20  # /24s of 32.0.0.0/4, /56s of 2001:db8::/36
 PAYLOAD = b"flood from a spoofed source!"
 V6_BASE = int(ipaddress.IPv6Address("2001:db8::"))
-CONTROL_V4 = struct.pack("@Nii", socket.CMSG_LEN(12), socket.IPPROTO_IP, 8)  # IP_PKTINFO
-CONTROL_V6 = struct.pack("@Nii", socket.CMSG_LEN(20), socket.IPPROTO_IPV6, socket.IPV6_PKTINFO)
 FLOOD_CORE, CLIENTS_CORE = 1, 0  # the daemon's is 0 too
 BURST = 16  # datagrams a system call: the flood comes nearly evenly
 RETRY = 1.0  # udpupper-client's default --timeout
@@ -59,19 +55,10 @@ def client_source(family: int, number: int, known: bool) -> str:
     return f"2001:db8:f00{block}:{number:x}00::1"
 
 
-def control(family: int, source: bytes) -> bytes:
-    """IP_PKTINFO or IPV6_PKTINFO ancillary data: the datagram leaves from ``source``."""
-    if family == socket.AF_INET:
-        data = bytes(4) + source + bytes(4)  # ifindex, spec_dst, addr
-        return (CONTROL_V4 + data).ljust(socket.CMSG_SPACE(12), b"\0")
-    return (CONTROL_V6 + source + bytes(4)).ljust(socket.CMSG_SPACE(20), b"\0")
-
-
 def flood(family: int, host: str, port: int, rate: float, seconds: float, sent) -> None:
     """In a process and on a core of its own: a flood that pauses while the
     clients ask (a thread, or a process on their core) favours them."""
     pin(FLOOD_CORE)
-    server = sockaddr(family, host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
     start = time.perf_counter()
@@ -79,7 +66,8 @@ def flood(family: int, host: str, port: int, rate: float, seconds: float, sent) 
     while (now := time.perf_counter()) - start < seconds:
         if number > (now - start) * rate:
             continue  # paced: the next batch's time has not come
-        batch = [(PAYLOAD, server + control(family, flood_source(family, number + n)))
+        batch = [(PAYLOAD, _batch.route(host, port, socket.inet_ntop(
+                     family, flood_source(family, number + n))))
                  for n in range(BURST)]
         number += BURST
         sent.value += _batch.send_batch(sock.fileno(), batch)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import struct
 
 from twisted.trial import unittest
 
@@ -70,6 +71,33 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(client.recv(65_535), b"ONE")
         self.assertEqual(client.recv(65_535), b"")
         self.assertEqual(client.recv(65_535), b"X" * 65_507)
+
+    def test_route_layout(self) -> None:
+        route = _batch.route("127.0.0.1", 12000)
+        self.assertEqual(route[0], 16)  # the sockaddr_in's length, then it
+        self.assertEqual(route[3:5], (12000).to_bytes(2, "big"))
+        self.assertEqual(route[5:9], bytes([127, 0, 0, 1]))
+        self.assertEqual(len(route), 17)
+        self.assertEqual(_batch.route("::1", 1)[0], 28)
+        for host, source in (("127.0.0.1", "127.1.2.3"), ("::1", "::1")):
+            with_source = _batch.route(host, 1, source)
+            control = with_source[1 + with_source[0]:]
+            length, level, kind = struct.unpack_from("@Nii", control)
+            expected = ((socket.IPPROTO_IP, IP_PKTINFO) if ":" not in host
+                        else (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO))
+            self.assertEqual((level, kind), expected)
+        for bad in (("nonsense", 1), ("127.0.0.1", 70000), ("127.0.0.1", 1, "::1")):
+            self.assertRaises(ValueError, _batch.route, *bad)
+
+    def test_a_route_from_a_source_leaves_from_it(self) -> None:
+        server, _ = self.pair()
+        sent, _, errors = _batch.send_batch(
+            server.fileno(), [(b"from elsewhere", _batch.route(
+                "127.0.0.1", server.getsockname()[1], "127.1.2.3"))])
+        self.assertEqual((sent, errors), (1, []))
+        select.select([server], [], [], 5)
+        self.assertEqual(server.recvfrom(100), (b"from elsewhere", ("127.1.2.3",
+                                                                   server.getsockname()[1])))
 
     def test_counts_into_shared_memory(self) -> None:
         import mmap

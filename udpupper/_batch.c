@@ -23,6 +23,12 @@
  *     Sends every reply without blocking; a reply the kernel refuses is
  *     skipped and listed with its index and errno, in order.
  *
+ * route(host, port[, source]) -> bytes
+ *     The route send_batch takes to send to `host` (an IPv4 or IPv6
+ *     literal) and `port`, and with `source`, from that address (IP_PKTINFO
+ *     or IPV6_PKTINFO): the one definition of the route's layout, which the
+ *     bench and the flood build theirs with.
+ *
  * count_into(buffer | None) -> None
  *     From now on, add what each recv_batch reads and each send_batch sends
  *     to the four native uint64s of `buffer` (datagrams read, replies sent,
@@ -381,6 +387,59 @@ error:
     return NULL;
 }
 
+static PyObject *route(PyObject *module, PyObject *args)
+{
+    const char *host, *source = NULL;
+    int port;
+    struct sockaddr_storage name = {0};
+    socklen_t namelen;
+    control_buffer control;
+    Py_ssize_t controllen = 0;
+    char out[1 + sizeof(struct sockaddr_storage) + CONTROL_SIZE];
+
+    if (!PyArg_ParseTuple(args, "si|z", &host, &port, &source))
+        return NULL;
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port must be 0 to 65535");
+        return NULL;
+    }
+    if (strchr(host, ':')) {
+        struct sockaddr_in6 *six = (struct sockaddr_in6 *)&name;
+        six->sin6_family = AF_INET6;
+        six->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &six->sin6_addr) != 1)
+            goto bad_address;
+        namelen = sizeof(*six);
+        if (source) {
+            struct in6_pktinfo info = {0};
+            if (inet_pton(AF_INET6, source, &info.ipi6_addr) != 1)
+                goto bad_address;
+            controllen = put_control(&control, IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof(info));
+        }
+    } else {
+        struct sockaddr_in *four = (struct sockaddr_in *)&name;
+        four->sin_family = AF_INET;
+        four->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &four->sin_addr) != 1)
+            goto bad_address;
+        namelen = sizeof(*four);
+        if (source) {
+            struct in_pktinfo info = {0};
+            if (inet_pton(AF_INET, source, &info.ipi_spec_dst) != 1)
+                goto bad_address;
+            controllen = put_control(&control, IPPROTO_IP, IP_PKTINFO, &info, sizeof(info));
+        }
+    }
+    out[0] = (char)namelen;
+    memcpy(out + 1, &name, namelen);
+    memcpy(out + 1 + namelen, control.bytes, (size_t)controllen);
+    return PyBytes_FromStringAndSize(out, 1 + namelen + controllen);
+bad_address:
+    PyErr_Format(PyExc_ValueError, "not an IP address literal of one family: %s%s%s", host,
+                 source ? ", " : "", source ? source : "");
+    return NULL;
+}
+
 static PyObject *check_control(PyObject *module, PyObject *args)
 {
     Py_buffer raw;
@@ -580,6 +639,8 @@ static PyMethodDef methods[] = {
      "recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, (host, port), route), ...]"},
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [(index, errno), ...])"},
+    {"route", route, METH_VARARGS,
+     "route(host, port[, source]) -> the route send_batch takes, from source if given"},
     {"count_into", count_into, METH_O,
      "count_into(buffer | None) -> None: count datagrams and bytes read and sent in shared memory"},
     {"reserve", reserve, METH_NOARGS, "reserve() -> None: allocate the receive buffers now"},

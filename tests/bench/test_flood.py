@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import struct
 import subprocess
 
 from twisted.trial import unittest
 
 from tests.bench.test_load import BENCH
 from tests.processes import Daemon
-from udpupper.bench.flood import FloodResult, source_control, sources
-from udpupper.kernel import IP_PKTINFO
+from udpupper.bench.flood import FloodResult, sources
 from udpupper.server import metrics
 
 try:
@@ -38,14 +35,6 @@ class SourcesTests(unittest.TestCase):
 
     def test_unknown_kind(self) -> None:
         self.assertRaises(ValueError, sources, "everything")
-
-    def test_control_is_an_ip_pktinfo_from_the_source(self) -> None:
-        raw = source_control("127.1.2.3")
-        length, level, kind = struct.unpack_from("@Nii", raw)
-        self.assertEqual((level, kind), (socket.IPPROTO_IP, IP_PKTINFO))
-        self.assertEqual(len(raw), socket.CMSG_SPACE(12))
-        data = raw[struct.calcsize("@Nii"):length]
-        self.assertEqual(data[4:8], socket.inet_aton("127.1.2.3"))
 
     def test_result_figures(self) -> None:
         result = FloodResult(duration=2.0, sent=1000, quiet_sent=200, quiet_answered=199,

@@ -10,7 +10,7 @@ import threading
 from twisted.trial import unittest
 
 from tests.processes import Daemon, command
-from udpupper.bench.load import HEADER, Bench, Result, make_body, sockaddr
+from udpupper.bench.load import HEADER, Bench, Result, make_body
 from udpupper.transform import upper
 
 BENCH = command("udpupper-bench", ["-m", "udpupper.bench.cli"])
@@ -30,12 +30,6 @@ class PayloadTests(unittest.TestCase):
     def test_bad_kind(self) -> None:
         self.assertRaises(ValueError, make_body, "emoji", 10)
 
-    def test_sockaddr_layout(self) -> None:
-        route = sockaddr(socket.AF_INET, "127.0.0.1", 12000)
-        self.assertEqual(route[0], 16)
-        self.assertEqual(route[3:5], (12000).to_bytes(2, "big"))
-        self.assertEqual(route[5:9], bytes([127, 0, 0, 1]))
-        self.assertEqual(sockaddr(socket.AF_INET6, "::1", 1)[0], 28)
 
 
 class ResultTests(unittest.TestCase):

@@ -16,26 +16,16 @@ from __future__ import annotations
 import random
 import re
 import socket
-import struct
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 
-from udpupper.bench.load import sockaddr
-from udpupper.kernel import IP_PKTINFO
 
 FLOODS = ("random", "one")
 QUIET_SOURCE = "127.255.255.1"
 PAYLOAD = b"flood " * 5 + b"!!"  # 32 bytes that upper-casing changes: no loop
 RECEIVED = re.compile(rb"^udpupper_datagrams_received_total (\S+)$", re.M)
-
-
-def source_control(source: str) -> bytes:
-    """IP_PKTINFO ancillary data that makes a datagram leave from ``source``."""
-    data = struct.pack("@I4s4s", 0, socket.inet_aton(source), bytes(4))
-    header = struct.pack("@Nii", socket.CMSG_LEN(len(data)), socket.IPPROTO_IP, IP_PKTINFO)
-    return (header + data).ljust(socket.CMSG_SPACE(len(data)), b"\0")
 
 
 def sources(kind: str, seed: int = 0, rounds: int = 4) -> list[str]:
@@ -127,8 +117,8 @@ def run_flood(port: int, kind: str, duration: float, rate: float = 0.0,
     warm-up the daemon's tables hold what the flood brings, a steady state."""
     if batch is None:
         from udpupper import _batch as batch
-    server = sockaddr(socket.AF_INET, "127.0.0.1", port)
-    items = [(PAYLOAD, server + source_control(source)) for source in sources(kind)]
+    # Each from its source: the route, IP_PKTINFO included, as the helper makes it.
+    items = [(PAYLOAD, batch.route("127.0.0.1", port, source)) for source in sources(kind)]
     size = batch.BATCH
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import select
 import socket
-import struct
 import sys
 import time
 from array import array
@@ -46,17 +45,6 @@ def make_body(kind: str, size: int, seed: int = 0) -> bytes:
     if kind == "binary":
         return random.Random(seed).randbytes(size)
     raise ValueError(f"payload must be one of {', '.join(PAYLOADS)}, not {kind!r}")
-
-
-def sockaddr(family: int, host: str, port: int) -> bytes:
-    """The route that ``_batch.send_batch`` takes for ``host``/``port`` (Linux)."""
-    if family == socket.AF_INET:
-        raw = struct.pack("=H", family) + struct.pack("!H", port)
-        raw += socket.inet_pton(family, host) + bytes(8)
-    else:
-        raw = struct.pack("=H", family) + struct.pack("!HI", port, 0)
-        raw += socket.inet_pton(family, host) + struct.pack("=I", 0)
-    return bytes([len(raw)]) + raw
 
 
 @dataclass
@@ -126,7 +114,8 @@ class Bench:
                  prefixes: bool = False) -> None:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self.family, self.server = info[0], info[4][:2]
-        self.route = sockaddr(self.family, *self.server)
+        # The route send_batch takes, as the C helper itself defines it.
+        self.route = batch.route(*self.server) if batch is not None else None
         self.window, self.timeout, self.batch = window, timeout, batch
         self.body = make_body(payload, size - HEADER)
         self.expected_body = upper(self.body)
