@@ -21,7 +21,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
-
 FLOODS = ("random", "one")
 QUIET_SOURCE = "127.255.255.1"
 PAYLOAD = b"flood " * 5 + b"!!"  # 32 bytes that upper-casing changes: no loop

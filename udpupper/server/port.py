@@ -18,11 +18,11 @@ from udpupper.kernel import prepare_server_socket
 from udpupper.server.interfaces import IServerProtocol
 from udpupper.server.protections.destination import (
     CONTROL_SPACE,
-    HELPER_REFUSALS,
     Destination,
     check_destination,
     is_wildcard,
 )
+from udpupper.server.stats import Reason
 from udpupper.twisted_privates import adopt_socket
 from udpupper.udp import MAX_DATAGRAM, READ_BUDGET, UDPPort
 
@@ -31,6 +31,13 @@ try:  # recvmmsg/sendmmsg, where the C helper could be built
     from udpupper import _batch
 except ImportError:  # pragma: no cover - depends on the build
     _batch = None
+
+# The reasons of the C helper's int routes, by the names it exports.
+HELPER_REFUSALS: dict[int, Reason] = {} if _batch is None else {
+    _batch.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
+    _batch.NO_DESTINATION: Reason.NO_DESTINATION,
+    _batch.NOT_IP: Reason.BAD_SOURCE,
+}
 
 # After answering, wait this many microseconds for the next datagram before
 # going back to the reactor: a request is often one round trip behind its

@@ -27,9 +27,6 @@ Ancillary = list[tuple[int, int, bytes]]
 # a socket unit may turn on besides (timestamps, the drop counter, ...).
 CONTROL_SPACE = 512
 
-# The reasons of the C helper's int routes, by value.
-HELPER_REFUSALS = (Reason.NOT_UNICAST_DESTINATION, Reason.NO_DESTINATION, Reason.BAD_SOURCE)
-
 _MSG_CTRUNC = getattr(socket, "MSG_CTRUNC", 8)
 
 
