@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         bench.close()
     if interactive:
         print(file=sys.stderr)
-    histogram = Histogram.of(result.ordered_us())
+    histogram = Histogram.of_weighted(result.weighted_us())
     if options["json"]:
         figures = result.as_dict()
         if options["histogram"]:

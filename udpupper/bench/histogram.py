@@ -1,7 +1,7 @@
 """Latency you can see: log-scale buckets, a terminal bar chart, a PNG.
 
-Built once, at the end of a run, from the exact latencies (sorted once, as
-the percentiles are): nothing is added per reply while the bench measures.
+Built once, at the end of a run, from the bench's counts by fine bucket
+(:mod:`udpupper.bench.latency`, 1% wide): nothing is added per reply.
 Ten buckets a decade (the R10 series: 1, 1.25, 1.6, 2, ... 8), so a bucket is
 about 25% wide wherever the latencies fall, from microseconds to seconds.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 STEPS = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 8.0)
 MARKS = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
@@ -51,14 +52,27 @@ class Histogram:
     @classmethod
     def of(cls, ordered_us: Sequence[float]) -> Histogram:
         """The histogram of latencies in microseconds, sorted."""
-        if not ordered_us:
+        return cls.of_weighted([(value, 1) for value in ordered_us])
+
+    @classmethod
+    def of_weighted(cls, pairs: Sequence[tuple[float, int]]) -> Histogram:
+        """The histogram of (latency in microseconds, how many), in order:
+        the bench's counts by fine bucket (:mod:`udpupper.bench.latency`)."""
+        if not pairs:
             return cls([], [], {})
-        edges = edges_between(ordered_us[0], ordered_us[-1])
-        places = [bisect_left(ordered_us, edge) for edge in edges]
-        places[0], places[-1] = 0, len(ordered_us)  # 0 us included: no value is left out
-        counts = [after - before for before, after in zip(places, places[1:])]
-        marks = {name: percentile(ordered_us, share) for name, share in MARKS}
-        marks["max"] = ordered_us[-1]
+        values = [value for value, _ in pairs]
+        below = [0, *accumulate(count for _, count in pairs)]  # how many before each
+        edges = edges_between(values[0], values[-1])
+        places = [bisect_left(values, edge) for edge in edges]
+        places[0], places[-1] = 0, len(values)  # 0 us included: no value is left out
+        counts = [below[after] - below[before] for before, after in zip(places, places[1:])]
+        total = below[-1]
+
+        def at_rank(rank: int) -> float:
+            return values[bisect_right(below, rank) - 1]
+
+        marks = {name: at_rank(min(total - 1, int(share * total))) for name, share in MARKS}
+        marks["max"] = values[-1]
         return cls(edges, counts, marks)
 
     @property

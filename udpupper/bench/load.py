@@ -15,12 +15,11 @@ import select
 import socket
 import sys
 import time
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from udpupper.bench.histogram import percentile
+from udpupper.bench.latency import Latencies
 from udpupper.transform import upper
 
 _batch: Any
@@ -58,8 +57,7 @@ class Result:
     mismatched: int = 0
     late: int = 0
     cpu: float = 0.0  # the benchmark's own CPU seconds while measuring
-    latencies: array = field(default_factory=lambda: array("d"))
-    _ordered: list | None = field(default=None, repr=False, compare=False)
+    latencies: Latencies = field(default_factory=Latencies)  # bounded memory
 
     @property
     def replies_per_s(self) -> float:
@@ -75,18 +73,12 @@ class Result:
         return self.percentiles(share)[0]
 
     def percentiles(self, *shares: float) -> list[float]:
-        """:meth:`percentile` for each share, from the latencies sorted once."""
-        ordered = self.ordered_us()
-        if not ordered:
-            return [0.0] * len(shares)
-        return [percentile(ordered, share) for share in shares]
+        """:meth:`percentile` for each share (within 0.5% of the exact one)."""
+        return [seconds * 1e6 for seconds in self.latencies.percentiles(*shares)]
 
-    def ordered_us(self) -> list[float]:
-        """The latencies in microseconds, sorted (once per length: at the end)."""
-        cached = self._ordered
-        if cached is None or len(cached) != len(self.latencies):
-            cached = self._ordered = sorted(latency * 1e6 for latency in self.latencies)
-        return cached
+    def weighted_us(self) -> list[tuple[float, int]]:
+        """The latencies in microseconds, by bucket: (value, how many), in order."""
+        return [(seconds * 1e6, count) for seconds, count in self.latencies.weighted()]
 
     def as_dict(self) -> dict:
         p50, p90, p99 = self.percentiles(0.50, 0.90, 0.99)
@@ -100,7 +92,7 @@ class Result:
             "p50_us": round(p50, 1),
             "p90_us": round(p90, 1),
             "p99_us": round(p99, 1),
-            "max_us": round(max(self.latencies, default=0) * 1e6, 1),
+            "max_us": round(self.latencies.greatest * 1e6 if len(self.latencies) else 0, 1),
             "duration_s": round(self.duration, 3),
             "bench_cpu_pct": round(100 * self.cpu_share, 1),
         }
@@ -186,7 +178,7 @@ class Bench:
             return False
         if self.measuring:
             result.received += 1
-            result.latencies.append(now - request[0])
+            result.latencies.pending.append(now - request[0])
             if reply[HEADER:] != self.expected_body:
                 result.mismatched += 1
         return True
@@ -231,6 +223,7 @@ class Bench:
                 answered = sum(self._settle(reply, now) for reply in replies)
                 if answered:
                     self._send(index, answered, now)
+                    self.result.latencies.fold_if_due()
             if now >= next_check:
                 self._expire(now)
                 next_check = now + 0.05
