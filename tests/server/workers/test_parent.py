@@ -312,7 +312,7 @@ class WorkersServiceTests(unittest.TestCase):
         self.assertEqual(command[command.index("udpupper"):], [
             "udpupper", "--allow-low-ports", "--rate=50", "--rate-table=65536",
             "--new-prefix-rate=10000",
-            "--loop-budget=3000", "--exempt=10.0.0.0/8", "--max-amplification=1.0",
+            "--loop-budget=1000", "--exempt=10.0.0.0/8", "--max-amplification=1.0",
             "--rcvbuf=4194304", "--busy-poll=50"])
         self.assertGreater(service.port, 0)
 

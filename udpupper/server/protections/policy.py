@@ -40,7 +40,7 @@ SOURCE_MEMORY = 4096
 # gets no reply: a loop dies within as many round trips (tens of
 # milliseconds on loopback), a client repeating itself resends one line in as
 # many.
-DEFAULT_LOOP_BUDGET = 3000
+DEFAULT_LOOP_BUDGET = 1000
 
 # Ports below this are where services live, not clients (RFC 6335).
 FIRST_CLIENT_PORT = 1024
