@@ -162,21 +162,19 @@ class PythonRateLimiter:
 
     def _new_key(self, now: float) -> bool:
         """Whether one more new key may be answered this second."""
-        if not self.new_interval:
-            return True
         self.new_full_at, allowed = self._gate(self.new_full_at, now)
         return allowed
 
     def _comes_back(self, now: float) -> bool:
         """Whether one more key on probation may be taken in this second."""
-        if not self.new_interval:
-            return True
         self.promoted_full_at, allowed = self._gate(self.promoted_full_at, now)
         return allowed
 
     def _gate(self, full_at: float, now: float) -> tuple[float, bool]:
         """One bucket of a second's worth for keys together: its new state,
-        and whether one more may pass."""
+        and whether one more may pass (always, with no ``new_rate``)."""
+        if not self.new_interval:
+            return full_at, True
         if full_at < now:
             full_at = now
         elif full_at > now + 1.0:
