@@ -1,6 +1,7 @@
 """Only what setup.cfg cannot say: the optional C helpers.
 
-udpupper._batch moves datagrams with recvmmsg/sendmmsg (Linux).  Where it
+udpupper._batch moves datagrams with recvmmsg/sendmmsg (Linux), and
+udpupper._transform upper-cases ASCII eight bytes at a time.  Where it
 cannot be built (no compiler, another system) udpupper installs and runs
 without it, one system call per datagram.  udpupper.server.protections._ratelimit (the rate
 limiter's table) and udpupper.server.protections._sources (the classified source addresses) are
@@ -17,6 +18,9 @@ if sys.platform.startswith("linux"):
     extensions.append(
         Extension("udpupper._batch", ["udpupper/_batch.c"], optional=True)
     )
+extensions.append(
+    Extension("udpupper._transform", ["udpupper/_transform.c"], optional=True)
+)
 for helper in ("_ratelimit", "_sources", "_loops"):
     extensions.append(
         Extension(f"udpupper.server.protections.{helper}",

@@ -4,7 +4,47 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD, max_payload, upper
+from udpupper import transform
+from udpupper.transform import (
+    MAX_IPV4_PAYLOAD,
+    MAX_IPV6_PAYLOAD,
+    max_payload,
+    python_upper_ascii,
+    upper,
+)
+
+
+class UpperAsciiTests(unittest.TestCase):
+    """The ASCII fast path, and its C twin held to it."""
+
+    def test_the_c_helper_is_built(self) -> None:
+        """Where a compiler is (every machine CI runs on), the C twin runs."""
+        import shutil
+        import sysconfig
+
+        if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None:
+            raise unittest.SkipTest("no C compiler")
+        self.assertIsNot(transform.upper_ascii, python_upper_ascii)
+
+    def test_every_byte_at_every_place(self) -> None:
+        # Each byte value at each place of an eight-byte step and its tail.
+        for size in range(0, 20):
+            for value in range(256):
+                for at in range(size):
+                    payload = bytearray(b"q" * size)
+                    payload[at] = value
+                    payload = bytes(payload)
+                    self.assertEqual(transform.upper_ascii(payload),
+                                     python_upper_ascii(payload), payload)
+
+    @given(st.binary(max_size=3000) | st.text(max_size=500).map(str.encode)
+           | st.binary(max_size=200).map(lambda raw: bytes(byte & 0x7F for byte in raw)))
+    def test_any_bytes(self, payload: bytes) -> None:
+        self.assertEqual(transform.upper_ascii(payload), python_upper_ascii(payload))
+
+    def test_bytes_only(self) -> None:
+        with self.assertRaises(TypeError):
+            transform.upper_ascii(bytearray(b"abc"))  # type: ignore[arg-type]
 
 
 class UpperTests(unittest.TestCase):

@@ -1,0 +1,3 @@
+"""udpupper._transform (C): transform.python_upper_ascii, eight bytes a step."""
+
+def upper_ascii(payload: bytes, /) -> bytes | None: ...
