@@ -196,6 +196,39 @@ class BatchTests(unittest.TestCase):
             self.assertEqual((datagram, addr), (b"six", client.getsockname()[:2]))
             self.assertIsInstance(route, bytes)
 
+    def test_one_sender_across_calls_keeps_its_objects(self) -> None:
+        """One request at a time from one sender: each call gives the same
+        address and route objects (made once); another sender, a family
+        or pktinfo changed between calls gets its own, right ones."""
+        if NO_IPV6:
+            raise unittest.SkipTest(NO_IPV6)
+        server, client = self.pair("::", pktinfo=True)
+        port = server.getsockname()[1]
+        seen = []
+        for _ in range(3):
+            client.sendto(b"one", ("127.0.0.1", port))
+            (_, addr, route), = self.wait_batch(server, True)
+            seen.append((addr, route))
+        self.assertEqual(seen[0][0], client.getsockname())
+        self.assertTrue(all(addr is seen[0][0] and route is seen[0][1] for addr, route in seen))
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as six:
+            six.bind(("::1", 0))
+            six.sendto(b"two", ("::1", port))
+            (_, addr, route), = self.wait_batch(server, True)
+            self.assertEqual(addr, six.getsockname()[:2])
+            self.assertNotEqual(route, seen[0][1])
+        client.sendto(b"three", ("127.0.0.1", port))
+        (_, addr, _), = self.wait_batch(server, True)
+        self.assertEqual(addr, client.getsockname())
+        # The same datagram read without pktinfo has a route without it.
+        client.sendto(b"four", ("127.0.0.1", port))
+        (_, addr, route), = self.wait_batch(server, False)
+        self.assertEqual(addr, client.getsockname())
+        self.assertLess(len(route), len(seen[0][1]))
+        client.sendto(b"five", ("127.0.0.1", port))
+        (_, _, route), = self.wait_batch(server, True)
+        self.assertEqual(route, seen[0][1])
+
     def test_bad_arguments(self) -> None:
         server, _ = self.pair()
         for replies in ([b"x"], [(b"x", b"")], [(b"x", b"\xff")], [("x", b"\x00")]):

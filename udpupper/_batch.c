@@ -66,6 +66,10 @@
 
 #define BATCH 64
 #define BUFFER_SIZE 65536
+/* The buffers lie this far apart: not a power of two, so that the first
+ * bytes of each, where a datagram of ordinary size lands, fall into
+ * different cache sets rather than all into one. */
+#define BUFFER_STRIDE (BUFFER_SIZE + 1536)
 /* Room for IP_PKTINFO and IPV6_PKTINFO together, and for what else a socket
  * unit may turn on (SO_TIMESTAMPING, SO_RXQ_OVFL, ...). */
 #define CONTROL_SIZE 512
@@ -101,8 +105,14 @@ static struct mmsghdr messages[BATCH];
 static control_buffer send_controls[BATCH];
 static int runs[BATCH], run_sizes[BATCH]; /* each message's first reply and how many */
 static struct iovec vectors[BATCH];
+/* recv_batch's own, apart from send_batch's: kept from call to call. */
+static struct mmsghdr receive_messages[BATCH];
+static struct iovec receive_vectors[BATCH];
 static struct sockaddr_storage names[BATCH];
 static control_buffer controls[BATCH];
+/* How many receive headers are made, for which pktinfo, and how many the
+ * last call let the kernel write to. */
+static int receive_ready, receive_pktinfo, receive_used;
 
 /* Append one control message to the reply's ancillary data `out`. */
 static Py_ssize_t put_control(control_buffer *out, int level, int type, const void *data,
@@ -265,7 +275,7 @@ static PyObject *count_into(PyObject *module, PyObject *buffer)
 /* The receive buffers, allocated once: 0, or -1 with MemoryError set. */
 static int allocate_buffers(void)
 {
-    if (!buffers && !(buffers = PyMem_RawMalloc((size_t)BATCH * BUFFER_SIZE))) {
+    if (!buffers && !(buffers = PyMem_RawMalloc((size_t)BATCH * BUFFER_STRIDE))) {
         PyErr_NoMemory();
         return -1;
     }
@@ -279,12 +289,18 @@ static PyObject *reserve(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* The last sender recv_batch read, kept from one call to the next: its raw
+ * address, the address object made of it and the last route. */
+static struct sockaddr_storage last_name;
+static socklen_t last_namelen;
+static int last_ipv4;
+static PyObject *last_addr, *last_route;
+
 static PyObject *recv_batch(PyObject *module, PyObject *args)
 {
-    int fd, count, pktinfo, received, i, spin_us = 0, last = 0, last_ipv4 = 0;
-    socklen_t last_namelen = 0;
+    int fd, count, pktinfo, received, i, spin_us = 0;
     long long deadline = 0;
-    PyObject *list, *last_addr = NULL, *last_route = NULL;
+    PyObject *list;
 
     if (!PyArg_ParseTuple(args, "iip|i", &fd, &count, &pktinfo, &spin_us))
         return NULL;
@@ -292,23 +308,38 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
         count = BATCH;
     if (allocate_buffers() < 0)
         return NULL;
-    for (i = 0; i < count; i++) {
-        vectors[i].iov_base = buffers + (size_t)i * BUFFER_SIZE;
-        vectors[i].iov_len = BUFFER_SIZE;
-        messages[i].msg_hdr = (struct msghdr){
+    /* The headers are made once, and after that only what the kernel wrote
+     * in the last call's messages is set back: at one request at a time,
+     * making 64 headers cost more than the rest of the call. */
+    if (pktinfo != receive_pktinfo)
+        receive_ready = 0;
+    for (i = 0; i < receive_ready && i < receive_used; i++) {
+        receive_messages[i].msg_hdr.msg_namelen = sizeof(names[i]);
+        receive_messages[i].msg_hdr.msg_controllen = pktinfo ? CONTROL_SIZE : 0;
+    }
+    for (i = receive_ready; i < count; i++) {
+        receive_vectors[i].iov_base = buffers + (size_t)i * BUFFER_STRIDE;
+        receive_vectors[i].iov_len = BUFFER_SIZE;
+        receive_messages[i].msg_hdr = (struct msghdr){
             .msg_name = &names[i],
             .msg_namelen = sizeof(names[i]),
-            .msg_iov = &vectors[i],
+            .msg_iov = &receive_vectors[i],
             .msg_iovlen = 1,
             .msg_control = pktinfo ? controls[i].bytes : NULL,
             .msg_controllen = pktinfo ? CONTROL_SIZE : 0,
         };
     }
+    if (count > receive_ready)
+        receive_ready = count;
+    receive_pktinfo = pktinfo;
+    receive_used = 0;
     if (spin_us > 0)
         deadline = now_ns() + spin_us * 1000LL;
-    while ((received = recvmmsg(fd, messages, count, MSG_DONTWAIT, NULL)) < 0
+    while ((received = recvmmsg(fd, receive_messages, count, MSG_DONTWAIT, NULL)) < 0
            && (errno == EAGAIN || errno == EWOULDBLOCK) && deadline && now_ns() < deadline)
         ; /* busy-poll: the next datagram is often a round trip away */
+    /* A failed call may have written the first header too. */
+    receive_used = received > 0 ? received : 1;
     if (received < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return PyList_New(0);
@@ -317,14 +348,14 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
     if (counts.buf) {
         uint64_t bytes = 0;
         for (i = 0; i < received; i++)
-            bytes += messages[i].msg_len;
+            bytes += receive_messages[i].msg_len;
         __atomic_fetch_add((uint64_t *)counts.buf, (uint64_t)received, __ATOMIC_RELAXED);
         __atomic_fetch_add((uint64_t *)counts.buf + 2, bytes, __ATOMIC_RELAXED);
     }
     if (!(list = PyList_New(received)))
         return NULL;
     for (i = 0; i < received; i++) {
-        struct msghdr *header = &messages[i].msg_hdr;
+        struct msghdr *header = &receive_messages[i].msg_hdr;
         /* The route: the sender's address length, the address, then the
          * reply's ancillary data. */
         char route[1 + sizeof(struct sockaddr_storage) + CONTROL_SIZE];
@@ -338,16 +369,17 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
          * packets from IPv4-mapped sources. */
         if (pktinfo)
             control = reply_control(header, &reply, &ipv4_packet);
-        /* A batch often comes from few senders: the same sender as the one
-         * before shares its address object, which saves making it again
-         * (and lets Python compare it by identity). */
+        /* A batch often comes from few senders, and one request at a time
+         * from one: the same sender as the one before, in this batch or the
+         * last, shares its address object, which saves making it again (and
+         * lets Python compare it by identity). */
         if (!(last_addr && header->msg_namelen == last_namelen && ipv4_packet == last_ipv4
-              && memcmp(&names[i], &names[last], last_namelen) == 0)) {
+              && memcmp(&names[i], &last_name, last_namelen) == 0)) {
             Py_XDECREF(last_addr);
             if (!(last_addr = format_address(&names[i], ipv4_packet)))
                 goto error;
-            last = i;
             last_namelen = header->msg_namelen;
+            memcpy(&last_name, &names[i], last_namelen);
             last_ipv4 = ipv4_packet;
         }
         if (last_addr == Py_None || control < 0) {
@@ -365,8 +397,8 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
         }
         if (!last_route)
             goto error;
-        if (!(datagram = PyBytes_FromStringAndSize(vectors[i].iov_base,
-                                                   (Py_ssize_t)messages[i].msg_len)))
+        if (!(datagram = PyBytes_FromStringAndSize(receive_vectors[i].iov_base,
+                                                   (Py_ssize_t)receive_messages[i].msg_len)))
             goto error;
         if (!(item = PyTuple_New(3))) {
             Py_DECREF(datagram);
@@ -377,12 +409,10 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
         PyTuple_SET_ITEM(item, 2, Py_NewRef(last_route));
         PyList_SET_ITEM(list, i, item);
     }
-    Py_XDECREF(last_addr);
-    Py_XDECREF(last_route);
     return list;
 error:
-    Py_XDECREF(last_addr);
-    Py_XDECREF(last_route);
+    Py_CLEAR(last_addr);
+    Py_CLEAR(last_route);
     Py_DECREF(list);
     return NULL;
 }
