@@ -22,7 +22,14 @@ from tests.processes import Daemon, run_client
 from tests.support import NO_IPV6
 from udpupper.server import metrics
 from udpupper.server.protections import loops
-from udpupper.server.protections.loops import python_echoes, python_sketch, resembles, sketch
+from udpupper.server.protections.loops import (
+    LoopBreaker,
+    python_echoes,
+    python_sketch,
+    python_step,
+    resembles,
+    sketch,
+)
 from udpupper.transform import upper
 
 
@@ -59,6 +66,52 @@ class SketchTests(unittest.TestCase):
         check()
         with self.assertRaises(TypeError):
             loops.echoes("text", b"bytes")
+
+    def test_steps_agree(self) -> None:
+        """The C step and the Python one, on the same table and the same
+        datagrams (echoes, stamped echoes, others, new hosts), give the same
+        answers and leave the same table."""
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        hosts = st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"])
+        payloads = st.binary(max_size=80)
+
+        @settings(max_examples=300)
+        @given(st.integers(1, 4), st.lists(st.tuples(hosts, payloads, st.sampled_from(
+            ["echo", "stamped", "other"])), max_size=40))
+        def check(every, events):
+            ours: dict = {}
+            theirs: dict = {}
+            last_reply: dict = {}
+            for host, payload, kind in events:
+                if kind == "echo" and host in last_reply:
+                    payload = last_reply[host]
+                elif kind == "stamped" and host in last_reply:
+                    payload = b"#" + last_reply[host][1:]
+                reply = upper(payload)
+                answer = loops.step(ours, host, payload, reply, every)
+                self.assertIs(answer, python_step(theirs, host, payload, reply, every))
+                if answer is None:
+                    ours[host] = theirs[host] = (len(reply), sketch(reply), 0)
+                self.assertEqual(ours, theirs)
+                if answer is not False:
+                    last_reply[host] = reply
+
+        check()
+        with self.assertRaises(TypeError):
+            loops.step({}, "192.0.2.1", "text", b"", 1)  # type: ignore[arg-type]
+
+    def test_breaker_across_generations(self) -> None:
+        """An address found in the older generation is judged as in the
+        recent one: its count goes on."""
+        breaker = LoopBreaker(every=3, size=1)
+        self.assertTrue(breaker.allow("a", b"x", b"X"))
+        self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 1
+        self.assertTrue(breaker.allow("b", b"y", b"Y"))  # "a" to the older
+        self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 2, from the older
+        self.assertFalse(breaker.allow("a", b"X", b"X"))  # echo 3: withheld
+        self.assertLessEqual(len(breaker), 2)
 
     def test_what_is_remembered_of_a_reply(self) -> None:
         self.assertEqual(sketch(b"short"), b"short")

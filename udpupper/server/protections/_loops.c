@@ -6,7 +6,9 @@
  * datagram is compared with the last reply sent to its address; in Python
  * that is eight slices and four comparisons, about 0.4 us a datagram, more
  * than the rest of the protocol's work at 32 bytes.  Here it is a few
- * memcmp()s on the bytes where they lie, nothing allocated.
+ * memcmp()s on the bytes where they lie, nothing allocated.  step() is
+ * LoopBreaker.allow's common case, an address it remembers, in one call:
+ * the table stays the Python dict it was.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -106,7 +108,88 @@ static PyObject *echoes(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return PyBool_FromLong(resemble(new, PyBytes_AS_STRING(args[1]), length));
 }
 
+/* (length, sketch, count), a new reference, or NULL. */
+static PyObject *entry_of(Py_ssize_t length, PyObject *last, long count)
+{
+    PyObject *entry = PyTuple_New(3), *number;
+
+    if (!entry)
+        return NULL;
+    if (!(number = PyLong_FromSsize_t(length))) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(entry, 0, number);
+    PyTuple_SET_ITEM(entry, 1, Py_NewRef(last));
+    if (!(number = PyLong_FromLong(count))) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(entry, 2, number);
+    return entry;
+}
+
+static PyObject *step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *recent, *host, *datagram, *reply, *entry, *last, *remembered, *result;
+    Py_ssize_t length, size;
+    long every, count;
+    int stored;
+
+    if (nargs != 5 || !PyDict_CheckExact(args[0]) || !PyBytes_Check(args[2])
+        || !PyBytes_Check(args[3]) || !PyLong_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "step(recent, host, datagram, reply, every)");
+        return NULL;
+    }
+    recent = args[0], host = args[1], datagram = args[2], reply = args[3];
+    if ((every = PyLong_AsLong(args[4])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (!(entry = PyDict_GetItemWithError(recent, host))) /* borrowed */
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3
+        || !PyBytes_Check(last = PyTuple_GET_ITEM(entry, 1))) {
+        PyErr_SetString(PyExc_TypeError, "an entry is (length, sketch, count)");
+        return NULL;
+    }
+    if ((length = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0))) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((count = PyLong_AsLong(PyTuple_GET_ITEM(entry, 2))) == -1 && PyErr_Occurred())
+        return NULL;
+    Py_INCREF(last); /* the store below may free the entry */
+    if (PyBytes_GET_SIZE(datagram) == length) {
+        char buffer[SKETCH];
+        const char *new = sketch_of(PyBytes_AS_STRING(datagram), length, buffer, &size);
+
+        if (size == PyBytes_GET_SIZE(last) && resemble(new, PyBytes_AS_STRING(last), size)
+            && ++count >= every) {
+            entry = entry_of(length, last, 0);
+            Py_DECREF(last);
+            stored = entry ? PyDict_SetItem(recent, host, entry) : -1;
+            Py_XDECREF(entry);
+            return stored < 0 ? NULL : Py_NewRef(Py_False);
+        }
+    }
+    Py_DECREF(last);
+    size = PyBytes_GET_SIZE(reply);
+    if (size <= SKETCH) {
+        remembered = Py_NewRef(reply);
+    } else {
+        if (!(remembered = PyBytes_FromStringAndSize(NULL, SKETCH)))
+            return NULL;
+        sketch_of(PyBytes_AS_STRING(reply), size, PyBytes_AS_STRING(remembered), &length);
+    }
+    entry = entry_of(size, remembered, count);
+    Py_DECREF(remembered);
+    stored = entry ? PyDict_SetItem(recent, host, entry) : -1;
+    Py_XDECREF(entry);
+    result = stored < 0 ? NULL : Py_NewRef(Py_True);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL,
+     "step(recent, host, datagram, reply, every) -> LoopBreaker.allow for a host in recent, "
+     "or None when it is not there."},
     {"sketch", (PyCFunction)(void (*)(void))sketch, METH_FASTCALL,
      "sketch(payload) -> what is remembered of a reply: itself, or four samples."},
     {"echoes", (PyCFunction)(void (*)(void))echoes, METH_FASTCALL,

@@ -1,4 +1,8 @@
-"""udpupper.server.protections._loops (C): loops.python_sketch and python_echoes."""
+"""udpupper.server.protections._loops (C): loops.python_sketch, python_echoes and python_step."""
 
 def sketch(payload: bytes, /) -> bytes: ...
 def echoes(datagram: bytes, last: bytes, /) -> bool: ...
+def step(
+    recent: dict[str, tuple[int, bytes, int]], host: str, datagram: bytes, reply: bytes,
+    every: int, /,
+) -> bool | None: ...
