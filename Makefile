@@ -48,7 +48,7 @@ sanitize: $(VENV)/installed-test
 	rm -rf $(SANITIZE) && mkdir -p $(SANITIZE)
 	cp -r udpupper tests $(SANITIZE)/
 	find $(SANITIZE)/udpupper -name "*.so" -delete
-	for helper in _batch server/protections/_ratelimit server/protections/_sources \
+	for helper in _batch _transform server/protections/_ratelimit server/protections/_sources \
 	              server/protections/_loops; do \
 	    $(CC) -shared -fPIC -O1 -g $(SANITIZERS) \
 	        -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
@@ -59,7 +59,7 @@ sanitize: $(VENV)/installed-test
 	cd $(SANITIZE) && \
 	    LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_batch.py \
+	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_batch.py tests/test_transform.py \
 	    tests/server/protections/test_destination.py tests/server/test_service.py tests/bench/test_load.py \
 	    tests/server/protections/test_ratelimit.py tests/server/protections/test_policy.py tests/server/test_protocol.py \
 	    tests/server/protections/test_loops.py::SketchTests
