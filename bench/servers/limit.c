@@ -10,7 +10,7 @@
  *   - after a batch, busy-polls SPIN_US microseconds for the next before
  *     blocking again (udpupper's --busy-poll, 50 by default).
  *
- * Build: cc -O2 -o limit bench/servers/limit.c   (bench/compare does it)
+ * Build: cc -O3 -o limit bench/servers/limit.c   (bench/compare does it)
  * Usage: limit PORT [SPIN_US [ADDRESS]]   (ADDRESS: 127.0.0.1 by default)
  */
 #define _GNU_SOURCE
@@ -43,9 +43,25 @@ static long long now_ns(void)
     return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+/* ASCII letters upper-cased in place, eight bytes a step where no byte has
+ * its top bit set (then no byte carries into the next). */
 static void upper(unsigned char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, p + i, 8);
+        if (!(word & high)) {
+            uint64_t from_a = word + ones * (0x80 - 'a'), past_z = word + ones * (0x80 - 'z' - 1);
+            word ^= ((from_a & ~past_z) & high) >> 2;
+            memcpy(p + i, &word, 8);
+            continue;
+        }
+        for (size_t j = i; j < i + 8; j++)
+            p[j] -= (unsigned char)((unsigned)(p[j] - 'a') < 26u) << 5;
+    }
+    for (; i < n; i++)
         p[i] -= (unsigned char)((unsigned)(p[i] - 'a') < 26u) << 5;
 }
 
