@@ -19,9 +19,10 @@ from udpupper.server.interfaces import IServerProtocol
 from udpupper.server.protections.destination import (
     CONTROL_SPACE,
     Destination,
-    check_destination,
+    DestinationCache,
     is_wildcard,
 )
+from udpupper.server.segments import Segmenter
 from udpupper.server.stats import Reason
 from udpupper.twisted_privates import adopt_socket
 from udpupper.udp import MAX_DATAGRAM, READ_BUDGET, UDPPort
@@ -38,6 +39,9 @@ HELPER_REFUSALS: dict[int, Reason] = {} if _batch is None else {
     _batch.NO_DESTINATION: Reason.NO_DESTINATION,
     _batch.NOT_IP: Reason.BAD_SOURCE,
 }
+
+# Without the C helper, replies are sent after at most this many datagrams.
+BATCH = 64
 
 # After answering, wait this many microseconds for the next datagram before
 # going back to the reactor: a request is often one round trip behind its
@@ -101,6 +105,8 @@ class ServerPort(UDPPort):
         self._route: Any = None  # bytes (the C helper's) or (ancillary, address)
         self._queue: list[tuple[bytes, Any]] | None = None
         self._counts: memoryview | None = None  # see count_into
+        self._segmenter: Segmenter | None = None  # without the C helper
+        self._destinations = DestinationCache()  # without the C helper
 
     def count_into(self, counts) -> None:
         """Count every datagram read and every reply sent, and their bytes,
@@ -259,7 +265,12 @@ class ServerPort(UDPPort):
     def _send(self, fd: int, queue: list) -> None:
         """Send the batch's replies; hand back those the kernel refused."""
         try:
-            _, _, errors = self.batch.send_batch(fd, queue)
+            if self.batch is not None:
+                _, _, errors = self.batch.send_batch(fd, queue)
+            else:
+                if self._segmenter is None or self._segmenter.sock is not self.socket:
+                    self._segmenter = Segmenter(self.socket)
+                errors = self._segmenter.send(queue, self._counts)
         except Exception:
             # A bug of ours: none of them went.  Logged, and each counted.
             self.protocol.log_error()
@@ -268,19 +279,35 @@ class ServerPort(UDPPort):
             self.protocol.send_failed(queue[index][0], errno)
 
     def _read_one_by_one(self) -> int:
+        """Without the C helper: a datagram a system call in, and the replies
+        out a run at a time (:class:`Segmenter`), every BATCH datagrams."""
         space = CONTROL_SPACE if self.pktinfo else 0
+        queue: list[tuple[bytes, Any]] = []
+        self._queue = queue
+        try:
+            return self._receive_one_by_one(space, queue)
+        finally:
+            self._queue = None
+            if queue:
+                self._send(-1, queue)
+
+    def _receive_one_by_one(self, space: int, queue: list) -> int:
         refuse = self.protocol.refuse
         counts = self._counts
+        destinations = self._destinations
         handled = 0
         for datagram, ancdata, flags, addr in self._received(
             self.socket.recvmsg, MAX_DATAGRAM, space
         ):
+            if len(queue) >= BATCH:
+                self._send(-1, queue)
+                queue.clear()
             handled += 1
             if counts is not None:
                 counts[0] += 1
                 counts[2] += len(datagram)
             if self.pktinfo:
-                destination = check_destination(ancdata, flags)
+                destination = destinations.check(ancdata, flags)
                 if destination.__class__ is not Destination:
                     refuse(datagram, destination)  # type: ignore[arg-type]  # a Reason
                     continue
