@@ -12,6 +12,7 @@ from udpupper.kernel import IP_PKTINFO
 from udpupper.server.port import HELPER_REFUSALS
 from udpupper.server.protections.destination import (
     Destination,
+    DestinationCache,
     check_destination,
     is_wildcard,
 )
@@ -106,6 +107,14 @@ class CheckDestinationTests(unittest.TestCase):
     def test_python_path(self) -> None:
         for what, ancdata, flags, expected in CASES:
             self.assertEqual(check_destination(ancdata, flags), expected, what)
+
+    def test_remembered(self) -> None:
+        """The cache answers as the check does, twice over, and stays small."""
+        cache = DestinationCache(size=3)
+        for _ in range(2):
+            for what, ancdata, flags, expected in CASES:
+                self.assertEqual(cache.check(ancdata, flags), expected, what)
+                self.assertLessEqual(len(cache.known), 3)
 
     def test_c_helper(self) -> None:
         if _batch is None:

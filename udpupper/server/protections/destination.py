@@ -27,7 +27,8 @@ Ancillary = list[tuple[int, int, bytes]]
 # a socket unit may turn on besides (timestamps, the drop counter, ...).
 CONTROL_SPACE = 512
 
-_MSG_CTRUNC = getattr(socket, "MSG_CTRUNC", 8)
+# An int, not the socket module's flag enum: `&` on that is a Python call.
+_MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 8))
 
 
 class Destination(NamedTuple):
@@ -73,3 +74,28 @@ def check_destination(ancdata: Ancillary, flags: int = 0) -> Destination | Reaso
             return Reason.NOT_UNICAST_DESTINATION  # ff00::/8
         return Destination([(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, ipv6[:20])], False)
     return Reason.NO_DESTINATION
+
+
+class DestinationCache:
+    """:func:`check_destination`, remembered for the ancillary data it saw.
+
+    For the path without the C helper: a datagram's ancillary data repeats
+    (it names one of our addresses), and checking it again costs about a
+    microsecond.  At most ``size`` kinds are remembered; then it starts over.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.known: dict[tuple, Destination | Reason] = {}
+
+    def check(self, ancdata: Ancillary, flags: int = 0) -> Destination | Reason:
+        if flags & _MSG_CTRUNC:
+            return Reason.NO_DESTINATION
+        key = tuple(ancdata)
+        found = self.known.get(key)
+        if found is None:
+            found = check_destination(ancdata, flags)
+            if len(self.known) >= self.size:
+                self.known.clear()
+            self.known[key] = found
+        return found
