@@ -54,10 +54,13 @@ def resembles(new: bytes, last: bytes) -> bool:
     if size < 4:
         return False
     q = size // 4
-    return (
-        (new[:q] == last[:q]) + (new[q:2 * q] == last[q:2 * q])
-        + (new[2 * q:3 * q] == last[2 * q:3 * q]) + (new[3 * q:] == last[3 * q:])
-    ) >= 2
+    first = new[:q] == last[:q]
+    if new[q:2 * q] == last[q:2 * q]:
+        if first:
+            return True
+    elif not first:  # two differ: both of the others must be equal
+        return new[2 * q:3 * q] == last[2 * q:3 * q] and new[3 * q:] == last[3 * q:]
+    return new[2 * q:3 * q] == last[2 * q:3 * q] or new[3 * q:] == last[3 * q:]
 
 
 def python_echoes(datagram: bytes, last: bytes) -> bool:
@@ -71,17 +74,24 @@ def python_step(
     every: int,
 ) -> bool | None:
     """:meth:`LoopBreaker.allow` for a ``host`` that ``recent`` holds; None
-    when it holds none (then the generations are the caller's)."""
+    when it holds none (then the generations are the caller's).
+
+    ``python_echoes`` and ``python_sketch`` written in, as the C twin has
+    them: without a compiler this runs for every answered datagram.
+    """
     entry = recent.get(host)
     if entry is None:
         return None
     length, last, count = entry
-    if len(datagram) == length and echoes(datagram, last):
-        count += 1
-        if count >= every:
-            recent[host] = (length, last, 0)
-            return False
-    recent[host] = (len(reply), sketch(reply), count)
+    if len(datagram) == length:
+        new = datagram if length <= SKETCH else python_sketch(datagram)
+        if len(new) == len(last) and resembles(new, last):
+            count += 1
+            if count >= every:
+                recent[host] = (length, last, 0)
+                return False
+    size = len(reply)
+    recent[host] = (size, reply if size <= SKETCH else python_sketch(reply), count)
     return True
 
 
