@@ -1,7 +1,7 @@
 """Latency you can see: log-scale buckets, a terminal bar chart, a PNG.
 
 Built once, at the end of a run, from the bench's counts by fine bucket
-(:mod:`udpupper.bench.latency`, 1% wide): nothing is added per reply.
+(:mod:`udpupper.latency`, 1% wide): nothing is added per reply.
 Ten buckets a decade (the R10 series: 1, 1.25, 1.6, 2, ... 8), so a bucket is
 about 25% wide wherever the latencies fall, from microseconds to seconds.
 """
@@ -57,7 +57,7 @@ class Histogram:
     @classmethod
     def of_weighted(cls, pairs: Sequence[tuple[float, int]]) -> Histogram:
         """The histogram of (latency in microseconds, how many), in order:
-        the bench's counts by fine bucket (:mod:`udpupper.bench.latency`)."""
+        the bench's counts by fine bucket (:mod:`udpupper.latency`)."""
         if not pairs:
             return cls([], [], {})
         values = [value for value, _ in pairs]

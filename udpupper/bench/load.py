@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from udpupper.bench.latency import Latencies
+from udpupper.latency import Latencies
 from udpupper.transform import upper
 
 _batch: Any

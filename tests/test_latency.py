@@ -7,7 +7,7 @@ import random
 from twisted.trial import unittest
 
 from udpupper.bench.histogram import MARKS, Histogram, percentile
-from udpupper.bench.latency import FOLD, GROWTH, Latencies, bucket_of, lower_edge
+from udpupper.latency import FOLD, GROWTH, Latencies, bucket_of, lower_edge
 
 
 def sample(count: int, seed: int = 1) -> list[float]:
