@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from twisted.trial import unittest
 
 from tests.processes import CLIENT, Daemon, run_client
 from tests.support import NO_IPV6
-from udpupper.client.ping import MIN_SIZE, Ping, PingStats, format_ms, probe
+from udpupper.client.ping import MIN_SIZE, Ping, probe
 
 SERVER = ("127.0.0.1", 12000)
 
@@ -28,33 +29,6 @@ class ProbeTests(unittest.TestCase):
         for size in (MIN_SIZE, 32, 1000, 65527):
             self.assertEqual(len(probe(9999999, size)), size)
         self.assertNotEqual(probe(1, 32), probe(1, 32).upper())  # upper-casing shows
-
-    def test_round_trips_printed_as_ping_does(self) -> None:
-        self.assertEqual(
-            [format_ms(seconds) for seconds in (0.000081, 0.00123, 0.0123, 0.1234)],
-            ["0.081", "1.23", "12.3", "123"],
-        )
-
-
-class StatsTests(unittest.TestCase):
-    def test_summary_lines(self) -> None:
-        stats = PingStats(transmitted=5, duplicates=1, errors=2)
-        for ms in (1, 2, 3):
-            stats.add(ms / 1000)
-        self.assertEqual(stats.summary("example", 4.0021), [
-            "--- example ping statistics ---",
-            "5 packets transmitted, 3 received, +1 duplicates, +2 errors, "
-            "40% packet loss, time 4002ms",
-            # mdev = sqrt(mean of squares - square of mean) = sqrt(14/3 - 4)
-            "rtt min/avg/max/mdev = 1.000/2.000/3.000/0.816 ms",
-        ])
-
-    def test_nothing_received_has_no_round_trip_line(self) -> None:
-        stats = PingStats(transmitted=3)
-        self.assertEqual(stats.summary("h", 2.0)[1:], [
-            "3 packets transmitted, 0 received, 100% packet loss, time 2000ms"])
-        self.assertEqual(PingStats(transmitted=3, received=1).loss, 100 * 2 / 3)
-        self.assertEqual(PingStats().loss, 0.0)
 
 
 class PingTests(unittest.TestCase):
@@ -90,6 +64,8 @@ class PingTests(unittest.TestCase):
         self.assertEqual(pinger.summary("h")[1:], [
             "3 packets transmitted, 3 received, 0% packet loss, time 2250ms",
             "rtt min/avg/max/mdev = 250.000/250.000/250.000/0.000 ms",
+            "jitter 0.000 ms, rtt p50/p90/p99 = 250.000/250.000/250.000 ms, "
+            "0 reordered, 0 duplicates, 0 late, 0 wrong",
         ])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -115,7 +91,7 @@ class PingTests(unittest.TestCase):
             "24 bytes from 127.0.0.1: seq=1 wrong reply, not this probe upper-cased",
             "28 bytes from 127.0.0.1: wrong reply, not this probe upper-cased",
             "no answer yet for seq=1",
-            "24 bytes from 127.0.0.1: seq=1 time=2500 ms",
+            "24 bytes from 127.0.0.1: seq=1 time=2500 ms (late)",
             "no answer yet for seq=2",
             "24 bytes from 127.0.0.1: seq=3 time=1500 ms",
         ])
@@ -126,6 +102,11 @@ class PingTests(unittest.TestCase):
         self.assertEqual(pinger.summary("h")[1],
                          "4 packets transmitted, 3 received, +1 duplicates, +2 errors, "
                          "25% packet loss, time 4500ms")
+        # Jitter over the answered consecutive pairs, (0, 1): |2.5 - 0.5| = 2 s.
+        self.assertEqual((stats.reordered, stats.late, stats.wrong), (0, 1, 2))
+        self.assertAlmostEqual(stats.jitter, 2.0)
+        self.assertTrue(pinger.summary("h")[3].endswith(
+            "ms, 0 reordered, 1 duplicates, 1 late, 2 wrong"))
 
     def test_a_path_slower_than_the_timeout_loses_nothing(self) -> None:
         """Every reply 1.5 s late with --timeout 1: each probe is said to have
@@ -140,6 +121,8 @@ class PingTests(unittest.TestCase):
         self.assertEqual(pinger.summary("h")[1:], [
             "6 packets transmitted, 6 received, 0% packet loss, time 6500ms",
             "rtt min/avg/max/mdev = 1500.000/1500.000/1500.000/0.000 ms",
+            "jitter 0.000 ms, rtt p50/p90/p99 = 1500.000/1500.000/1500.000 ms, "
+            "0 reordered, 0 duplicates, 6 late, 0 wrong",
         ])
         self.assertEqual(self.lines.count("no answer yet for seq=5"), 1)
 
@@ -171,7 +154,59 @@ class PingTests(unittest.TestCase):
         self.assertEqual(self.statuses, [1])
         self.assertEqual(self.lines, ["no answer yet for seq=0", "no answer yet for seq=1"])
         self.assertEqual(pinger.summary("h")[1:],
-                         ["2 packets transmitted, 0 received, 100% packet loss, time 3500ms"])
+                         ["2 packets transmitted, 0 received, 100% packet loss, time 3500ms",
+                          "0 reordered, 0 duplicates, 0 late, 0 wrong"])
+
+    def test_reordering_and_jitter_as_rfc_4737_and_irtt_count_them(self) -> None:
+        """Round trips 0.6, 0.45, 0.2, 0.4 s for probes 0 to 3, sent 0.1 s
+        apart, arrive as 2, 1, 0, 3: 1 and 0 came after 2 was answered, so two
+        are reordered (RFC 4737); IPDV is over the consecutive pairs (0,1),
+        (1,2), (2,3), whatever the arrival order: (0.15 + 0.25 + 0.2) / 3."""
+        pinger = self.make(count=4, interval=0.1, timeout=5.0)
+        rtts = {0: 0.6, 1: 0.45, 2: 0.2, 3: 0.4}
+        events = sorted((seq * 0.1 + rtt, seq) for seq, rtt in rtts.items())
+        self.assertEqual([seq for _, seq in events], [2, 1, 0, 3])
+        for tick in range(1, 200):  # 5 ms ticks: the clock fires one timer an advance
+            self.clock.advance(0.005)
+            for at, seq in events:
+                if abs(at - tick * 0.005) < 1e-9:
+                    self.answer(pinger, seq)
+        stats = pinger.stats
+        self.assertEqual((stats.received, stats.reordered, stats.late), (4, 2, 0))
+        self.assertAlmostEqual(stats.jitter, 0.2)
+        self.assertEqual([line.endswith("(reordered)") for line in self.lines],
+                         [False, True, True, False])
+        self.assertTrue(pinger.summary("h")[3].startswith("jitter 200.000 ms, rtt p50/p90/p99 = "))
+        self.assertTrue(pinger.summary("h")[3].endswith(
+            "/600.000/600.000 ms, 2 reordered, 0 duplicates, 0 late, 0 wrong"))
+
+    def test_json_lines(self) -> None:
+        """With json_lines, every event is one JSON object, the summary too,
+        with the same figures as the text."""
+        pinger = self.make(count=3, timeout=1.0, json_lines=True)
+        self.clock.advance(0.25)
+        self.answer(pinger, 0)
+        self.answer(pinger, 0)
+        self.clock.advance(0.75)  # seq 1 sent; never answered
+        self.answer(pinger, 5, mangle=lambda data: b"0 WRONG")
+        self.clock.advance(1.0)  # seq 2 sent at 2.0; seq 1 times out at 2.0
+        self.clock.advance(0.5)
+        self.answer(pinger, 2)
+        self.clock.advance(5)
+        events = [json.loads(line) for line in self.lines]
+        self.assertEqual([event["event"] for event in events],
+                         ["reply", "duplicate", "wrong", "timeout", "reply"])
+        self.assertEqual(events[0], {"event": "reply", "elapsed_s": 0.25, "seq": 0, "bytes": 24,
+                                     "rtt_ms": 250.0, "reordered": False, "late": False})
+        self.assertEqual((events[2]["seq"], events[3]["seq"]), (0, 1))
+        summary, = [json.loads(line) for line in pinger.summary("h")]
+        self.assertEqual({key: summary[key] for key in (
+            "event", "transmitted", "received", "duplicates", "wrong", "late", "reordered",
+            "rtt_min_ms", "rtt_max_ms", "jitter_ms", "time_ms")},
+            {"event": "summary", "transmitted": 3, "received": 2, "duplicates": 1, "wrong": 1,
+             "late": 0, "reordered": 0, "rtt_min_ms": 250.0, "rtt_max_ms": 500.0,
+             "jitter_ms": None, "time_ms": 2500.0})
+        self.assertAlmostEqual(summary["loss_pct"], 100 / 3, places=4)
 
     def test_strangers_are_not_replies(self) -> None:
         pinger = self.make(count=1)
@@ -243,12 +278,12 @@ class RealPingTests(unittest.TestCase):
         replies = [line for line in lines if " bytes from " in line]
         self.assertEqual(len(replies), count, lines)
         self.assertTrue(all(line.startswith(f"{size + 8} bytes from ") for line in replies))
-        self.assertEqual(lines[-3:-1], [
-            f"--- {host} ping statistics ---",
-            lines[-2]])
-        self.assertRegex(lines[-2], rf"^{count} packets transmitted, {count} received, "
+        self.assertEqual(lines[-4], f"--- {host} ping statistics ---")
+        self.assertRegex(lines[-3], rf"^{count} packets transmitted, {count} received, "
                                     r"0% packet loss, time \d+ms$")
-        self.assertRegex(lines[-1], r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$")
+        self.assertRegex(lines[-2], r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$")
+        self.assertRegex(lines[-1], r"^jitter [\d.]+ ms, rtt p50/p90/p99 = [\d.]+/[\d.]+/[\d.]+ "
+                                    r"ms, 0 reordered, 0 duplicates, 0 late, 0 wrong$")
 
     def test_ipv4_and_a_name(self) -> None:
         for host in ("127.0.0.1", "localhost"):
@@ -271,7 +306,7 @@ class RealPingTests(unittest.TestCase):
     def test_quiet(self) -> None:
         result = self.ping("--port", str(self.port), "--count", "3", "--quiet")
         lines = result.stdout.decode().splitlines()
-        self.assertEqual(len(lines), 5, lines)  # PING, blank, three summary lines
+        self.assertEqual(len(lines), 6, lines)  # PING, blank, four summary lines
         self.assertEqual(result.returncode, 0)
 
     def test_no_server_exits_1(self) -> None:
@@ -282,16 +317,35 @@ class RealPingTests(unittest.TestCase):
         lines = result.stdout.decode().splitlines()
         self.assertEqual(result.returncode, 1)
         self.assertIn("no answer yet for seq=1", lines)
-        self.assertEqual(lines[-1],
-                         lines[-1].split(",")[0] + ", 0 received, 100% packet loss,"
-                         + lines[-1].split("packet loss,")[1])
+        self.assertEqual(lines[-2],
+                         lines[-2].split(",")[0] + ", 0 received, 100% packet loss,"
+                         + lines[-2].split("packet loss,")[1])
+        self.assertEqual(lines[-1], "0 reordered, 0 duplicates, 0 late, 0 wrong")
+
+    def test_json_lines(self) -> None:
+        result = self.ping("--port", str(self.port), "--count", "4", "--json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+        self.assertEqual([event["event"] for event in events],
+                         ["start"] + ["reply"] * 4 + ["summary"])
+        self.assertEqual((events[0]["port"], events[0]["size"], events[0]["count"]),
+                         (self.port, 32, 4))
+        self.assertEqual([event["seq"] for event in events[1:5]], [0, 1, 2, 3])
+        summary = events[-1]
+        self.assertEqual((summary["transmitted"], summary["received"], summary["loss_pct"],
+                          summary["wrong"]), (4, 4, 0, 0))
+        rtts = [event["rtt_ms"] for event in events[1:5]]
+        self.assertAlmostEqual(summary["rtt_max_ms"], max(rtts), places=3)
+        self.assertAlmostEqual(summary["jitter_ms"], sum(
+            abs(b - a) for a, b in zip(rtts, rtts[1:])) / 3, places=3)
+        self.assertLessEqual(summary["rtt_p50_ms"], summary["rtt_p99_ms"])
 
     def test_usage_errors_exit_2(self) -> None:
         for options in (
             ["--ping", "--interval", "0.0001"], ["--ping", "--size", "7"],
             ["--ping", "--count", "0"], ["--ping", "--size", "65528"],
             ["--ping", "--host", "127.0.0.1", "--size", "65508"],
-            ["--count", "3"], ["--quiet"], ["--size", "40"],
+            ["--count", "3"], ["--quiet"], ["--size", "40"], ["--json"],
         ):
             result = run_client(*options)
             self.assertEqual(result.returncode, 2, options)
@@ -311,8 +365,8 @@ class RealPingTests(unittest.TestCase):
             rest, stderr = client.communicate(timeout=15)
             lines = (first + rest).decode().splitlines()
             self.assertEqual((client.returncode, stderr), (status, b""), signum)
-            self.assertEqual(lines[-3], "--- localhost ping statistics ---")
-            self.assertRegex(lines[-2], r" 0% packet loss")
+            self.assertEqual(lines[-4], "--- localhost ping statistics ---")
+            self.assertRegex(lines[-3], r" 0% packet loss")
 
     def test_output_closed_early(self) -> None:
         read, write = os.pipe()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -42,7 +43,7 @@ class Options(OneLineUsageErrors, usage.Options):
         f"Usage: {COMMAND} [--host HOST] [--port PORT] [--timeout SECONDS] "
         "[--retries N] [--window N]\n"
         f"       {COMMAND} --ping [--host HOST] [--port PORT] [--count N] "
-        "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--quiet]"
+        "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--quiet] [--json]"
     )
     longdesc = (
         "Send each line of standard input (without its line ending) to a "
@@ -51,11 +52,14 @@ class Options(OneLineUsageErrors, usage.Options):
         "1 when any was not, 2 for a usage error or a host that does not "
         "resolve. With --ping, instead: probe the server as ping does, with "
         "ping's lines, summary and exit status (0 when any probe was answered, "
-        "1 when none was)."
+        "1 when none was), and a third summary line with jitter, percentiles "
+        "and reordered, duplicate, late and wrong replies."
     )
     optFlags = [
         ["ping", None, "Probe the server as ping does, instead of reading stdin."],
         ["quiet", "q", "With --ping: only the first line and the summary."],
+        ["json", "j", "With --ping: one JSON object a line, for the start, each probe "
+         "event and the summary (JSON Lines), instead of ping's text."],
     ]
     optParameters = [
         ["host", "H", "localhost", "Server name or IPv4/IPv6 address (a name is "
@@ -100,8 +104,9 @@ class Options(OneLineUsageErrors, usage.Options):
                 self[name] = default if given is None else check(given)
             except ValueError as error:
                 raise usage.UsageError(f"--{name}: {error}") from None
-        if self["quiet"] and not self["ping"]:
-            raise usage.UsageError("--quiet is only for --ping")
+        for flag in ("quiet", "json"):
+            if self[flag] and not self["ping"]:
+                raise usage.UsageError(f"--{flag} is only for --ping")
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
@@ -201,7 +206,8 @@ def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int
 
     def done(status: int) -> None:
         outcome.setdefault("status", status)
-        for line in ["", *pinger.summary(host)]:  # a blank line first, as ping
+        blank = [] if options["json"] else [""]  # a blank line first, as ping
+        for line in [*blank, *pinger.summary(host)]:
             say(line)
         if reactor.running:
             reactor.stop()
@@ -217,11 +223,17 @@ def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int
 
     pinger = Ping(server, reactor, say, count=options["count"],
                   interval=options["interval"], size=size,
-                  timeout=options["timeout"], quiet=options["quiet"])
+                  timeout=options["timeout"], quiet=options["quiet"],
+                  json_lines=options["json"])
     pinger.when_done = done
     ip_header = 40 if family == socket.AF_INET6 else 20
-    say(f"PING {host} ({server[0]}) port {server[1]}: "
-        f"{size}({size + UDP_HEADER + ip_header}) bytes of data.")
+    if options["json"]:
+        say(json.dumps({"event": "start", "host": host, "server": server[0],
+                        "port": server[1], "size": size, "count": options["count"],
+                        "interval_s": options["interval"], "timeout_s": options["timeout"]}))
+    else:
+        say(f"PING {host} ({server[0]}) port {server[1]}: "
+            f"{size}({size + UDP_HEADER + ip_header}) bytes of data.")
     interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
     UDPPort(0, pinger, interface, reactor).startListening()
     reactor.callWhenRunning(take_signals)

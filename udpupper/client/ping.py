@@ -3,12 +3,18 @@
 Each probe carries its sequence number in decimal, then lower-case filler to
 the size asked for; the reply must be that probe upper-cased, so a server
 that only echoes (or mangles) is seen.  Lines and summary are ``ping``'s own,
-so that people and scripts that read ``ping`` read this too.
+so that people and scripts that read ``ping`` read this too; a third summary
+line says what irtt and sockperf do: jitter (IPDV, the mean absolute
+difference of the round trips of consecutive probes), percentiles, and
+replies reordered (RFC 4737: a lower sequence number than one already
+answered), duplicated, late (after their probe was said to have no answer)
+and wrong.  With ``json``, every event and the summary are one JSON object a
+line instead (docs/client.md has the schema).
 """
 
 from __future__ import annotations
 
-import math
+import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +22,8 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
+
+from udpupper.client.summary import PingStats, format_ms
 
 WIRE_SEQ = 10**7  # sequence numbers on the wire are modulo this: 7 digits
 SLOTS = 100_000  # probes remembered for late and duplicate replies; divides WIRE_SEQ
@@ -33,69 +41,13 @@ def probe(seq: int, size: int) -> bytes:
     return (head + FILLER * (size // len(FILLER) + 1))[:size]
 
 
-def format_ms(seconds: float) -> str:
-    """A round trip as ``ping`` prints one: three significant places or so."""
-    ms = seconds * 1000
-    if ms >= 100:
-        return f"{ms:.0f}"
-    if ms >= 10:
-        return f"{ms:.1f}"
-    if ms >= 1:
-        return f"{ms:.2f}"
-    return f"{ms:.3f}"
-
-
-@dataclass
-class PingStats:
-    """What ``ping`` sums up at the end; round trips in seconds."""
-
-    transmitted: int = 0
-    received: int = 0
-    duplicates: int = 0
-    errors: int = 0
-    rtt_min: float = math.inf
-    rtt_max: float = 0.0
-    rtt_sum: float = 0.0
-    rtt_squares: float = 0.0
-
-    def add(self, rtt: float) -> None:
-        self.received += 1
-        self.rtt_min = min(self.rtt_min, rtt)
-        self.rtt_max = max(self.rtt_max, rtt)
-        self.rtt_sum += rtt
-        self.rtt_squares += rtt * rtt
-
-    @property
-    def loss(self) -> float:
-        """Per cent of probes that got no right reply."""
-        if not self.transmitted:
-            return 0.0
-        return 100 * (self.transmitted - self.received) / self.transmitted
-
-    def summary(self, host: str, elapsed: float) -> list[str]:
-        """``ping``'s closing lines (no round-trip line when nothing came back)."""
-        parts = [f"{self.transmitted} packets transmitted", f"{self.received} received"]
-        if self.duplicates:
-            parts.append(f"+{self.duplicates} duplicates")
-        if self.errors:
-            parts.append(f"+{self.errors} errors")
-        parts += [f"{self.loss:g}% packet loss", f"time {elapsed * 1000:.0f}ms"]
-        lines = [f"--- {host} ping statistics ---", ", ".join(parts)]
-        if self.received:
-            average = self.rtt_sum / self.received
-            mdev = math.sqrt(max(0.0, self.rtt_squares / self.received - average**2))
-            figures = (self.rtt_min, average, self.rtt_max, mdev)
-            lines.append("rtt min/avg/max/mdev = "
-                         + "/".join(f"{value * 1000:.3f}" for value in figures) + " ms")
-        return lines
-
-
 @dataclass(eq=False)
 class Probe:
     seq: int
     sent_at: float
     replies: int = 0
     expired: bool = False
+    rtt: float | None = None  # of its first right reply
 
 
 class Ping(DatagramProtocol):
@@ -121,6 +73,7 @@ class Ping(DatagramProtocol):
         size: int = 32,
         timeout: float = 1.0,
         quiet: bool = False,
+        json_lines: bool = False,
         now: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.server = server
@@ -131,7 +84,9 @@ class Ping(DatagramProtocol):
         self.size = size
         self.timeout = timeout
         self.quiet = quiet
+        self.json_lines = json_lines
         self.now = now
+        self.highest: int | None = None  # the highest sequence number answered
         self.stats = PingStats()
         self.probes: dict[int, Probe] = {}  # the last SLOTS probes, by wire number
         self.waiting: deque[Probe] = deque()  # in sending order, until expired
@@ -168,7 +123,8 @@ class Ping(DatagramProtocol):
         try:
             self.transport.write(probe(seq, self.size), self.server)
         except OSError as error:  # e.g. no route: it will time out too
-            self._line(f"seq={seq}: cannot send: {error.strerror or error}")
+            self._event(f"seq={seq}: cannot send: {error.strerror or error}", "send_error",
+                        seq=seq, error=str(error.strerror or error))
         if self.count is None or stats.transmitted < self.count:
             self.sender = self.clock.callLater(self.interval, self._send_next)
         else:
@@ -196,37 +152,68 @@ class Ping(DatagramProtocol):
                 sent.expired = True
                 self.unsettled -= 1
                 self.last_settled = self.now()
-                self._line(f"no answer yet for seq={sent.seq}")
+                self._event(f"no answer yet for seq={sent.seq}", "timeout", seq=sent.seq)
 
     def datagramReceived(self, datagram: bytes, addr: tuple) -> None:
         arrived = self.now()
         host = addr[0]
         size = len(datagram) + UDP_HEADER
         if tuple(addr[:2]) != tuple(self.server):
-            self._line(f"{size} bytes from {host}: not from the server, ignored")
+            self._event(f"{size} bytes from {host}: not from the server, ignored", "stranger",
+                        source=host, port=addr[1], bytes=size)
             return
         digits = datagram[:7].split(b" ", 1)[0]
         sent = self.probes.get(int(digits)) if digits.isdigit() else None
         if sent is None or datagram != probe(sent.seq, self.size).upper():
             self.stats.errors += 1
             which = f"seq={sent.seq} " if sent is not None else ""
-            self._line(f"{size} bytes from {host}: {which}wrong reply, not this probe upper-cased")
+            self._event(f"{size} bytes from {host}: {which}wrong reply, not this probe upper-cased",
+                        "wrong", seq=None if sent is None else sent.seq, bytes=size)
             return
         rtt = arrived - sent.sent_at
         sent.replies += 1
+        text = f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms"
         if sent.replies > 1:
             self.stats.duplicates += 1
-            self._line(f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms (DUP!)")
+            self._event(text + " (DUP!)", "duplicate", seq=sent.seq, bytes=size,
+                        rtt_ms=round(rtt * 1000, 6))
             return
-        self.stats.add(rtt)
+        stats = self.stats
+        stats.add(rtt)
+        sent.rtt = rtt
+        self._count_ipdv(sent)
+        reordered = self.highest is not None and sent.seq < self.highest
+        if reordered:
+            stats.reordered += 1
+        else:
+            self.highest = sent.seq
         self.last_settled = arrived
-        if not sent.expired:
+        if sent.expired:
+            stats.late += 1
+        else:
             self.unsettled -= 1
-        self._line(f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms")
+        notes = [note for note, present in (("reordered", reordered), ("late", sent.expired))
+                 if present]
+        self._event(text + "".join(f" ({note})" for note in notes), "reply", seq=sent.seq,
+                    bytes=size, rtt_ms=round(rtt * 1000, 6), reordered=reordered,
+                    late=sent.expired)
         self._maybe_done()
 
-    def _line(self, text: str) -> None:
-        if not self.quiet:
+    def _count_ipdv(self, answered: Probe) -> None:
+        """Each pair of consecutive probes, once both are answered (in any order)."""
+        wire = answered.seq % WIRE_SEQ
+        for neighbour in ((wire - 1) % WIRE_SEQ, (wire + 1) % WIRE_SEQ):
+            other = self.probes.get(neighbour)
+            if other is not None and other.rtt is not None and abs(other.seq - answered.seq) == 1:
+                self.stats.ipdv_sum += abs(answered.rtt - other.rtt)  # type: ignore[operator]
+                self.stats.ipdv_count += 1
+
+    def _event(self, text: str, kind: str, **fields) -> None:
+        """Say ``text``, or with ``json_lines`` the event as one JSON object."""
+        if self.json_lines:
+            since = 0.0 if self.started is None else self.now() - self.started
+            self.say(json.dumps({"event": kind, "elapsed_s": round(since, 6), **fields}))
+        elif not self.quiet:
             self.say(text)
 
     def _maybe_done(self) -> None:
@@ -267,9 +254,15 @@ class Ping(DatagramProtocol):
             done(self.status)
 
     def summary(self, host: str) -> list[str]:
-        """``ping``'s closing lines, timed from the first probe to the end."""
+        """``ping``'s closing lines, timed from the first probe to the end;
+        with ``json_lines``, one JSON object."""
         if self.started is None:
-            return self.stats.summary(host, 0.0)
-        ended = self.now() if self.ended is None else self.ended
-        elapsed = ended - self.started
+            elapsed = 0.0
+        else:
+            ended = self.now() if self.ended is None else self.ended
+            elapsed = ended - self.started
+        if self.json_lines:
+            return [json.dumps({"event": "summary", "host": host, "server": self.server[0],
+                                "port": self.server[1], "size": self.size,
+                                **self.stats.figures(elapsed)})]
         return self.stats.summary(host, elapsed)

@@ -1,0 +1,125 @@
+"""What ``udpupper-client --ping`` sums up: ``ping``'s two lines, and a third.
+
+The third says what irtt and sockperf report: jitter (IPDV, as RFC 3550 and
+irtt compute it: the mean absolute difference of the round trips of
+consecutive probes), the 50th, 90th and 99th percentiles (1% buckets,
+bounded memory, from :mod:`udpupper.latency`), and replies reordered
+(RFC 4737), duplicated, late and wrong.  Round trips are in seconds;
+:meth:`PingStats.figures` gives them in milliseconds for ``--json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from udpupper.latency import Latencies
+
+
+def format_ms(seconds: float) -> str:
+    """A round trip as ``ping`` prints one: three significant places or so."""
+    ms = seconds * 1000
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+@dataclass
+class PingStats:
+    """What ``ping`` sums up at the end; round trips in seconds."""
+
+    transmitted: int = 0
+    received: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    rtt_min: float = math.inf
+    rtt_max: float = 0.0
+    rtt_sum: float = 0.0
+    rtt_squares: float = 0.0
+    reordered: int = 0
+    late: int = 0
+    ipdv_sum: float = 0.0  # |rtt(n) - rtt(n - 1)| over answered neighbours
+    ipdv_count: int = 0
+
+    def __post_init__(self) -> None:
+        self.latencies = Latencies()  # bounded: 1% buckets, whatever the run
+
+    def add(self, rtt: float) -> None:
+        self.received += 1
+        self.rtt_min = min(self.rtt_min, rtt)
+        self.rtt_max = max(self.rtt_max, rtt)
+        self.rtt_sum += rtt
+        self.rtt_squares += rtt * rtt
+        self.latencies.pending.append(rtt)
+        self.latencies.fold_if_due()
+
+    @property
+    def jitter(self) -> float | None:
+        """IPDV: the mean absolute difference of consecutive probes' round trips."""
+        return self.ipdv_sum / self.ipdv_count if self.ipdv_count else None
+
+    @property
+    def wrong(self) -> int:
+        return self.errors
+
+    def figures(self, elapsed: float) -> dict:
+        """The summary as numbers (milliseconds), for ``--json``."""
+        average = self.rtt_sum / self.received if self.received else None
+        mdev = (math.sqrt(max(0.0, self.rtt_squares / self.received - average**2))
+                if average is not None else None)
+        p50, p90, p99 = self.latencies.percentiles(0.5, 0.9, 0.99) if self.received \
+            else (None, None, None)
+        jitter = self.jitter
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 6)
+
+        return {
+            "transmitted": self.transmitted, "received": self.received,
+            "loss_pct": round(self.loss, 6), "duplicates": self.duplicates,
+            "reordered": self.reordered, "late": self.late, "wrong": self.wrong,
+            "time_ms": round(elapsed * 1000, 3),
+            "rtt_min_ms": ms(self.rtt_min if self.received else None), "rtt_avg_ms": ms(average),
+            "rtt_max_ms": ms(self.rtt_max if self.received else None), "rtt_mdev_ms": ms(mdev),
+            "jitter_ms": ms(jitter), "rtt_p50_ms": ms(p50), "rtt_p90_ms": ms(p90),
+            "rtt_p99_ms": ms(p99),
+        }
+
+    @property
+    def loss(self) -> float:
+        """Per cent of probes that got no right reply."""
+        if not self.transmitted:
+            return 0.0
+        return 100 * (self.transmitted - self.received) / self.transmitted
+
+    def summary(self, host: str, elapsed: float) -> list[str]:
+        """``ping``'s closing lines (no round-trip line when nothing came back)."""
+        parts = [f"{self.transmitted} packets transmitted", f"{self.received} received"]
+        if self.duplicates:
+            parts.append(f"+{self.duplicates} duplicates")
+        if self.errors:
+            parts.append(f"+{self.errors} errors")
+        parts += [f"{self.loss:g}% packet loss", f"time {elapsed * 1000:.0f}ms"]
+        lines = [f"--- {host} ping statistics ---", ", ".join(parts)]
+        if self.received:
+            average = self.rtt_sum / self.received
+            mdev = math.sqrt(max(0.0, self.rtt_squares / self.received - average**2))
+            figures = (self.rtt_min, average, self.rtt_max, mdev)
+            lines.append("rtt min/avg/max/mdev = "
+                         + "/".join(f"{value * 1000:.3f}" for value in figures) + " ms")
+        counts = (f"{self.reordered} reordered, {self.duplicates} duplicates, "
+                  f"{self.late} late, {self.wrong} wrong")
+        if self.received:
+            jitter = self.jitter
+            percentiles = self.latencies.percentiles(0.5, 0.9, 0.99)
+            lines.append(
+                ("jitter n/a, " if jitter is None else f"jitter {jitter * 1000:.3f} ms, ")
+                + "rtt p50/p90/p99 = "
+                + "/".join(f"{value * 1000:.3f}" for value in percentiles) + f" ms, {counts}")
+        else:
+            lines.append(counts)
+        return lines
