@@ -4,7 +4,8 @@ For the client's tests where ``netem`` is not to be had: the client talks
 to the relay's port, the relay to the server from one port of its own, and
 each datagram, either way, is passed on at once, or late (``delay`` seconds
 for a share ``late``), or twice (a share ``duplicate``), or after a short
-random wait that reorders it with its neighbours (a share ``reorder``).
+random wait that reorders it with its neighbours (a share ``reorder``), or
+not at all (a share ``lose``).
 The choices come from a seeded generator, so a run can be repeated.
 """
 
@@ -29,11 +30,12 @@ class Relay:
         delay: float = 1.5,
         duplicate: float = 0.01,
         reorder: float = 0.05,
+        lose: float = 0.0,
         seed: int = 1,
     ) -> None:
         self.server = server
         self.late, self.delay = late, delay
-        self.duplicate, self.reorder = duplicate, reorder
+        self.duplicate, self.reorder, self.lose = duplicate, reorder, lose
         self.random = random.Random(seed)
         self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.front.bind(("127.0.0.1", 0))
@@ -46,7 +48,7 @@ class Relay:
         self.client: tuple[str, int] | None = None
         self.pending: list[tuple[float, int, socket.socket, bytes, tuple]] = []
         self.sequence = 0
-        self.counts = {"passed": 0, "late": 0, "duplicated": 0, "reordered": 0}
+        self.counts = {"passed": 0, "late": 0, "duplicated": 0, "reordered": 0, "lost": 0}
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -70,6 +72,9 @@ class Relay:
         elif draw < self.late + self.duplicate + self.reorder:
             wait = self.random.uniform(0.0005, 0.005)
             self.counts["reordered"] += 1
+        elif draw < self.late + self.duplicate + self.reorder + self.lose:
+            self.counts["lost"] += 1
+            return
         else:
             self.counts["passed"] += 1
         for copy in range(copies):

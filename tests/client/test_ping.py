@@ -15,6 +15,7 @@ from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial import unittest
 
 from tests.processes import CLIENT, Daemon, run_client
+from tests.relay import Relay
 from tests.support import NO_IPV6
 from udpupper.client.ping import MIN_SIZE, Ping, probe
 
@@ -378,3 +379,66 @@ class RealPingTests(unittest.TestCase):
             output.readline()
         stderr = client.communicate(timeout=15)[1]
         self.assertEqual((client.returncode, stderr), (-signal.SIGPIPE, b""))
+
+
+class ImpairedPathTests(unittest.TestCase):
+    """--ping through a relay told to lose, duplicate, delay or reorder a
+    share of datagrams each way (netem is not in every kernel): the summary's
+    counts are what the relay did."""
+
+    def setUp(self) -> None:
+        daemon = Daemon("--port", "0")
+        self.addCleanup(daemon.stop)
+        self.port = daemon.start()
+
+    def through(self, probes: int = 400, timeout: str = "1", **impairments) -> tuple[dict, dict]:
+        relay = Relay(("127.0.0.1", self.port), **{
+            "late": 0.0, "duplicate": 0.0, "reorder": 0.0, "lose": 0.0, "seed": 7,
+            **impairments})
+        self.addCleanup(relay.stop)
+        result = run_client("--ping", "--json", "--host", "127.0.0.1", "--port",
+                            str(relay.port), "--count", str(probes), "--interval", "0.003",
+                            "--timeout", timeout)
+        events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+        self.assertEqual(events[-1]["event"], "summary", result.stderr)
+        return events[-1], dict(relay.counts)
+
+    def test_loss(self) -> None:
+        summary, relay = self.through(lose=0.05)
+        self.assertGreater(relay["lost"], 10)
+        # Each probe crosses once each way: each datagram lost is a probe lost.
+        self.assertEqual(summary["transmitted"] - summary["received"], relay["lost"])
+        self.assertAlmostEqual(summary["loss_pct"], 100 * relay["lost"] / 400, places=3)
+        self.assertEqual((summary["duplicates"], summary["wrong"]), (0, 0))
+
+    def test_duplication(self) -> None:
+        summary, relay = self.through(duplicate=0.05)
+        self.assertGreater(relay["duplicated"], 10)
+        # Each copy made, either way, is one more reply.
+        self.assertEqual(summary["duplicates"], relay["duplicated"])
+        self.assertEqual((summary["received"], summary["wrong"]), (400, 0))
+
+    def test_late_replies(self) -> None:
+        """Delayed 0.3 s past a 0.1 s timeout: late, still received, and
+        reordered behind the probes that overtook them."""
+        summary, relay = self.through(late=0.03, delay=0.3, timeout="0.1")
+        self.assertGreater(relay["late"], 10)
+        self.assertEqual(summary["received"], 400)
+        # A probe delayed both ways is one late reply.
+        self.assertLessEqual(summary["late"], relay["late"])
+        self.assertGreaterEqual(summary["late"], relay["late"] - relay["late"] // 4)
+        self.assertEqual(summary["reordered"], summary["late"])
+        self.assertGreater(summary["rtt_max_ms"], 300)
+        self.assertGreater(summary["rtt_p99_ms"], 300)
+        self.assertLess(summary["rtt_p50_ms"], 50)
+
+    def test_reordering(self) -> None:
+        """Held 0.5 to 5 ms, 3 ms apart: some overtaken, none lost; jitter
+        rises with the spread of the waits."""
+        summary, relay = self.through(reorder=0.2)
+        self.assertGreater(relay["reordered"], 50)
+        self.assertEqual((summary["received"], summary["duplicates"]), (400, 0))
+        self.assertGreater(summary["reordered"], 0)
+        self.assertLess(summary["reordered"], relay["reordered"])
+        quiet, _ = self.through(probes=100)
+        self.assertGreater(summary["jitter_ms"], quiet["jitter_ms"])
