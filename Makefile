@@ -60,7 +60,7 @@ sanitize: $(VENV)/installed-test
 	    LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_batch.py tests/test_transform.py \
-	    tests/server/protections/test_destination.py tests/server/test_service.py tests/bench/test_load.py \
+	    tests/server/protections/test_destination.py tests/server/test_service.py tests/bench/test_load.py tests/server/test_port.py \
 	    tests/server/protections/test_ratelimit.py tests/server/protections/test_policy.py tests/server/test_protocol.py \
 	    tests/server/protections/test_loops.py::SketchTests
 

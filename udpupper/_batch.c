@@ -6,9 +6,11 @@
  * recvmmsg(2) and sendmmsg(2) move up to BATCH datagrams per call.  This
  * module does only that: which datagram gets which reply stays in Python.
  *
- * recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, addr, route), ...]
+ * recv_batch(fd, count, pktinfo[, spin_us[, dscp]]) -> [(datagram, addr, route), ...]
  *     Reads up to `count` datagrams without blocking ([] when none wait);
- *     with `spin_us`, polls that many microseconds for the first one.
+ *     with `spin_us`, polls that many microseconds for the first one; with
+ *     `dscp` (the socket has IP_RECVTOS and IPV6_RECVTCLASS on), the route
+ *     has each reply marked with the DSCP its datagram arrived with.
  *     `addr` is (host, port), an IPv4 sender as IPv4 even on an IPv6
  *     socket.  `route` is an opaque bytes object that send_batch needs to
  *     answer the datagram: the sender's address and, with `pktinfo`, the
@@ -118,9 +120,9 @@ static struct mmsghdr receive_messages[BATCH];
 static struct iovec receive_vectors[BATCH];
 static struct sockaddr_storage names[BATCH];
 static control_buffer controls[BATCH];
-/* How many receive headers are made, for which pktinfo, and how many the
- * last call let the kernel write to. */
-static int receive_ready, receive_pktinfo, receive_used;
+/* How many receive headers are made, with room for control data or not,
+ * and how many the last call let the kernel write to. */
+static int receive_ready, receive_control, receive_used;
 
 /* Append one control message to the reply's ancillary data `out`. */
 static Py_ssize_t put_control(control_buffer *out, int level, int type, const void *data,
@@ -181,6 +183,38 @@ static Py_ssize_t reply_control(struct msghdr *header, control_buffer *out, int 
         return put_control(out, IPPROTO_IPV6, IPV6_PKTINFO, &ipv6, sizeof(ipv6));
     }
     return -(NO_DESTINATION + 1);
+}
+
+/* Append to the reply's ancillary data `out`, `used` bytes long, the DSCP
+ * that `header` arrived with (IP_TOS or IPV6_TCLASS, as it came), without
+ * its ECN bits, which say something of the path the request took, not of
+ * the reply's: the new length.  Nothing when the kernel said none. */
+static Py_ssize_t reflect_dscp(struct msghdr *header, control_buffer *out, Py_ssize_t used)
+{
+    struct cmsghdr *cmsg, *c;
+    int value = -1, level = 0, type = 0;
+
+    for (cmsg = CMSG_FIRSTHDR(header); cmsg; cmsg = CMSG_NXTHDR(header, cmsg)) {
+        if (cmsg->cmsg_level == IPPROTO_IP && cmsg->cmsg_type == IP_TOS
+            && cmsg->cmsg_len >= CMSG_LEN(1)) {
+            value = *(unsigned char *)CMSG_DATA(cmsg);
+            level = IPPROTO_IP, type = IP_TOS;
+        } else if (cmsg->cmsg_level == IPPROTO_IPV6 && cmsg->cmsg_type == IPV6_TCLASS
+                   && cmsg->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            memcpy(&value, CMSG_DATA(cmsg), sizeof(value));
+            level = IPPROTO_IPV6, type = IPV6_TCLASS;
+        }
+    }
+    if (value < 0 || used + (Py_ssize_t)CMSG_SPACE(sizeof(int)) > CONTROL_SIZE)
+        return used;
+    value &= 0xFC;
+    c = (struct cmsghdr *)(out->bytes + used);
+    memset(c, 0, CMSG_SPACE(sizeof(int)));
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &value, sizeof(value));
+    return used + CMSG_SPACE(sizeof(int));
 }
 
 /* An IPv4 address as inet_ntop writes it, without its printf: a flood of
@@ -315,12 +349,13 @@ static PyObject *last_addr, *last_route;
 
 static PyObject *recv_batch(PyObject *module, PyObject *args)
 {
-    int fd, count, pktinfo, received, i, spin_us = 0;
+    int fd, count, pktinfo, received, i, spin_us = 0, dscp = 0, want_control;
     long long deadline = 0;
     PyObject *list;
 
-    if (!PyArg_ParseTuple(args, "iip|i", &fd, &count, &pktinfo, &spin_us))
+    if (!PyArg_ParseTuple(args, "iip|ip", &fd, &count, &pktinfo, &spin_us, &dscp))
         return NULL;
+    want_control = pktinfo || dscp;
     if (count < 1 || count > BATCH)
         count = BATCH;
     if (allocate_buffers() < 0)
@@ -328,11 +363,11 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
     /* The headers are made once, and after that only what the kernel wrote
      * in the last call's messages is set back: at one request at a time,
      * making 64 headers cost more than the rest of the call. */
-    if (pktinfo != receive_pktinfo)
+    if (want_control != receive_control)
         receive_ready = 0;
     for (i = 0; i < receive_ready && i < receive_used; i++) {
         receive_messages[i].msg_hdr.msg_namelen = sizeof(names[i]);
-        receive_messages[i].msg_hdr.msg_controllen = pktinfo ? CONTROL_SIZE : 0;
+        receive_messages[i].msg_hdr.msg_controllen = want_control ? CONTROL_SIZE : 0;
     }
     for (i = receive_ready; i < count; i++) {
         receive_vectors[i].iov_base = buffers + (size_t)i * BUFFER_STRIDE;
@@ -342,13 +377,13 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
             .msg_namelen = sizeof(names[i]),
             .msg_iov = &receive_vectors[i],
             .msg_iovlen = 1,
-            .msg_control = pktinfo ? controls[i].bytes : NULL,
-            .msg_controllen = pktinfo ? CONTROL_SIZE : 0,
+            .msg_control = want_control ? controls[i].bytes : NULL,
+            .msg_controllen = want_control ? CONTROL_SIZE : 0,
         };
     }
     if (count > receive_ready)
         receive_ready = count;
-    receive_pktinfo = pktinfo;
+    receive_control = want_control;
     receive_used = 0;
     if (spin_us > 0)
         deadline = now_ns() + spin_us * 1000LL;
@@ -386,6 +421,8 @@ static PyObject *recv_batch(PyObject *module, PyObject *args)
          * packets from IPv4-mapped sources. */
         if (pktinfo)
             control = reply_control(header, &reply, &ipv4_packet);
+        if (dscp && control >= 0)
+            control = reflect_dscp(header, &reply, control);
         /* A batch often comes from few senders, and one request at a time
          * from one: the same sender as the one before, in this batch or the
          * last, shares its address object, which saves making it again (and
@@ -683,7 +720,7 @@ static PyObject *send_batch(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"recv_batch", recv_batch, METH_VARARGS,
-     "recv_batch(fd, count, pktinfo[, spin_us]) -> [(datagram, (host, port), route), ...]"},
+     "recv_batch(fd, count, pktinfo[, spin_us[, dscp]]) -> [(datagram, (host, port), route), ...]"},
     {"send_batch", send_batch, METH_VARARGS,
      "send_batch(fd, [(reply, route), ...]) -> (sent, sent_bytes, [(index, errno), ...])"},
     {"route", route, METH_VARARGS,

@@ -8,7 +8,7 @@ NO_DESTINATION: int
 NOT_IP: int
 
 def recv_batch(
-    fd: int, count: int, pktinfo: bool, spin_us: int = ..., /
+    fd: int, count: int, pktinfo: bool, spin_us: int = ..., dscp: bool = ..., /
 ) -> list[tuple[bytes, tuple[str, int] | None, bytes | int]]: ...
 def send_batch(
     fd: int, replies: list[tuple[bytes, bytes]], /

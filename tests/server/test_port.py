@@ -11,6 +11,8 @@ import socket
 from twisted.internet import reactor
 from twisted.trial import unittest
 
+from tests.support import NO_IPV6
+from udpupper.dscp import IP_TOS, IPV6_TCLASS, arrived_with, receive_marking
 from udpupper.kernel import socket_drops
 from udpupper.server.port import ServerPort
 from udpupper.server.protocol import UpperProtocol
@@ -54,6 +56,42 @@ class ServerPortTests(unittest.TestCase):
             peer.sendto(payload, ("127.0.0.1", port.getHost().port))
         port.drain(5.0)
         self.assertEqual(memoryview(counts).cast("Q").tolist(), [2, 2, 3, 3])
+
+
+    def marked_exchange(self, interface: str, host: str, reflect: bool, tos: int) -> int | None:
+        """The TOS a reply to a datagram sent with ``tos`` came back with."""
+        port = ServerPort(0, UpperProtocol(), interface, reactor, reflect_dscp=reflect)
+        port.batch = self.batch
+        port.startListening()
+        self.addCleanup(port.stopListening)
+        port.stopReading()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as peer:
+            peer.settimeout(5)
+            receive_marking(peer)
+            if family == socket.AF_INET6:
+                peer.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, tos)
+            else:
+                peer.setsockopt(socket.IPPROTO_IP, IP_TOS, tos)
+            peer.sendto(b"marked", (host, port.getHost().port))
+            self.assertEqual(port.drain(5.0), 1)
+            reply, ancdata, _, _ = peer.recvmsg(100, 64)
+        self.assertEqual(reply, b"MARKED")
+        return arrived_with(ancdata)
+
+    def test_reflect_dscp(self) -> None:
+        """With reflect_dscp a reply leaves with the request's DSCP (46, EF),
+        its ECN bits cleared, over IPv4 and IPv6, on a wildcard socket and
+        on one address; without it, with none."""
+        cases = [("::", "127.0.0.1"), ("::", "::1"), ("127.0.0.1", "127.0.0.1"), ("::1", "::1")]
+        if NO_IPV6:
+            cases = [("0.0.0.0", "127.0.0.1"), ("127.0.0.1", "127.0.0.1")]
+        for interface, host in cases:
+            self.assertEqual(self.marked_exchange(interface, host, True, 46 << 2 | 1), 46 << 2,
+                             (interface, host))
+            self.assertEqual(self.marked_exchange(interface, host, True, 0), 0)
+            self.assertEqual(self.marked_exchange(interface, host, False, 46 << 2), 0,
+                             (interface, host))
 
 
 class OneByOneServerPortTests(ServerPortTests):

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 
+from udpupper.dscp import receive_marking, reflected
 from udpupper.kernel import prepare_server_socket
 from udpupper.server.interfaces import IServerProtocol
 from udpupper.server.protections.destination import (
@@ -77,7 +78,8 @@ class ServerPort(UDPPort):
     to 64 datagrams per system call, and after answering polls
     ``busy_poll`` microseconds for the next before going back to the
     reactor.  An IPv4 sender is given to the protocol as IPv4, on an IPv6
-    socket too.
+    socket too.  With ``reflect_dscp``, each reply leaves with the DSCP its
+    request arrived with (:mod:`udpupper.dscp`).
     """
 
     batch: Any = _batch  # the C helper's module, or None
@@ -92,9 +94,11 @@ class ServerPort(UDPPort):
         rcvbuf: int = 0,
         reuse_port: bool = False,
         busy_poll: int = DEFAULT_BUSY_POLL,
+        reflect_dscp: bool = False,
     ):
         super().__init__(port, protocol, interface, reactor)
         self.reuse_port = reuse_port
+        self.reflect_dscp = reflect_dscp
         self.busy_poll = busy_poll
         self.rcvbuf = rcvbuf
         self.rcvbuf_granted: int | None = None
@@ -135,6 +139,8 @@ class ServerPort(UDPPort):
         granted = prepare_server_socket(skt, self.pktinfo, self.rcvbuf, self.reuse_port)
         if granted is not None:
             self.rcvbuf_granted = granted
+        if self.reflect_dscp:
+            receive_marking(skt)
         return skt
 
     # Twisted's udp.Port.write takes (datagram, addr) where FileDescriptor's
@@ -229,11 +235,11 @@ class ServerPort(UDPPort):
         size = self.batch.BATCH
         protocol = self.protocol
         received, refuse = protocol.datagramReceived, protocol.refuse
-        pktinfo = self.pktinfo
+        pktinfo, dscp = self.pktinfo, self.reflect_dscp
         spin = handled = 0
         while handled < READ_BUDGET:
             try:
-                datagrams = recv_batch(fd, size, pktinfo, spin)
+                datagrams = recv_batch(fd, size, pktinfo, spin, dscp)
             except OSError as error:
                 handled += 1  # a persistent error must not hold the reactor
                 if self._receive_failed(error):
@@ -281,7 +287,7 @@ class ServerPort(UDPPort):
     def _read_one_by_one(self) -> int:
         """Without the C helper: a datagram a system call in, and the replies
         out a run at a time (:class:`Segmenter`), every BATCH datagrams."""
-        space = CONTROL_SPACE if self.pktinfo else 0
+        space = CONTROL_SPACE if self.pktinfo or self.reflect_dscp else 0
         queue: list[tuple[bytes, Any]] = []
         self._queue = queue
         try:
@@ -295,6 +301,7 @@ class ServerPort(UDPPort):
         refuse = self.protocol.refuse
         counts = self._counts
         destinations = self._destinations
+        reflect = self.reflect_dscp
         handled = 0
         for datagram, ancdata, flags, addr in self._received(
             self.socket.recvmsg, MAX_DATAGRAM, space
@@ -316,6 +323,8 @@ class ServerPort(UDPPort):
                 # One address bound: an IPv4-mapped sender can only be IPv4
                 # (Linux drops IPv6 packets from mapped sources).
                 ancillary, ipv4 = [], True
+            if reflect:
+                ancillary = ancillary + reflected(ancdata)
             host = addr[0]
             if ipv4 and host.startswith("::ffff:"):
                 host = host[7:]

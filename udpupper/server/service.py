@@ -70,6 +70,7 @@ class UpperService(service.MultiService):
         reuse_port: bool = False,
         busy_poll: int = DEFAULT_BUSY_POLL,
         clock: Clock | None = None,
+        reflect_dscp: bool = False,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -80,6 +81,7 @@ class UpperService(service.MultiService):
         self.rcvbuf = rcvbuf
         self.reuse_port = reuse_port
         self.busy_poll = busy_poll
+        self.reflect_dscp = reflect_dscp
         self.stats = Stats()
         self.protocol = UpperProtocol(
             self.stats, MonotonicClock() if clock is None else clock, protections
@@ -115,6 +117,7 @@ class UpperService(service.MultiService):
             self.reactor,
             self.rcvbuf,
             busy_poll=self.busy_poll,
+            reflect_dscp=self.reflect_dscp,
         )
         port.adopt(inherited)
         start_listening(port)
@@ -130,6 +133,7 @@ class UpperService(service.MultiService):
                 self.rcvbuf,
                 self.reuse_port,
                 self.busy_poll,
+                self.reflect_dscp,
             )
             try:
                 start_listening(port)

@@ -62,7 +62,7 @@ class Options(OneLineUsageErrors, usage.Options):
         "[--port PORT] [--interface ADDRESS] [--rate R] [--burst B] "
         "[--rate-table N] [--new-prefix-rate N] [--loop-budget N] [--exempt CIDR,...] "
         "[--max-amplification F] [--allow-low-ports] [--rcvbuf BYTES] [--workers N] "
-        "[--reuse-port] [--busy-poll US] [--metrics ENDPOINT]"
+        "[--reuse-port] [--busy-poll US] [--reflect-dscp] [--metrics ENDPOINT]"
     )
     longdesc = (
         "Answer every UDP datagram with its text in upper case (UTF-8; bytes "
@@ -75,6 +75,9 @@ class Options(OneLineUsageErrors, usage.Options):
         ["allow-low-ports", None, "Answer source ports 1-1023 too (port 0 never)."],
         ["reuse-port", None, "Share the port with other processes (SO_REUSEPORT); "
          "what each of --workers does."],
+        ["reflect-dscp", None, "Answer each datagram with the DSCP it arrived with "
+         "(as TWAMP-Light reflectors do; off: a reply to a spoofed source would carry "
+         "the attacker's marking)."],
     ]
     optParameters = [
         ["port", "p", DEFAULT_PORT, "UDP port to listen on; 0 picks a free one."],
@@ -187,6 +190,7 @@ def makeService(config: Options, reactor=None) -> service.IService:
                 rcvbuf=config["rcvbuf"],
                 reuse_port=bool(config["reuse-port"]),
                 busy_poll=config["busy-poll"],
+                reflect_dscp=bool(config["reflect-dscp"]),
             )
         except MemoryError:
             exit_with(
