@@ -17,8 +17,13 @@ from errno import ECONNREFUSED, EINTR
 from twisted.internet import udp
 from twisted.logger import Logger
 
+from udpupper.dscp import arrived_with, receive_marking
+
 # Enough for the largest UDP payload, IPv4 or IPv6.
 MAX_DATAGRAM = 65_535
+
+# Room for the ancillary data that says a datagram's TOS or traffic class.
+MARKING_SPACE = socket.CMSG_SPACE(4) * 2
 
 # Datagrams handled per readiness event before the reactor gets a turn, so
 # timers and signals are never starved by a flood.
@@ -74,5 +79,25 @@ class UDPPort(udp.Port):
         for datagram, addr in self._received(self.socket.recvfrom, MAX_DATAGRAM):
             try:
                 received(datagram, addr[:2])
+            except Exception:
+                self.log.failure("unexpected error handling {addr}", addr=addr)
+
+
+class MarkedPort(UDPPort):
+    """A UDPPort that also says the TOS byte (DSCP << 2 | ECN) each datagram
+    arrived with: ``protocol.datagramReceived(datagram, addr, tos)``, tos
+    None where the kernel did not say."""
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        receive_marking(skt)
+        return skt
+
+    def doRead(self) -> None:
+        received = self.protocol.datagramReceived
+        for datagram, ancdata, _, addr in self._received(self.socket.recvmsg, MAX_DATAGRAM,
+                                                         MARKING_SPACE):
+            try:
+                received(datagram, addr[:2], arrived_with(ancdata))
             except Exception:
                 self.log.failure("unexpected error handling {addr}", addr=addr)

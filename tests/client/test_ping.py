@@ -198,7 +198,8 @@ class PingTests(unittest.TestCase):
         self.assertEqual([event["event"] for event in events],
                          ["reply", "duplicate", "wrong", "timeout", "reply"])
         self.assertEqual(events[0], {"event": "reply", "elapsed_s": 0.25, "seq": 0, "bytes": 24,
-                                     "rtt_ms": 250.0, "reordered": False, "late": False})
+                                     "rtt_ms": 250.0, "reordered": False, "late": False,
+                                     "path": 0})
         self.assertEqual((events[2]["seq"], events[3]["seq"]), (0, 1))
         summary, = [json.loads(line) for line in pinger.summary("h")]
         self.assertEqual({key: summary[key] for key in (
@@ -208,6 +209,58 @@ class PingTests(unittest.TestCase):
              "late": 0, "reordered": 0, "rtt_min_ms": 250.0, "rtt_max_ms": 500.0,
              "jitter_ms": None, "time_ms": 2500.0})
         self.assertAlmostEqual(summary["loss_pct"], 100 / 3, places=4)
+
+    def test_ports_in_turn_each_reported(self) -> None:
+        """--ports 3: probe n from port n % 3; a path that loses everything
+        from one port shows as that port's loss, in the text and the JSON."""
+        self.clock = task.Clock()
+        self.lines = []
+        pinger = Ping(SERVER, self.clock, self.lines.append, now=self.clock.seconds,
+                      count=6, ports=3, timeout=0.5, size=16)
+        transports = [FakeDatagramTransport() for _ in range(3)]
+        pinger.transport, pinger.transports = transports[0], transports
+        pinger.when_done = lambda status: None
+        pinger.start()
+        for tick in range(1, 80):
+            self.clock.advance(0.125)  # exact in binary: no drift
+            for seq in range(6):
+                if seq % 3 != 1 and seq * 1.0 + 0.25 == tick * 0.125:
+                    self.answer(pinger, seq)
+        self.assertEqual([[probe_ for probe_, _ in t.written] for t in transports],
+                         [[probe(0, 16), probe(3, 16)], [probe(1, 16), probe(4, 16)],
+                          [probe(2, 16), probe(5, 16)]])
+        summary = pinger.summary("h")
+        self.assertEqual(summary[1], "6 packets transmitted, 4 received, "
+                                     "33.3333% packet loss, time 5250ms")
+        self.assertEqual(summary[-3:], [
+            "port 1 of 3, from None: 2 transmitted, 2 received, 0% packet loss, "
+            "rtt min/avg/max = 250.000/250.000/250.000 ms",
+            "port 2 of 3, from None: 2 transmitted, 0 received, 100% packet loss",
+            "port 3 of 3, from None: 2 transmitted, 2 received, 0% packet loss, "
+            "rtt min/avg/max = 250.000/250.000/250.000 ms",
+        ])
+        pinger.json_lines = True
+        paths = json.loads(pinger.summary("h")[0])["ports"]
+        self.assertEqual([(path["transmitted"], path["received"], path["loss_pct"])
+                          for path in paths], [(2, 2, 0.0), (2, 0, 100.0), (2, 2, 0.0)])
+
+    def test_dscp_each_reply_and_in_the_summary(self) -> None:
+        pinger = self.make(count=3, dscp=46)
+        for seq, tos in ((0, 46 << 2), (1, 0), (2, 46 << 2 | 2)):
+            self.clock.advance(0.25)
+            pinger.datagramReceived(probe(seq, 16).upper(), SERVER, tos)
+            self.clock.advance(0.75)
+        self.assertEqual(self.lines, [
+            "24 bytes from 127.0.0.1: seq=0 time=250 ms",
+            "24 bytes from 127.0.0.1: seq=1 time=250 ms (dscp 0, sent 46)",
+            "24 bytes from 127.0.0.1: seq=2 time=250 ms",
+        ])
+        self.assertEqual(pinger.summary("h")[-1], "dscp sent 46, replies came back with "
+                                                  "0 (1), 46 (2)")
+        pinger.json_lines = True
+        summary = json.loads(pinger.summary("h")[0])
+        self.assertEqual((summary["dscp_sent"], summary["dscp_received"]),
+                         (46, {"0": 1, "46": 2}))
 
     def test_strangers_are_not_replies(self) -> None:
         pinger = self.make(count=1)
@@ -323,6 +376,45 @@ class RealPingTests(unittest.TestCase):
                          + lines[-2].split("packet loss,")[1])
         self.assertEqual(lines[-1], "0 reordered, 0 duplicates, 0 late, 0 wrong")
 
+    def test_ports(self) -> None:
+        result = self.ping("--port", str(self.port), "--count", "8", "--ports", "4")
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        paths = lines[-4:]
+        self.assertEqual([line.split(",")[0].split(" from ")[0] for line in paths],
+                         [f"port {n} of 4" for n in range(1, 5)])
+        sources = {line.split(" from ")[1].split(":")[0] for line in paths}
+        self.assertEqual(len(sources), 4, paths)  # four source ports
+        self.assertTrue(all("2 transmitted, 2 received, 0% packet loss, rtt min/avg/max = "
+                            in line for line in paths), paths)
+        events = [json.loads(line) for line in self.ping(
+            "--port", str(self.port), "--count", "4", "--ports", "2", "--json"
+        ).stdout.decode().splitlines()]
+        self.assertEqual([event.get("path") for event in events[1:5]], [0, 1, 0, 1])
+        self.assertEqual(len({path["source_port"] for path in events[-1]["ports"]}), 2)
+
+    def test_dscp_both_ways(self) -> None:
+        """--dscp 46 to a daemon that reflects it, one that does not and the
+        textbook's server: the marking each reply came back with."""
+        reflecting = Daemon("--port", "0", "--reflect-dscp")
+        self.addCleanup(reflecting.stop)
+        reflecting_port = reflecting.start()
+        textbook, textbook_port = textbook_server()
+        self.addCleanup(textbook.close)
+        hosts = ["127.0.0.1"] + ([] if NO_IPV6 else ["::1"])
+        for host in hosts:
+            for port, came_back in ((reflecting_port, 46), (self.port, 0)):
+                events = [json.loads(line) for line in self.ping(
+                    "--host", host, "--port", str(port), "--count", "3", "--dscp", "46",
+                    "--json").stdout.decode().splitlines()]
+                self.assertEqual({(event["dscp"], event["ecn"]) for event in events
+                                  if event["event"] == "reply"}, {(came_back, 0)}, host)
+                self.assertEqual(events[-1]["dscp_received"], {str(came_back): 3})
+        text = self.ping("--host", "127.0.0.1", "--port", str(textbook_port), "--count", "2",
+                         "--dscp", "46").stdout.decode().splitlines()
+        self.assertTrue(text[1].endswith("ms (dscp 0, sent 46)"), text)
+        self.assertEqual(text[-1], "dscp sent 46, replies came back with 0 (2)")
+
     def test_json_lines(self) -> None:
         result = self.ping("--port", str(self.port), "--count", "4", "--json")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -346,7 +438,9 @@ class RealPingTests(unittest.TestCase):
             ["--ping", "--interval", "0.0001"], ["--ping", "--size", "7"],
             ["--ping", "--count", "0"], ["--ping", "--size", "65528"],
             ["--ping", "--host", "127.0.0.1", "--size", "65508"],
-            ["--count", "3"], ["--quiet"], ["--size", "40"], ["--json"],
+            ["--count", "3"], ["--quiet"], ["--size", "40"], ["--json"], ["--ports", "2"],
+            ["--ping", "--ports", "0"], ["--ping", "--ports", "65"],
+            ["--ping", "--dscp", "64"], ["--ping", "--dscp", "-1"], ["--dscp", "46"],
         ):
             result = run_client(*options)
             self.assertEqual(result.returncode, 2, options)

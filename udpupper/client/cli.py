@@ -12,9 +12,11 @@ from twisted.internet import fdesc, stdio
 from twisted.python import usage
 
 from udpupper.client.lines import LineReader
-from udpupper.client.ping import MIN_SIZE, UDP_HEADER, Ping
+from udpupper.client.ping import MIN_SIZE, UDP_HEADER, Forward, Ping
 from udpupper.client.protocol import PROMPT, UpperClient
+from udpupper.client.sweep import run_sweep
 from udpupper.clock import use_monotonic_clock
+from udpupper.dscp import mark
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,
@@ -24,7 +26,7 @@ from udpupper.options import (
     positive_float,
 )
 from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD, max_payload
-from udpupper.udp import UDPPort
+from udpupper.udp import MarkedPort, UDPPort
 
 COMMAND = "udpupper-client"
 
@@ -43,7 +45,8 @@ class Options(OneLineUsageErrors, usage.Options):
         f"Usage: {COMMAND} [--host HOST] [--port PORT] [--timeout SECONDS] "
         "[--retries N] [--window N]\n"
         f"       {COMMAND} --ping [--host HOST] [--port PORT] [--count N] "
-        "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--quiet] [--json]"
+        "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--ports N] [--dscp N] "
+        "[--quiet] [--json]"
     )
     longdesc = (
         "Send each line of standard input (without its line ending) to a "
@@ -58,6 +61,8 @@ class Options(OneLineUsageErrors, usage.Options):
     optFlags = [
         ["ping", None, "Probe the server as ping does, instead of reading stdin."],
         ["quiet", "q", "With --ping: only the first line and the summary."],
+        ["sweep", None, "With --ping: find the largest probe answered with the DF bit set "
+         "(the path's MTU), and whether larger ones get through fragmented."],
         ["json", "j", "With --ping: one JSON object a line, for the start, each probe "
          "event and the summary (JSON Lines), instead of ping's text."],
     ]
@@ -76,6 +81,10 @@ class Options(OneLineUsageErrors, usage.Options):
          "0.001 (default 1)."],
         ["size", "s", None, f"With --ping: probe bytes, {MIN_SIZE} to {MAX_IPV4_PAYLOAD} "
          f"({MAX_IPV6_PAYLOAD} over IPv6; default 32)."],
+        ["ports", "P", None, "With --ping: source ports to send probes from in turn, "
+         "1 to 64, each reported too (ECMP paths; default 1)."],
+        ["dscp", "Q", None, "With --ping: mark the probes with this DSCP, 0 to 63, and "
+         "say what the replies came back with."],
     ]
     checks = {
         "port": peer_port,
@@ -88,6 +97,8 @@ class Options(OneLineUsageErrors, usage.Options):
         "count": (bounded(count, 1, 10**9), None),
         "interval": (bounded(positive_float, 0.001, 3600), 1.0),
         "size": (bounded(count, MIN_SIZE, MAX_IPV6_PAYLOAD), 32),
+        "ports": (bounded(count, 1, 64), 1),
+        "dscp": (bounded(count, 0, 63), None),
     }
 
     def parseArgs(self, *args: str) -> None:
@@ -96,17 +107,17 @@ class Options(OneLineUsageErrors, usage.Options):
 
     def postOptions(self) -> None:
         super().postOptions()
+        given = {name for name in self.ping_checks if self[name] is not None}
+        given |= {flag for flag in ("quiet", "json", "sweep") if self[flag]}
+        if given and not self["ping"]:
+            raise usage.UsageError(f"--{sorted(given)[0]} is only for --ping")
+        if self["sweep"] and given - {"sweep"}:
+            raise usage.UsageError(f"--{sorted(given - {'sweep'})[0]} is not for --sweep")
         for name, (check, default) in self.ping_checks.items():
-            given = self[name]
-            if given is not None and not self["ping"]:
-                raise usage.UsageError(f"--{name} is only for --ping")
             try:
-                self[name] = default if given is None else check(given)
+                self[name] = default if self[name] is None else check(self[name])
             except ValueError as error:
                 raise usage.UsageError(f"--{name}: {error}") from None
-        for flag in ("quiet", "json"):
-            if self[flag] and not self["ping"]:
-                raise usage.UsageError(f"--{flag} is only for --ping")
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
@@ -224,18 +235,24 @@ def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int
     pinger = Ping(server, reactor, say, count=options["count"],
                   interval=options["interval"], size=size,
                   timeout=options["timeout"], quiet=options["quiet"],
-                  json_lines=options["json"])
+                  json_lines=options["json"], ports=options["ports"], dscp=options["dscp"])
     pinger.when_done = done
     ip_header = 40 if family == socket.AF_INET6 else 20
     if options["json"]:
         say(json.dumps({"event": "start", "host": host, "server": server[0],
                         "port": server[1], "size": size, "count": options["count"],
-                        "interval_s": options["interval"], "timeout_s": options["timeout"]}))
+                        "interval_s": options["interval"], "timeout_s": options["timeout"],
+                        "ports": options["ports"], "dscp": options["dscp"]}))
     else:
         say(f"PING {host} ({server[0]}) port {server[1]}: "
             f"{size}({size + UDP_HEADER + ip_header}) bytes of data.")
     interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    UDPPort(0, pinger, interface, reactor).startListening()
+    for index in range(options["ports"]):
+        port = MarkedPort(0, pinger if index == 0 else Forward(pinger), interface, reactor)
+        port.startListening()
+        if options["dscp"] is not None:
+            mark(port.socket, options["dscp"])
+        pinger.transports.append(port)
     reactor.callWhenRunning(take_signals)
     reactor.callWhenRunning(pinger.start)
     reactor.run()
@@ -260,7 +277,11 @@ def main(argv: list[str] | None = None) -> None:
 
     use_monotonic_clock(reactor)  # a wall-clock step neither hangs nor hurries it
     try:
-        code = (ping if options["ping"] else run)(reactor, options, family, server)
+        if options["sweep"]:
+            code = run_sweep(reactor, options["host"], server, family, options["timeout"],
+                             lambda line: print(line, flush=True))
+        else:
+            code = (ping if options["ping"] else run)(reactor, options, family, server)
     finally:
         # StandardIO made stdin and stdout non-blocking; the shell that
         # shares them expects them back as they were.
@@ -277,5 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     if code == EXIT_INTERRUPTED:
         print(file=sys.stderr)
     raise SystemExit(code)
+
+
 if __name__ == "__main__":
     main()

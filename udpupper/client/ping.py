@@ -74,6 +74,8 @@ class Ping(DatagramProtocol):
         timeout: float = 1.0,
         quiet: bool = False,
         json_lines: bool = False,
+        ports: int = 1,
+        dscp: int | None = None,
         now: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.server = server
@@ -85,9 +87,16 @@ class Ping(DatagramProtocol):
         self.timeout = timeout
         self.quiet = quiet
         self.json_lines = json_lines
+        self.dscp = dscp  # what the probes are marked with (the caller marks them)
         self.now = now
         self.highest: int | None = None  # the highest sequence number answered
         self.stats = PingStats()
+        # With several source ports, probe n goes from port n % ports: each
+        # port's own figures, for ECMP paths.  ``transports`` are the ports
+        # (the caller's); without them, ``transport`` sends every probe.
+        self.ports = ports
+        self.transports: list[IUDPTransport] = []
+        self.by_port = [PingStats() for _ in range(ports)] if ports > 1 else []
         self.probes: dict[int, Probe] = {}  # the last SLOTS probes, by wire number
         self.waiting: deque[Probe] = deque()  # in sending order, until expired
         self.unsettled = 0  # probes neither answered nor timed out
@@ -120,8 +129,12 @@ class Ping(DatagramProtocol):
         stats.transmitted += 1
         self.waiting.append(sent)
         self.unsettled += 1
+        transport = self.transport
+        if self.by_port:
+            self.by_port[seq % self.ports].transmitted += 1
+            transport = self.transports[seq % self.ports] if self.transports else transport
         try:
-            self.transport.write(probe(seq, self.size), self.server)
+            transport.write(probe(seq, self.size), self.server)
         except OSError as error:  # e.g. no route: it will time out too
             self._event(f"seq={seq}: cannot send: {error.strerror or error}", "send_error",
                         seq=seq, error=str(error.strerror or error))
@@ -154,7 +167,8 @@ class Ping(DatagramProtocol):
                 self.last_settled = self.now()
                 self._event(f"no answer yet for seq={sent.seq}", "timeout", seq=sent.seq)
 
-    def datagramReceived(self, datagram: bytes, addr: tuple) -> None:
+    def datagramReceived(self, datagram: bytes, addr: tuple, tos: int | None = None) -> None:
+        """A datagram, and the TOS byte it arrived with where the port says."""
         arrived = self.now()
         host = addr[0]
         size = len(datagram) + UDP_HEADER
@@ -173,13 +187,18 @@ class Ping(DatagramProtocol):
         rtt = arrived - sent.sent_at
         sent.replies += 1
         text = f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms"
+        path = self.by_port[sent.seq % self.ports] if self.by_port else None
         if sent.replies > 1:
             self.stats.duplicates += 1
+            if path is not None:
+                path.duplicates += 1
             self._event(text + " (DUP!)", "duplicate", seq=sent.seq, bytes=size,
-                        rtt_ms=round(rtt * 1000, 6))
+                        rtt_ms=round(rtt * 1000, 6), path=sent.seq % self.ports)
             return
         stats = self.stats
         stats.add(rtt)
+        if path is not None:
+            path.add(rtt)
         sent.rtt = rtt
         self._count_ipdv(sent)
         reordered = self.highest is not None and sent.seq < self.highest
@@ -194,9 +213,15 @@ class Ping(DatagramProtocol):
             self.unsettled -= 1
         notes = [note for note, present in (("reordered", reordered), ("late", sent.expired))
                  if present]
+        marking = {}
+        if tos is not None:
+            marking = {"dscp": tos >> 2, "ecn": tos & 3}
+            stats.dscp_seen[tos >> 2] = stats.dscp_seen.get(tos >> 2, 0) + 1
+            if self.dscp is not None and tos >> 2 != self.dscp:
+                notes.append(f"dscp {tos >> 2}, sent {self.dscp}")
         self._event(text + "".join(f" ({note})" for note in notes), "reply", seq=sent.seq,
                     bytes=size, rtt_ms=round(rtt * 1000, 6), reordered=reordered,
-                    late=sent.expired)
+                    late=sent.expired, path=sent.seq % self.ports, **marking)
         self._maybe_done()
 
     def _count_ipdv(self, answered: Probe) -> None:
@@ -262,7 +287,31 @@ class Ping(DatagramProtocol):
             ended = self.now() if self.ended is None else self.ended
             elapsed = ended - self.started
         if self.json_lines:
+            paths = {"ports": [{"source_port": self._source_port(index), **path.figures(elapsed)}
+                               for index, path in enumerate(self.by_port)]} if self.by_port else {}
+            marking = {"dscp_sent": self.dscp, "dscp_received": {
+                str(dscp): count for dscp, count in sorted(self.stats.dscp_seen.items())}}
             return [json.dumps({"event": "summary", "host": host, "server": self.server[0],
                                 "port": self.server[1], "size": self.size,
-                                **self.stats.figures(elapsed)})]
-        return self.stats.summary(host, elapsed)
+                                **self.stats.figures(elapsed), **marking, **paths})]
+        dscp = [] if self.dscp is None else [self.stats.dscp_line(self.dscp)]
+        return self.stats.summary(host, elapsed) + dscp + [
+            f"port {index + 1} of {self.ports}, from {self._source_port(index)}: "
+            + path.path_line() for index, path in enumerate(self.by_port)]
+
+    def _source_port(self, index: int) -> int | None:
+        get_host = getattr(self.transports[index], "getHost", None) \
+            if index < len(self.transports) else None
+        return get_host().port if get_host is not None else None
+
+
+class Forward(DatagramProtocol):
+    """The protocol of ``--ports``' other ports: what they read goes to the Ping."""
+
+    noisy = False
+
+    def __init__(self, pinger: Ping) -> None:
+        self.pinger = pinger
+
+    def datagramReceived(self, datagram: bytes, addr: tuple, tos: int | None = None) -> None:
+        self.pinger.datagramReceived(datagram, addr, tos)

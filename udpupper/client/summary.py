@@ -11,7 +11,7 @@ bounded memory, from :mod:`udpupper.latency`), and replies reordered
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from udpupper.latency import Latencies
 
@@ -44,6 +44,7 @@ class PingStats:
     late: int = 0
     ipdv_sum: float = 0.0  # |rtt(n) - rtt(n - 1)| over answered neighbours
     ipdv_count: int = 0
+    dscp_seen: dict[int, int] = field(default_factory=dict)  # replies by arriving DSCP
 
     def __post_init__(self) -> None:
         self.latencies = Latencies()  # bounded: 1% buckets, whatever the run
@@ -95,6 +96,23 @@ class PingStats:
         if not self.transmitted:
             return 0.0
         return 100 * (self.transmitted - self.received) / self.transmitted
+
+    def dscp_line(self, sent: int) -> str:
+        """What DSCP the replies came back with, for ``--dscp``."""
+        seen = ", ".join(f"{dscp} ({count})" for dscp, count in sorted(self.dscp_seen.items()))
+        return f"dscp sent {sent}, replies came back with {seen or 'none said'}"
+
+    def path_line(self) -> str:
+        """One source port's figures, for ``--ports``."""
+        line = (f"{self.transmitted} transmitted, {self.received} received, "
+                f"{self.loss:g}% packet loss")
+        if self.duplicates:
+            line += f", +{self.duplicates} duplicates"
+        if self.received:
+            figures = (self.rtt_min, self.rtt_sum / self.received, self.rtt_max)
+            line += (", rtt min/avg/max = "
+                     + "/".join(f"{value * 1000:.3f}" for value in figures) + " ms")
+        return line
 
     def summary(self, host: str, elapsed: float) -> list[str]:
         """``ping``'s closing lines (no round-trip line when nothing came back)."""
