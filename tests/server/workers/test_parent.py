@@ -278,6 +278,7 @@ class WorkersServiceTests(unittest.TestCase):
         "rate-table": "1000", "new-prefix-rate": "123", "loop-budget": "3", "exempt": "10.0.0.0/8,2001:db8::/32",
         "max-amplification": "2.5", "rcvbuf": "65536", "workers": "3",
         "busy-poll": "0", "metrics": "tcp:0", "allow-low-ports": True, "reuse-port": True,
+        "reflect-dscp": True,
     }
 
     def test_every_option_reaches_the_workers(self) -> None:
