@@ -166,3 +166,23 @@ class OneLineUsageErrors:
                 file=sys.stderr,
             )
             raise SystemExit(self.usage_status) from None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> list[Network]:
+    """``"127.0.0.0/8,::1/128"`` as networks; the empty string is none.
+
+    Raises ``ValueError`` naming the first entry that is not a network.
+    """
+    networks = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IPv4 or IPv6 network: {entry!r}") from None
+    return networks

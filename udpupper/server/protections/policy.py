@@ -17,13 +17,12 @@ so a never-seen source costs about what a known one does.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import NamedTuple
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from udpupper.options import Network, parse_networks
 
 DEFAULT_EXEMPT = "127.0.0.0/8,::1/128"
 DEFAULT_RATE = 200  # replies a second per prefix: NSD's default
@@ -47,23 +46,6 @@ FIRST_CLIENT_PORT = 1024
 
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
 _IPV6_UNSPECIFIED = bytes(16)
-
-
-def parse_networks(text: str) -> list[Network]:
-    """``"127.0.0.0/8,::1/128"`` as networks; the empty string is none.
-
-    Raises ``ValueError`` naming the first entry that is not a network.
-    """
-    networks = []
-    for entry in text.split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"not an IPv4 or IPv6 network: {entry!r}") from None
-    return networks
 
 
 class Source(NamedTuple):
