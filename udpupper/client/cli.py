@@ -7,12 +7,15 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from twisted.internet import fdesc, stdio
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from udpupper.client.lines import LineReader
 from udpupper.client.ping import MIN_SIZE, UDP_HEADER, Forward, Ping
+from udpupper.client.prober import Limits, run_prober
 from udpupper.client.protocol import PROMPT, UpperClient
 from udpupper.client.sweep import run_sweep
 from udpupper.clock import use_monotonic_clock
@@ -22,6 +25,7 @@ from udpupper.options import (
     bounded,
     count,
     one_line,
+    parse_networks,
     peer_port,
     positive_float,
 )
@@ -46,7 +50,10 @@ class Options(OneLineUsageErrors, usage.Options):
         "[--retries N] [--window N]\n"
         f"       {COMMAND} --ping [--host HOST] [--port PORT] [--count N] "
         "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--ports N] [--dscp N] "
-        "[--quiet] [--json]"
+        "[--quiet] [--json]\n"
+        f"       {COMMAND} --ping --sweep [--host HOST] [--port PORT] [--timeout SECONDS]\n"
+        f"       {COMMAND} --serve-probes ENDPOINT [--probe-networks CIDR,...] "
+        "[--max-probes N] [--max-count N]"
     )
     longdesc = (
         "Send each line of standard input (without its line ending) to a "
@@ -85,6 +92,15 @@ class Options(OneLineUsageErrors, usage.Options):
          "1 to 64, each reported too (ECMP paths; default 1)."],
         ["dscp", "Q", None, "With --ping: mark the probes with this DSCP, 0 to 63, and "
          "say what the replies came back with."],
+        ["serve-probes", None, None, "Instead: serve a UDP prober for Prometheus, "
+         "GET /probe?target=IP:PORT, on this Twisted endpoint, e.g. "
+         "tcp:9813:interface=127.0.0.1."],
+        ["probe-networks", None, None, "With --serve-probes: networks a target may be in "
+         "(default 127.0.0.0/8,::1/128)."],
+        ["max-probes", None, None, "With --serve-probes: probes running at once, 1 to 64; "
+         "a scrape beyond gets 503 (default 4)."],
+        ["max-count", None, None, "With --serve-probes: probes one scrape may ask for, "
+         "1 to 1000 (default 10)."],
     ]
     checks = {
         "port": peer_port,
@@ -100,6 +116,12 @@ class Options(OneLineUsageErrors, usage.Options):
         "ports": (bounded(count, 1, 64), 1),
         "dscp": (bounded(count, 0, 63), None),
     }
+    # Only with --serve-probes, and their defaults there.
+    probe_checks: dict[str, tuple[Callable[[str], object], str]] = {
+        "probe-networks": (parse_networks, "127.0.0.0/8,::1/128"),
+        "max-probes": (bounded(count, 1, 64), "4"),
+        "max-count": (bounded(count, 1, 1000), "10"),
+    }
 
     def parseArgs(self, *args: str) -> None:
         if args:
@@ -113,11 +135,27 @@ class Options(OneLineUsageErrors, usage.Options):
             raise usage.UsageError(f"--{sorted(given)[0]} is only for --ping")
         if self["sweep"] and given - {"sweep"}:
             raise usage.UsageError(f"--{sorted(given - {'sweep'})[0]} is not for --sweep")
+        probing = {name for name in self.probe_checks if self[name] is not None}
+        if probing and not self["serve-probes"]:
+            raise usage.UsageError(f"--{sorted(probing)[0]} is only for --serve-probes")
+        if self["serve-probes"] and (given or self["ping"]):
+            raise usage.UsageError("--serve-probes is not for --ping")
         for name, (check, default) in self.ping_checks.items():
             try:
                 self[name] = default if self[name] is None else check(self[name])
             except ValueError as error:
                 raise usage.UsageError(f"--{name}: {error}") from None
+        for option, (parse, fallback) in self.probe_checks.items():
+            try:
+                self[option] = parse(fallback if self[option] is None else self[option])
+            except ValueError as error:
+                raise usage.UsageError(f"--{option}: {error}") from None
+        if self["serve-probes"]:
+            try:
+                serverFromString(None, self["serve-probes"])
+            except Exception as error:  # Twisted's parser raises whatever it meets
+                raise usage.UsageError(f"--serve-probes: not a server endpoint "
+                                       f"({error or type(error).__name__})") from None
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
@@ -263,6 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     options = Options()
     options.parseOptions(sys.argv[1:] if argv is None else argv)
+    if options["serve-probes"]:
+        from twisted.internet import reactor
+
+        limits = Limits(tuple(options["probe-networks"]), options["max-probes"],
+                        options["max-count"])
+        raise SystemExit(run_prober(reactor, options["serve-probes"], limits))
     try:
         family, server = resolve(options["host"], options["port"])
     except (OSError, UnicodeError) as error:
