@@ -93,6 +93,21 @@ class SweepTests(unittest.TestCase):
         self.assertTrue(timed_out)
         self.assertTrue(all(fake.sizes.count(size) == 2 for size in timed_out))
 
+    def test_a_server_that_reads_less(self) -> None:
+        """The textbook's server reads 2,048 bytes and answers those: the
+        probe got there whole, so it counts as answered."""
+        clock = task.Clock()
+        lines: list[str] = []
+        sweep = Sweep(SERVER, clock, lines.append, lambda on: None, maximum=65_507)
+        fake = FakePath(clock, 65_536, 0, False)
+        sweep.transport = fake  # type: ignore[assignment]
+        sweep.start()
+        sweep.datagramReceived(probe(1, 65_507)[:2048].upper(), SERVER)
+        self.assertEqual(lines, [
+            "65507 bytes: answered (with its first 2048 bytes: the server reads no more)",
+            "largest answered with the DF bit set: 65507 bytes "
+            "(65535 with the IP and UDP headers)"])
+
     def test_nothing_answers(self) -> None:
         lines, statuses, _ = self.run_sweep(local=65_536, path=0, fragments=False)
         self.assertEqual(statuses, [1])
@@ -107,7 +122,8 @@ class SweepTests(unittest.TestCase):
         sweep.start()
         sweep.datagramReceived(probe(1, 100), SERVER)  # not upper-cased
         sweep.datagramReceived(probe(1, 100).upper(), ("192.0.2.9", 12000))  # a stranger
-        sweep.datagramReceived(probe(1, 99).upper(), SERVER)  # another size
+        sweep.datagramReceived(probe(2, 100).upper(), SERVER)  # another probe
+        sweep.datagramReceived(b"", SERVER)  # nothing of it
         self.assertEqual(lines, [])
         sweep.datagramReceived(probe(1, 100).upper(), SERVER)
         self.assertEqual(lines[0], "100 bytes: answered")
@@ -137,6 +153,19 @@ class RealSweepTests(unittest.TestCase):
             "largest answered with the DF bit set: 65488 bytes "
             "(65536 with the IP and UDP headers)",
             "65527 bytes fragmented: answered, fragments get through"])
+
+    def test_the_textbook_server(self) -> None:
+        from tests.client.test_ping import textbook_server
+
+        textbook, port = textbook_server()
+        self.addCleanup(textbook.close)
+        result = run_client("--ping", "--sweep", "--host", "127.0.0.1", "--port", str(port))
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(lines[1:], [
+            "65507 bytes: answered (with its first 2048 bytes: the server reads no more)",
+            "largest answered with the DF bit set: 65507 bytes "
+            "(65535 with the IP and UDP headers)"])
 
     def test_usage(self) -> None:
         for options in (["--sweep"], ["--ping", "--sweep", "--count", "3"],
