@@ -114,8 +114,13 @@ def exposition(stats: PingStats, duration: float) -> bytes:
     gauge("udpupper_probe_sent", stats.transmitted, "Probes sent")
     gauge("udpupper_probe_received", stats.received, "Probes answered right")
     gauge("udpupper_probe_loss_ratio", stats.loss / 100, "Probes unanswered, of those sent")
-    for name in ("duplicates", "reordered", "late", "wrong"):
-        gauge(f"udpupper_probe_{name}", getattr(stats, name), f"Replies {name}")
+    for name, text in (
+        ("duplicates", "Second and later replies to a probe"),
+        ("reordered", "Replies with a lower sequence number than one answered before (RFC 4737)"),
+        ("late", "Replies that came after their probe's timeout"),
+        ("wrong", "Replies that were not a probe upper-cased"),
+    ):
+        gauge(f"udpupper_probe_{name}", getattr(stats, name), text)
     jitter = stats.jitter
     if jitter is not None:
         gauge("udpupper_probe_jitter_seconds", jitter,
