@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from twisted.internet import threads
@@ -19,6 +20,20 @@ def can_bind(host: str, port: int = 0) -> bool:
 
 
 NO_IPV6 = None if can_bind("::1") else "this host has no IPv6 loopback"
+
+# .ci/matrix runs the suite again on the oldest and the newest Python and
+# Twisted that setup.cfg admits.  The long runs (many seconds of the same
+# code under load, or of a peer's setup) add time there, not coverage: it
+# sets UDPUPPER_SKIP_LONG and they run once, in `make test`.
+LONG_RUN = ("a long run, skipped where UDPUPPER_SKIP_LONG is set (.ci/matrix)"
+            if os.environ.get("UDPUPPER_SKIP_LONG") else None)
+
+
+def long_run(test):
+    """Mark ``test`` as one of the long runs (see LONG_RUN)."""
+    if LONG_RUN is not None:  # trial takes the method's skip, None too, over its class's
+        test.skip = LONG_RUN
+    return test
 
 
 def exchange(

@@ -14,7 +14,7 @@ import time
 from twisted.trial import unittest
 
 from tests.processes import CLIENT, TWISTD, Daemon, Terminal, run_client
-from tests.support import NO_IPV6, exchange
+from tests.support import NO_IPV6, exchange, long_run
 from udpupper.kernel import set_receive_buffer
 from udpupper.server import metrics
 
@@ -396,6 +396,7 @@ class ClientOnABadPathTests(DaemonTestCase):
     """``udpupper-client`` through a relay that delays, duplicates and
     reorders datagrams both ways (:mod:`tests.relay`): never a wrong line."""
 
+    @long_run
     def test_100000_lines_and_not_one_printed_for_another(self) -> None:
         from tests.relay import Relay
 

@@ -19,6 +19,7 @@ from twisted.trial import unittest
 from tests import spoof
 from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
+from tests.support import long_run
 
 SERVER_ADDRESSES = ["10.77.0.1/24", "10.77.0.2/24", "2001:db8:77::1/64", "2001:db8:77::2/64"]
 CLIENT_ADDRESSES = ["10.77.0.3/24", "2001:db8:77::3/64"]
@@ -179,6 +180,7 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
 
     skip = why_not()
 
+    @long_run
     def test_new_clients_get_in_and_known_ones_stay_known(self) -> None:
         link = Link("nc", ["10.99.0.1/24", "fd00:99::1/64"], ["10.99.0.2/24", "fd00:99::2/64"])
         self.addCleanup(link.remove)

@@ -25,7 +25,7 @@ from tests import spoof
 from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
 from tests.server.protections.test_loops import scrape
-from tests.support import NO_IPV6
+from tests.support import NO_IPV6, long_run
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -220,6 +220,7 @@ class TransparentNginxTests(NginxCase):
             self.assertGreaterEqual(
                 sum(summaries[host, port]["received"] for port in (12001, 12002)), 1)
 
+    @long_run
     def test_a_loop_through_the_front_dies_within_a_second(self) -> None:
         self.start("--rate", "0")  # the loop breaker alone, not the rate limit
         for front, source in (("10.88.0.1", "10.88.0.2"), ("fd00:88::1", "fd00:88::2")):

@@ -16,12 +16,14 @@ from twisted.trial import unittest
 
 from tests.netns import ROOT
 from tests.processes import Daemon
+from tests.support import long_run
 
 SECONDS = float(os.environ.get("UDPUPPER_SOAK_SECONDS", "10"))
 SOURCES = ["127.0.0.1", "127.1.0.1", "127.2.0.1", "127.3.0.1"]
 
 
 class SoakTests(unittest.TestCase):
+    @long_run
     def test_every_datagram_is_accounted_for(self) -> None:
         # No exemptions and a small rate, so the limiter drops; a small
         # receive buffer, so the kernel may drop too.

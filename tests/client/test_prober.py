@@ -21,6 +21,7 @@ from twisted.trial import unittest
 from twisted.web import resource, server
 
 from tests.processes import CLIENT, Daemon, run_client
+from tests.support import long_run
 from udpupper.client.prober import Limits, ProbeResource, QueryError, exposition, parse_query
 from udpupper.client.summary import PingStats
 
@@ -175,6 +176,7 @@ class RealPrometheusTests(unittest.TestCase):
 
     skip = None if shutil.which("prometheus") else "prometheus is not installed"
 
+    @long_run
     def test_two_daemons_one_stopped(self) -> None:
         first, second = Daemon("--port", "0"), Daemon("--port", "0")
         self.addCleanup(first.stop)

@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from tests.netns import ROOT
 from tests.processes import TWISTD, Daemon
-from tests.support import NO_IPV6, exchange
+from tests.support import NO_IPV6, exchange, long_run
 from udpupper.server import systemd
 
 
@@ -101,6 +101,7 @@ class InstalledRecipeTests(unittest.TestCase):
 
     skip = None if shutil.which("systemd-socket-activate") else "no systemd-socket-activate"
 
+    @long_run
     def test_the_units_exec_start_from_a_venv(self) -> None:
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder, True)

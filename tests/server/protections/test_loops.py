@@ -19,7 +19,7 @@ from twisted.trial import unittest
 from tests import spoof
 from tests.bench.test_load import BENCH
 from tests.processes import Daemon, run_client
-from tests.support import NO_IPV6
+from tests.support import NO_IPV6, long_run
 from udpupper.server import metrics
 from udpupper.server.protections import loops
 from udpupper.server.protections.loops import (
@@ -359,6 +359,7 @@ class ClientRepetitionTests(unittest.TestCase):
     take at most twice as long as 50,000 lower-case lines (in practice
     about as long: one line in 1,000 is sent again after ~10 ms)."""
 
+    @long_run
     def test_at_most_twice_as_long(self) -> None:
         daemon = Daemon("--port", "0")
         self.addCleanup(daemon.stop)

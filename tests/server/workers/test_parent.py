@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from tests.processes import LISTENING, TWISTD, Daemon
 from tests.server.test_metrics import parse
-from tests.support import CapturedStderr, exchange
+from tests.support import CapturedStderr, exchange, long_run
 from udpupper.kernel import set_receive_buffer
 from udpupper.server import metrics
 from udpupper.server.tap import PARENT_ONLY, Options, makeService, worker_options
@@ -392,6 +392,7 @@ class DependableWorkersTests(unittest.TestCase):
             source = f"127.0.{number}.1"
             self.assertEqual(exchange("127.0.0.1", port, b"x", source=source)[0], b"X")
 
+    @long_run
     def test_a_crash_looping_worker_is_back_within_5_s(self) -> None:
         port = self.start(2)
         parent = self.daemon.process.pid
@@ -409,6 +410,7 @@ class DependableWorkersTests(unittest.TestCase):
             source = f"127.0.{number}.1"
             self.assertEqual(exchange("127.0.0.1", port, b"x", source=source)[0], b"X")
 
+    @long_run
     def test_counts_survive_a_kill_loop_exactly(self) -> None:
         """Load from 32 prefixes while both workers are killed six times, each
         soon after it starts: what was sent is received or the kernel's drop;
