@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from tests.support import NO_IPV6
 from udpupper.dscp import IP_TOS, IPV6_TCLASS, arrived_with, receive_marking
 from udpupper.kernel import socket_drops
+from udpupper.server import ctypes_batch
 from udpupper.server.port import ServerPort
 from udpupper.server.protocol import UpperProtocol
 
@@ -96,3 +97,8 @@ class ServerPortTests(unittest.TestCase):
 
 class OneByOneServerPortTests(ServerPortTests):
     batch = None
+
+
+class CtypesServerPortTests(ServerPortTests):
+    batch = ctypes_batch.load()
+    skip = None if batch is not None else "no recvmmsg through ctypes here"

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from udpupper.dscp import receive_marking, reflected
 from udpupper.kernel import prepare_server_socket
+from udpupper.server import ctypes_batch
 from udpupper.server.interfaces import IServerProtocol
 from udpupper.server.protections.destination import (
     CONTROL_SPACE,
@@ -34,14 +35,18 @@ try:  # recvmmsg/sendmmsg, where the C helper could be built
 except ImportError:  # pragma: no cover - depends on the build
     _batch = None
 
-# The reasons of the C helper's int routes, by the names it exports.
-HELPER_REFUSALS: dict[int, Reason] = {} if _batch is None else {
-    _batch.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
-    _batch.NO_DESTINATION: Reason.NO_DESTINATION,
-    _batch.NOT_IP: Reason.BAD_SOURCE,
+# What the port reads batches with: the C helper, else recvmmsg through
+# ctypes where there is one, else None (a datagram a call).
+BATCHES: Any = _batch if _batch is not None else ctypes_batch.load()
+
+# The reasons of the int routes (the C helper's values; a test holds them).
+HELPER_REFUSALS: dict[int, Reason] = {
+    ctypes_batch.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
+    ctypes_batch.NO_DESTINATION: Reason.NO_DESTINATION,
+    ctypes_batch.NOT_IP: Reason.BAD_SOURCE,
 }
 
-# Without the C helper, replies are sent after at most this many datagrams.
+# Read a datagram a call, replies are sent after at most this many datagrams.
 BATCH = 64
 
 # After answering, wait this many microseconds for the next datagram before
@@ -77,12 +82,14 @@ class ServerPort(UDPPort):
     same address (SO_REUSEPORT).  With the C helper (``batch``) it moves up
     to 64 datagrams per system call, and after answering polls
     ``busy_poll`` microseconds for the next before going back to the
-    reactor.  An IPv4 sender is given to the protocol as IPv4, on an IPv6
+    reactor.  Without it, recvmmsg through ctypes reads the batches
+    (:mod:`udpupper.server.ctypes_batch`) and :class:`Segmenter` sends the
+    replies, a run to one sender a call.  An IPv4 sender is given to the protocol as IPv4, on an IPv6
     socket too.  With ``reflect_dscp``, each reply leaves with the DSCP its
     request arrived with (:mod:`udpupper.dscp`).
     """
 
-    batch: Any = _batch  # the C helper's module, or None
+    batch: Any = BATCHES  # the C helper's module, ctypes_batch's, or None
     protocol: IServerProtocol
 
     def __init__(
@@ -109,7 +116,7 @@ class ServerPort(UDPPort):
         self._route: Any = None  # bytes (the C helper's) or (ancillary, address)
         self._queue: list[tuple[bytes, Any]] | None = None
         self._counts: memoryview | None = None  # see count_into
-        self._segmenter: Segmenter | None = None  # without the C helper
+        self._segmenter: Segmenter | None = None  # without the C helper's send
         self._destinations = DestinationCache()  # without the C helper
 
     def count_into(self, counts) -> None:
@@ -136,6 +143,7 @@ class ServerPort(UDPPort):
         adopt_socket(self, self._configure(skt))
 
     def _configure(self, skt: socket.socket) -> socket.socket:
+        self._segmenter = Segmenter(skt)
         granted = prepare_server_socket(skt, self.pktinfo, self.rcvbuf, self.reuse_port)
         if granted is not None:
             self.rcvbuf_granted = granted
@@ -264,19 +272,18 @@ class ServerPort(UDPPort):
             finally:
                 self._queue = None
                 if queue:
-                    self._send(fd, queue)
+                    self._send(queue)
             spin = self.busy_poll
         return handled
 
-    def _send(self, fd: int, queue: list) -> None:
+    def _send(self, queue: list) -> None:
         """Send the batch's replies; hand back those the kernel refused."""
         try:
-            if self.batch is not None:
-                _, _, errors = self.batch.send_batch(fd, queue)
+            send_batch = getattr(self.batch, "send_batch", None)
+            if send_batch is not None:
+                _, _, errors = send_batch(self.socket.fileno(), queue)
             else:
-                if self._segmenter is None or self._segmenter.sock is not self.socket:
-                    self._segmenter = Segmenter(self.socket)
-                errors = self._segmenter.send(queue, self._counts)
+                errors = cast(Segmenter, self._segmenter).send(queue, self._counts)
         except Exception:
             # A bug of ours: none of them went.  Logged, and each counted.
             self.protocol.log_error()
@@ -295,7 +302,7 @@ class ServerPort(UDPPort):
         finally:
             self._queue = None
             if queue:
-                self._send(-1, queue)
+                self._send(queue)
 
     def _receive_one_by_one(self, space: int, queue: list) -> int:
         refuse = self.protocol.refuse
@@ -307,7 +314,7 @@ class ServerPort(UDPPort):
             self.socket.recvmsg, MAX_DATAGRAM, space
         ):
             if len(queue) >= BATCH:
-                self._send(-1, queue)
+                self._send(queue)
                 queue.clear()
             handled += 1
             if counts is not None:
