@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from tests.netns import ROOT
 from udpupper.bench.cli import Options as BenchOptions
-from udpupper.client.cli import Options as ClientOptions
+from udpupper.client.options import Options as ClientOptions
 from udpupper.server.tap import Options as ServerOptions
 
 ROW = re.compile(r"^\| ((?:`-{1,2}[\w-]+`(?:, )?)+) \| ([^|]*) \|", re.M)
