@@ -114,6 +114,21 @@ def format_name(name: bytes) -> tuple[str, tuple] | None:
     return None
 
 
+def reply_control(control: bytes, pktinfo: bool, dscp: bool) -> tuple[list, bool] | int:
+    """For raw ancillary data: (the reply's ancillary data, whether the
+    datagram came over IPv4), or the int refusal."""
+    ancdata = parse_control(control)
+    destination = check_destination(ancdata) if pktinfo else Destination([], True)
+    if destination.__class__ is not Destination:
+        return _REFUSAL[destination]  # type: ignore[index]
+    # With one address bound, an IPv4-mapped sender can only be IPv4 (Linux
+    # drops IPv6 packets from mapped sources).
+    ancillary, ipv4 = destination
+    if dscp:
+        ancillary = ancillary + reflected(ancdata)
+    return ancillary, ipv4
+
+
 class Receiver:
     """recvmmsg's buffers and headers, made once, and what it has learnt.
 
@@ -153,6 +168,10 @@ class Receiver:
         # By (pktinfo, dscp): raw sender address and ancillary data ->
         # (the sender as the protocol is given it, the route or an int refusal).
         self.known: dict[tuple[bool, bool], dict[bytes, tuple[Any, Any]]] = {
+            (pktinfo, dscp): {} for pktinfo in (False, True) for dscp in (False, True)}
+        # And the ancillary data alone -> reply_control's answer: a new
+        # sender (a spoofed flood's) costs its address, not its ancillary data.
+        self.routes: dict[tuple[bool, bool], dict[bytes, Any]] = {
             (pktinfo, dscp): {} for pktinfo in (False, True) for dscp in (False, True)}
 
     def count_into(self, counts) -> None:
@@ -218,17 +237,17 @@ class Receiver:
         host, address = formatted
         if truncated:
             return (host, address[1]), NO_DESTINATION  # fails closed
-        ancdata = parse_control(self.meta[start + NAME_ROOM:start + end]) if end > NAME_ROOM else []
-        route: Any
-        destination = check_destination(ancdata) if pktinfo else Destination([], True)
-        if destination.__class__ is not Destination:
-            route = _REFUSAL[destination]  # type: ignore[index]
-        else:
-            # With one address bound, an IPv4-mapped sender can only be IPv4
-            # (Linux drops IPv6 packets from mapped sources).
-            ancillary, ipv4 = destination
-            if dscp:
-                ancillary = ancillary + reflected(ancdata)
+        control = self.meta[start + NAME_ROOM:start + end]
+        routes = self.routes[pktinfo, dscp]
+        reply = routes.get(control)
+        if reply is None:
+            reply = reply_control(control, pktinfo, dscp)
+            if len(routes) >= MEMORY:
+                routes.clear()
+            routes[control] = reply
+        route: Any = reply
+        if reply.__class__ is not int:
+            ancillary, ipv4 = reply  # type: ignore[misc]
             if ipv4 and host.startswith("::ffff:"):
                 host = host[7:]
             route = (ancillary, address)
@@ -241,6 +260,7 @@ class Receiver:
 
 
 _AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 _LEN = _native_offset("msg_len", 4)
 _NAMELEN = _native_offset("msg_namelen", 4)
 _FLAGS = _native_offset("msg_flags", 4)
@@ -253,16 +273,26 @@ class CtypesBatch:
     BATCH = BATCH
     NOT_UNICAST, NO_DESTINATION, NOT_IP = NOT_UNICAST, NO_DESTINATION, NOT_IP
 
-    def __init__(self, recvmmsg) -> None:
+    def __init__(self, recvmmsg, mallopt=None) -> None:
         self._recvmmsg = recvmmsg
+        self._mallopt = mallopt
         self._receiver: Receiver | None = None
         self._counts = None
 
     def reserve(self) -> None:
-        """Make the buffers (4 MiB) now: too little memory fails the start."""
+        """Make the buffers (4 MiB) now: too little memory fails the start.
+
+        With glibc, also keep freed memory for reuse, as ``_batch.reserve``
+        does: a batch of 64 KiB datagrams makes and frees 8 MiB of bytes
+        objects, and glibc would give them back and fault them in again
+        every batch.
+        """
         if self._receiver is None:
             self._receiver = Receiver(self._recvmmsg)
             self._receiver.count_into(self._counts)
+        if self._mallopt is not None:
+            self._mallopt(_M_TRIM_THRESHOLD, 4 * BATCH * BUFFER_SIZE)
+            self._mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
 
     def count_into(self, counts) -> None:
         """Count what is read in ``counts`` (see ``_batch.count_into``)."""
@@ -289,4 +319,7 @@ def load() -> CtypesBatch | None:
     recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
                          ctypes.c_void_p]
     recvmmsg.restype = ctypes.c_int
-    return CtypesBatch(recvmmsg)
+    mallopt = getattr(libc, "gnu_get_libc_version", None) and getattr(libc, "mallopt", None)
+    if mallopt:
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return CtypesBatch(recvmmsg, mallopt or None)
