@@ -98,7 +98,7 @@ class PingTests(unittest.TestCase):
         ])
         self.assertEqual(self.statuses, [0])
         stats = pinger.stats
-        self.assertEqual((stats.transmitted, stats.received, stats.duplicates, stats.errors),
+        self.assertEqual((stats.transmitted, stats.received, stats.duplicates, stats.wrong),
                          (4, 3, 1, 2))
         self.assertEqual(pinger.summary("h")[1],
                          "4 packets transmitted, 3 received, +1 duplicates, +2 errors, "

@@ -66,7 +66,7 @@ class QueryTests(unittest.TestCase):
         self.assertEqual(query("target=192.0.2.9:1&count=100", wide)["count"], 100)
 
     def test_exposition(self) -> None:
-        stats = PingStats(transmitted=4, duplicates=1, errors=1)
+        stats = PingStats(transmitted=4, duplicates=1, wrong=1)
         for rtt in (0.0002, 0.0004, 0.003):
             stats.add(rtt)
         stats.ipdv_sum, stats.ipdv_count = 0.003, 2

@@ -17,7 +17,7 @@ class FormatTests(unittest.TestCase):
 
 class StatsTests(unittest.TestCase):
     def test_summary_lines(self) -> None:
-        stats = PingStats(transmitted=5, duplicates=1, errors=2)
+        stats = PingStats(transmitted=5, duplicates=1, wrong=2)
         for ms in (1, 2, 3):
             stats.add(ms / 1000)
         self.assertEqual(stats.summary("example", 4.0021), [
@@ -40,7 +40,7 @@ class StatsTests(unittest.TestCase):
         self.assertEqual(PingStats().loss, 0.0)
 
     def test_third_line(self) -> None:
-        stats = PingStats(transmitted=4, duplicates=2, errors=1, reordered=1, late=1)
+        stats = PingStats(transmitted=4, duplicates=2, wrong=1, reordered=1, late=1)
         for ms in (10, 20, 30, 40):
             stats.add(ms / 1000)
         stats.ipdv_sum, stats.ipdv_count = 0.03, 3

@@ -179,7 +179,7 @@ class Ping(DatagramProtocol):
         digits = datagram[:7].split(b" ", 1)[0]
         sent = self.probes.get(int(digits)) if digits.isdigit() else None
         if sent is None or datagram != probe(sent.seq, self.size).upper():
-            self.stats.errors += 1
+            self.stats.wrong += 1
             which = f"seq={sent.seq} " if sent is not None else ""
             self._event(f"{size} bytes from {host}: {which}wrong reply, not this probe upper-cased",
                         "wrong", seq=None if sent is None else sent.seq, bytes=size)

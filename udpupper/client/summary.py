@@ -35,7 +35,7 @@ class PingStats:
     transmitted: int = 0
     received: int = 0
     duplicates: int = 0
-    errors: int = 0
+    wrong: int = 0  # replies not a probe upper-cased: "+N errors" on ping's line
     rtt_min: float = math.inf
     rtt_max: float = 0.0
     rtt_sum: float = 0.0
@@ -62,10 +62,6 @@ class PingStats:
     def jitter(self) -> float | None:
         """IPDV: the mean absolute difference of consecutive probes' round trips."""
         return self.ipdv_sum / self.ipdv_count if self.ipdv_count else None
-
-    @property
-    def wrong(self) -> int:
-        return self.errors
 
     def figures(self, elapsed: float) -> dict:
         """The summary as numbers (milliseconds), for ``--json``."""
@@ -119,8 +115,8 @@ class PingStats:
         parts = [f"{self.transmitted} packets transmitted", f"{self.received} received"]
         if self.duplicates:
             parts.append(f"+{self.duplicates} duplicates")
-        if self.errors:
-            parts.append(f"+{self.errors} errors")
+        if self.wrong:
+            parts.append(f"+{self.wrong} errors")
         parts += [f"{self.loss:g}% packet loss", f"time {elapsed * 1000:.0f}ms"]
         lines = [f"--- {host} ping statistics ---", ", ".join(parts)]
         if self.received:
