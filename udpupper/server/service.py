@@ -174,7 +174,7 @@ class UpperService(service.MultiService):
                 "compiler and Python's headers, then reinstall",
                 how=("batches read through ctypes" if self.port.batch is not None
                      else "one system call per datagram"),
-                speed="0.5x" if self.port.batch is not None else "0.4x",
+                speed="0.6x" if self.port.batch is not None else "0.4x",
             )
         missing = [name for name, fallback in (
             ("udpupper.server.protections._ratelimit", protocol_module.RateLimiter is PythonRateLimiter),
