@@ -16,7 +16,6 @@ from twisted.internet.interfaces import IReactorTime
 
 from udpupper.dscp import receive_marking, reflected
 from udpupper.kernel import prepare_server_socket
-from udpupper.server import ctypes_batch
 from udpupper.server.interfaces import IServerProtocol
 from udpupper.server.protections.destination import (
     CONTROL_SPACE,
@@ -35,15 +34,22 @@ try:  # recvmmsg/sendmmsg, where the C helper could be built
 except ImportError:  # pragma: no cover - depends on the build
     _batch = None
 
+ctypes_batch: Any
+try:  # libc's recvmmsg through ctypes, where the C helper is missing
+    from udpupper.server import ctypes_batch
+except ImportError:  # pragma: no cover - a Python built without ctypes
+    ctypes_batch = None
+
 # What the port reads batches with: the C helper, else recvmmsg through
 # ctypes where there is one, else None (a datagram a call).
-BATCHES: Any = _batch if _batch is not None else ctypes_batch.load()
+BATCHES: Any = _batch if _batch is not None or ctypes_batch is None else ctypes_batch.load()
 
-# The reasons of the int routes (the C helper's values; a test holds them).
+# The reasons of the int routes, by the values both batch readers give
+# (NOT_UNICAST, NO_DESTINATION, NOT_IP: a test holds them to these).
 HELPER_REFUSALS: dict[int, Reason] = {
-    ctypes_batch.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
-    ctypes_batch.NO_DESTINATION: Reason.NO_DESTINATION,
-    ctypes_batch.NOT_IP: Reason.BAD_SOURCE,
+    0: Reason.NOT_UNICAST_DESTINATION,
+    1: Reason.NO_DESTINATION,
+    2: Reason.BAD_SOURCE,
 }
 
 # Read a datagram a call, replies are sent after at most this many datagrams.
