@@ -234,6 +234,17 @@ class BatchTests(unittest.TestCase):
         for replies in ([b"x"], [(b"x", b"")], [(b"x", b"\xff")], [("x", b"\x00")]):
             self.assertRaises(TypeError, _batch.send_batch, server.fileno(), replies)
         self.assertRaises(OSError, _batch.recv_batch, -1, 64, False)
+        # The two hot calls parse their own arguments: as "iip|ip" and "iO!" did.
+        fd = server.fileno()
+        for bad in ((), (fd, 64), (fd, 64, False, 0, False, 0), (str(fd), 64, False),
+                    (fd, 1.5, False), (fd, 64, False, "50")):
+            self.assertRaises(TypeError, _batch.recv_batch, *bad)
+        self.assertRaises(OverflowError, _batch.recv_batch, 1 << 40, 64, False)
+        self.assertRaises(OverflowError, _batch.recv_batch, fd, 64, False, -(1 << 40))
+        self.assertEqual(_batch.recv_batch(fd, True, [1], 0, ()), [])  # ints and truths
+        for bad in ((fd,), (fd, (), 0), (fd, ()), (None, [])):
+            self.assertRaises(TypeError, _batch.send_batch, *bad)
+        self.assertEqual(_batch.send_batch(fd, []), (0, 0, []))
 
     def wait_batch(self, server: socket.socket, pktinfo: bool) -> list:
         import select

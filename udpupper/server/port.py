@@ -250,6 +250,7 @@ class ServerPort(UDPPort):
         protocol = self.protocol
         received, refuse = protocol.datagramReceived, protocol.refuse
         pktinfo, dscp = self.pktinfo, self.reflect_dscp
+        send_batch = getattr(self.batch, "send_batch", None)  # else Segmenter's runs
         spin = handled = 0
         while handled < READ_BUDGET:
             try:
@@ -278,16 +279,17 @@ class ServerPort(UDPPort):
             finally:
                 self._queue = None
                 if queue:
-                    self._send(queue)
+                    self._send(queue, fd, send_batch)
             spin = self.busy_poll
         return handled
 
-    def _send(self, queue: list) -> None:
-        """Send the batch's replies; hand back those the kernel refused."""
+    def _send(self, queue: list, fd: int = -1, send_batch=None) -> None:
+        """Send the batch's replies, with the C helper's ``send_batch`` on
+        ``fd`` where given, else a run a call; hand back those the kernel
+        refused."""
         try:
-            send_batch = getattr(self.batch, "send_batch", None)
             if send_batch is not None:
-                _, _, errors = send_batch(self.socket.fileno(), queue)
+                _, _, errors = send_batch(fd, queue)
             else:
                 errors = cast(Segmenter, self._segmenter).send(queue, self._counts)
         except Exception:
