@@ -36,12 +36,15 @@ class Daemon:
         prefix: tuple[str, ...] = (),
         before_plugin: bool = False,
         preexec=None,
+        cwd: str | None = None,
     ) -> None:
         """``options`` follow ``udpupper``; with ``before_plugin``, they are
         twistd's own and name the plugin themselves.  ``preexec`` runs in
-        the child before twistd (to set a resource limit, say)."""
+        the child before twistd (to set a resource limit, say); ``cwd`` is
+        its working directory."""
         plugin = () if before_plugin else ("udpupper",)
         self.preexec = preexec
+        self.cwd = cwd
         self.process = self._popen([*prefix, *TWISTD, "-n", "--pidfile=", *plugin, *options])
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
@@ -55,6 +58,7 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            cwd=self.cwd,
             # A shell's background job ignores SIGINT, and twistd keeps an
             # ignored SIGINT ignored: give the daemon the default, as a
             # terminal or systemd would.

@@ -17,6 +17,7 @@ from tests.processes import LISTENING, TWISTD, Daemon
 from tests.server.test_metrics import parse
 from tests.support import CapturedStderr, exchange, long_run
 from udpupper.kernel import set_receive_buffer
+from udpupper.server.port import _batch
 from udpupper.server import metrics
 from udpupper.server.tap import PARENT_ONLY, Options, makeService, worker_options
 from udpupper.server.workers.parent import Workers
@@ -48,6 +49,24 @@ class WorkersTests(unittest.TestCase):
         for _ in range(count - 1):
             self.daemon.wait_for(LISTENING)
         return port
+
+    def test_workers_import_what_the_parent_imported(self) -> None:
+        """A source tree in the working directory (``make run`` in a clone,
+        where the C helpers are built into the venv, not the tree) must not
+        shadow the package the parent runs: the workers would run without
+        the helpers, or not at all."""
+        decoy = self.mktemp()
+        os.makedirs(os.path.join(decoy, "udpupper"))
+        with open(os.path.join(decoy, "udpupper", "__init__.py"), "w") as module:
+            module.write("raise ImportError('the udpupper in the working directory')\n")
+        daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2", cwd=decoy)
+        self.addCleanup(daemon.stop)
+        port = daemon.start()
+        daemon.wait_for(LISTENING)
+        self.assertEqual(exchange("127.0.0.1", port, b"parent's")[0], b"PARENT'S")
+        log = "\n".join(daemon.log)
+        self.assertNotIn("working directory", log)
+        self.assertEqual(log.count("without its C helper"), 0 if _batch is not None else 2)
 
     def test_many_prefixes_all_answered_by_both(self) -> None:
         port = self.start(2)

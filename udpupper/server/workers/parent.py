@@ -65,7 +65,13 @@ from udpupper.server.workers.worker import (
     worker_log,
 )
 
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+# The workers import udpupper from where the parent did: ``python -c`` puts
+# the working directory first on sys.path, and a source tree there (``make
+# run`` in a clone) would shadow the installed package, without its C helpers.
+_IMPORTED_FROM = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+TWISTD = [sys.executable, "-c", f"import sys; sys.path[0] = {_IMPORTED_FROM!r}; "
+          "from twisted.scripts.twistd import run; run()"]
 
 SILENCE = 2.0  # seconds without a report: the worker is hung, and replaced
 STARTUP_GRACE = 15.0  # seconds a new worker may take to send its first report
