@@ -40,23 +40,27 @@ def mark(sock: socket.socket, dscp: int) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, dscp << 2)
 
 
-def arrived_with(ancdata: Ancillary) -> int | None:
-    """The TOS byte (DSCP << 2 | ECN) a datagram arrived with, or None."""
+def _marking(ancdata: Ancillary) -> tuple[int, int, int] | None:
+    """(level, type, TOS byte) of the marking a datagram arrived with, or None."""
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_TOS and data:
-            return data[0]
+            return level, kind, data[0]
         if level == socket.IPPROTO_IPV6 and kind == IPV6_TCLASS and len(data) >= 4:
-            return int.from_bytes(data[:4], sys.byteorder) & 0xFF
+            return level, kind, int.from_bytes(data[:4], sys.byteorder) & 0xFF
     return None
+
+
+def arrived_with(ancdata: Ancillary) -> int | None:
+    """The TOS byte (DSCP << 2 | ECN) a datagram arrived with, or None."""
+    marking = _marking(ancdata)
+    return None if marking is None else marking[2]
 
 
 def reflected(ancdata: Ancillary) -> Ancillary:
     """The ancillary data that sends a reply with the DSCP the request
     arrived with (as IP_TOS or IPV6_TCLASS, as it came), ECN cleared."""
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == IP_TOS and data:
-            return [(level, kind, (data[0] & 0xFC).to_bytes(4, sys.byteorder))]
-        if level == socket.IPPROTO_IPV6 and kind == IPV6_TCLASS and len(data) >= 4:
-            value = int.from_bytes(data[:4], sys.byteorder) & 0xFC
-            return [(level, kind, value.to_bytes(4, sys.byteorder))]
-    return []
+    marking = _marking(ancdata)
+    if marking is None:
+        return []
+    level, kind, tos = marking
+    return [(level, kind, (tos & 0xFC).to_bytes(4, sys.byteorder))]
