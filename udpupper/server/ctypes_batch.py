@@ -28,11 +28,10 @@ import sys
 import time
 from typing import Any
 
-from udpupper.dscp import reflected
 from udpupper.server.protections.destination import (
     CONTROL_SPACE,
     Destination,
-    check_destination,
+    reply_route,
 )
 from udpupper.server.stats import Reason
 
@@ -114,19 +113,12 @@ def format_name(name: bytes) -> tuple[str, tuple] | None:
     return None
 
 
-def reply_control(control: bytes, pktinfo: bool, dscp: bool) -> tuple[list, bool] | int:
-    """For raw ancillary data: (the reply's ancillary data, whether the
-    datagram came over IPv4), or the int refusal."""
-    ancdata = parse_control(control)
-    destination = check_destination(ancdata) if pktinfo else Destination([], True)
+def reply_control(control: bytes, pktinfo: bool, dscp: bool) -> Destination | int:
+    """:func:`reply_route` for raw ancillary data, a refusal as its int."""
+    destination = reply_route(parse_control(control), 0, pktinfo, dscp)
     if destination.__class__ is not Destination:
         return _REFUSAL[destination]  # type: ignore[index]
-    # With one address bound, an IPv4-mapped sender can only be IPv4 (Linux
-    # drops IPv6 packets from mapped sources).
-    ancillary, ipv4 = destination
-    if dscp:
-        ancillary = ancillary + reflected(ancdata)
-    return ancillary, ipv4
+    return destination
 
 
 class Receiver:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 
-from udpupper.dscp import receive_marking, reflected
+from udpupper.dscp import receive_marking
 from udpupper.kernel import prepare_server_socket
 from udpupper.server.interfaces import IServerProtocol
 from udpupper.server.protections.destination import (
@@ -123,7 +123,7 @@ class ServerPort(UDPPort):
         self._queue: list[tuple[bytes, Any]] | None = None
         self._counts: memoryview | None = None  # see count_into
         self._segmenter: Segmenter | None = None  # without the C helper's send
-        self._destinations = DestinationCache()  # without the C helper
+        self._destinations: DestinationCache | None = None  # a datagram a call
 
     def count_into(self, counts) -> None:
         """Count every datagram read and every reply sent, and their bytes,
@@ -150,6 +150,7 @@ class ServerPort(UDPPort):
 
     def _configure(self, skt: socket.socket) -> socket.socket:
         self._segmenter = Segmenter(skt)
+        self._destinations = DestinationCache(pktinfo=self.pktinfo, reflect=self.reflect_dscp)
         granted = prepare_server_socket(skt, self.pktinfo, self.rcvbuf, self.reuse_port)
         if granted is not None:
             self.rcvbuf_granted = granted
@@ -315,8 +316,7 @@ class ServerPort(UDPPort):
     def _receive_one_by_one(self, space: int, queue: list) -> int:
         refuse = self.protocol.refuse
         counts = self._counts
-        destinations = self._destinations
-        reflect = self.reflect_dscp
+        destinations = cast(DestinationCache, self._destinations)
         handled = 0
         for datagram, ancdata, flags, addr in self._received(
             self.socket.recvmsg, MAX_DATAGRAM, space
@@ -328,18 +328,11 @@ class ServerPort(UDPPort):
             if counts is not None:
                 counts[0] += 1
                 counts[2] += len(datagram)
-            if self.pktinfo:
-                destination = destinations.check(ancdata, flags)
-                if destination.__class__ is not Destination:
-                    refuse(datagram, destination)  # type: ignore[arg-type]  # a Reason
-                    continue
-                ancillary, ipv4 = destination
-            else:
-                # One address bound: an IPv4-mapped sender can only be IPv4
-                # (Linux drops IPv6 packets from mapped sources).
-                ancillary, ipv4 = [], True
-            if reflect:
-                ancillary = ancillary + reflected(ancdata)
+            destination = destinations.check(ancdata, flags)
+            if destination.__class__ is not Destination:
+                refuse(datagram, destination)  # type: ignore[arg-type]  # a Reason
+                continue
+            ancillary, ipv4 = destination
             host = addr[0]
             if ipv4 and host.startswith("::ffff:"):
                 host = host[7:]

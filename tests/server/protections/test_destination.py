@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 
 from twisted.trial import unittest
 
+from udpupper.dscp import IP_TOS
 from udpupper.kernel import IP_PKTINFO
 from udpupper.server.port import HELPER_REFUSALS
 from udpupper.server.protections.destination import (
@@ -15,6 +17,7 @@ from udpupper.server.protections.destination import (
     DestinationCache,
     check_destination,
     is_wildcard,
+    reply_route,
 )
 from udpupper.server.stats import Reason
 
@@ -115,6 +118,25 @@ class CheckDestinationTests(unittest.TestCase):
             for what, ancdata, flags, expected in CASES:
                 self.assertEqual(cache.check(ancdata, flags), expected, what)
                 self.assertLessEqual(len(cache.known), 3)
+
+    def test_one_address_bound_and_dscp_reflected(self) -> None:
+        """Without pktinfo the route is the kernel's own (any IPv4-mapped
+        sender is IPv4); with reflect, the request's DSCP is added, ECN
+        cleared, after the destination check and never in place of it."""
+        tos = (socket.IPPROTO_IP, IP_TOS, b"\xb9")
+        marked = (socket.IPPROTO_IP, IP_TOS, (0xB8).to_bytes(4, sys.byteorder))
+        self.assertEqual(reply_route([tos], 0, pktinfo=False), Destination([], True))
+        self.assertEqual(reply_route([tos], 0, pktinfo=False, reflect=True),
+                         Destination([marked], True))
+        for what, ancdata, flags, expected in CASES:
+            verdict = reply_route([*ancdata, tos], flags, reflect=True)
+            if isinstance(expected, Reason):
+                self.assertEqual(verdict, expected, what)
+            else:
+                self.assertEqual(verdict, Destination(expected.ancillary + [marked],
+                                                      expected.ipv4), what)
+        cache = DestinationCache(pktinfo=False)
+        self.assertEqual(cache.check([], socket.MSG_CTRUNC), Destination([], True))
 
     def test_c_helper(self) -> None:
         if _batch is None:

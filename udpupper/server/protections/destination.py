@@ -18,6 +18,7 @@ import ipaddress
 import socket
 from typing import NamedTuple
 
+from udpupper.dscp import reflected
 from udpupper.kernel import IP_PKTINFO
 from udpupper.server.stats import Reason
 
@@ -76,25 +77,45 @@ def check_destination(ancdata: Ancillary, flags: int = 0) -> Destination | Reaso
     return Reason.NO_DESTINATION
 
 
+def reply_route(ancdata: Ancillary, flags: int = 0, pktinfo: bool = True,
+                reflect: bool = False) -> Destination | Reason:
+    """How to answer a datagram on a socket bound to every address
+    (``pktinfo``: :func:`check_destination`) or to one, with ``reflect`` the
+    DSCP it arrived with added (:func:`udpupper.dscp.reflected`); or why not."""
+    if pktinfo:
+        destination = check_destination(ancdata, flags)
+        if destination.__class__ is not Destination:
+            return destination
+    else:
+        # One address bound: an IPv4-mapped sender can only be IPv4 (Linux
+        # drops IPv6 packets from mapped sources).
+        destination = Destination([], True)
+    if reflect:
+        return Destination(destination.ancillary + reflected(ancdata), destination.ipv4)
+    return destination
+
+
 class DestinationCache:
-    """:func:`check_destination`, remembered for the ancillary data it saw.
+    """:func:`reply_route`, remembered for the ancillary data it saw.
 
     For the path without the C helper: a datagram's ancillary data repeats
     (it names one of our addresses), and checking it again costs about a
     microsecond.  At most ``size`` kinds are remembered; then it starts over.
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, pktinfo: bool = True, reflect: bool = False) -> None:
         self.size = size
+        self.pktinfo = pktinfo
+        self.reflect = reflect
         self.known: dict[tuple, Destination | Reason] = {}
 
     def check(self, ancdata: Ancillary, flags: int = 0) -> Destination | Reason:
-        if flags & _MSG_CTRUNC:
+        if self.pktinfo and flags & _MSG_CTRUNC:
             return Reason.NO_DESTINATION
         key = tuple(ancdata)
         found = self.known.get(key)
         if found is None:
-            found = check_destination(ancdata, flags)
+            found = reply_route(ancdata, flags, self.pktinfo, self.reflect)
             if len(self.known) >= self.size:
                 self.known.clear()
             self.known[key] = found
