@@ -168,13 +168,13 @@ class UpperService(service.MultiService):
         )
         systemd.notify("READY=1")
         if not hasattr(self.port.batch, "send_batch"):
+            how, speed = (("batches read through ctypes", "0.6x") if self.port.batch is not None
+                          else ("one system call per datagram", "0.4x"))
             self.log.warn(
                 "udpupper runs without its C helper (udpupper._batch did not "
                 "build or import): {how}, about {speed} the speed; install a C "
                 "compiler and Python's headers, then reinstall",
-                how=("batches read through ctypes" if self.port.batch is not None
-                     else "one system call per datagram"),
-                speed="0.6x" if self.port.batch is not None else "0.4x",
+                how=how, speed=speed,
             )
         missing = [name for name, fallback in (
             ("udpupper.server.protections._ratelimit", protocol_module.RateLimiter is PythonRateLimiter),

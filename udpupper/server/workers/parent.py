@@ -45,6 +45,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import udpupper
 from udpupper.kernel import socket_memory
 from udpupper.options import one_line
 from udpupper.server import systemd
@@ -53,23 +54,14 @@ from udpupper.server.signals import on_hangup, stop_once
 from udpupper.server.stats import Stats
 from udpupper.server.workers.counters import WorkerCounters
 from udpupper.server.workers.steering import attach, bind_group
-from udpupper.server.workers.worker import (
-    COUNTS,
-    COUNTS_FD,
-    PARENT,
-    REPORT,
-    REPORT_FD,
-    SOCKET,
-    SOCKET_FD,
-    SharedCounts,
-    worker_log,
-)
+from udpupper.server.workers.worker import (COUNTS, COUNTS_FD, PARENT, REPORT,
+                                            REPORT_FD, SOCKET, SOCKET_FD,
+                                            SharedCounts, worker_log)
 
 # The workers import udpupper from where the parent did: ``python -c`` puts
 # the working directory first on sys.path, and a source tree there (``make
 # run`` in a clone) would shadow the installed package, without its C helpers.
-_IMPORTED_FROM = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
+_IMPORTED_FROM = os.path.dirname(os.path.dirname(os.path.abspath(udpupper.__file__)))
 TWISTD = [sys.executable, "-c", f"import sys; sys.path[0] = {_IMPORTED_FROM!r}; "
           "from twisted.scripts.twistd import run; run()"]
 

@@ -1,0 +1,1 @@
+raise ImportError('the udpupper in the working directory')
