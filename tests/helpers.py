@@ -9,8 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-HELPERS = ("udpupper._batch", "udpupper.server.protections._ratelimit",
-           "udpupper.server.protections._sources", "udpupper.server.protections._loops")
+from udpupper import C_HELPERS as HELPERS
 
 
 def missing() -> list[str]:
