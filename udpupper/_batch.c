@@ -124,18 +124,27 @@ static control_buffer controls[BATCH];
  * and how many the last call let the kernel write to. */
 static int receive_ready, receive_control, receive_used;
 
-/* Append one control message to the reply's ancillary data `out`. */
-static Py_ssize_t put_control(control_buffer *out, int level, int type, const void *data,
-                              size_t size)
+/* Append one control message to the reply's ancillary data `out`, `used`
+ * bytes long (a multiple of the alignment CMSG_SPACE keeps): the new length.
+ * The caller leaves room for it. */
+static Py_ssize_t put_control_at(control_buffer *out, Py_ssize_t used, int level, int type,
+                                 const void *data, size_t size)
 {
-    struct cmsghdr *c = &out->header;
+    struct cmsghdr *c = (struct cmsghdr *)(out->bytes + used);
 
-    memset(out->bytes, 0, CMSG_SPACE(size));
+    memset(c, 0, CMSG_SPACE(size));
     c->cmsg_level = level;
     c->cmsg_type = type;
     c->cmsg_len = CMSG_LEN(size);
     memcpy(CMSG_DATA(c), data, size);
-    return CMSG_SPACE(size);
+    return used + (Py_ssize_t)CMSG_SPACE(size);
+}
+
+/* The first control message of `out`. */
+static Py_ssize_t put_control(control_buffer *out, int level, int type, const void *data,
+                              size_t size)
+{
+    return put_control_at(out, 0, level, type, data, size);
 }
 
 /* The ancillary data of a reply to the datagram `header` received, written
@@ -191,7 +200,7 @@ static Py_ssize_t reply_control(struct msghdr *header, control_buffer *out, int 
  * the reply's: the new length.  Nothing when the kernel said none. */
 static Py_ssize_t reflect_dscp(struct msghdr *header, control_buffer *out, Py_ssize_t used)
 {
-    struct cmsghdr *cmsg, *c;
+    struct cmsghdr *cmsg;
     int value = -1, level = 0, type = 0;
 
     for (cmsg = CMSG_FIRSTHDR(header); cmsg; cmsg = CMSG_NXTHDR(header, cmsg)) {
@@ -208,13 +217,7 @@ static Py_ssize_t reflect_dscp(struct msghdr *header, control_buffer *out, Py_ss
     if (value < 0 || used + (Py_ssize_t)CMSG_SPACE(sizeof(int)) > CONTROL_SIZE)
         return used;
     value &= 0xFC;
-    c = (struct cmsghdr *)(out->bytes + used);
-    memset(c, 0, CMSG_SPACE(sizeof(int)));
-    c->cmsg_level = level;
-    c->cmsg_type = type;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &value, sizeof(value));
-    return used + CMSG_SPACE(sizeof(int));
+    return put_control_at(out, used, level, type, &value, sizeof(value));
 }
 
 /* An IPv4 address as inet_ntop writes it, without its printf: a flood of
