@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 
 from twisted.trial import unittest
 
 from tests.bench.test_load import BENCH
 from tests.processes import Daemon
-from udpupper.bench.flood import FloodResult, sources
+from udpupper.bench.flood import FloodResult, socket_drops, sources
 from udpupper.server import metrics
 
 try:
@@ -44,6 +46,30 @@ class SourcesTests(unittest.TestCase):
                          (500.0, 99.5))
 
 
+class SocketDropsTests(unittest.TestCase):
+    """What the kernel dropped at a port: the intake of a server without metrics."""
+
+    skip = None if os.path.exists("/proc/net/udp") else "no /proc/net/udp"
+
+    def test_counts_what_a_full_socket_dropped(self) -> None:
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        receiver.bind(("127.0.0.1", 0))
+        port = receiver.getsockname()[1]
+        self.assertEqual(socket_drops(port), 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(200):
+                sender.sendto(b"x" * 1000, ("127.0.0.1", port))
+        self.assertGreater(socket_drops(port), 0)
+
+    def test_a_port_nobody_holds(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.assertIsNone(socket_drops(port))
+
+
 class FloodRunTests(unittest.TestCase):
     skip = (None if metrics.available() else metrics.MISSING) or (
         None if _batch is not None else "--flood needs the C helper")
@@ -67,6 +93,26 @@ class FloodRunTests(unittest.TestCase):
         self.assertGreaterEqual(figures["quiet_answered_pct"], 99)
         counters = daemon.summary()
         self.assertGreater(counters["received"], 10_000)
+
+    def test_without_metrics(self) -> None:
+        """Any server: the measured part is what follows the warm-up, and the
+        intake is what was sent less what the server's socket dropped."""
+        daemon = Daemon("--port", "0", "--exempt", "")
+        self.addCleanup(daemon.stop)
+        port = daemon.start()
+        result = subprocess.run(
+            [*BENCH, "--port", str(port), "--flood", "one", "--flood-rate", "20000",
+             "--duration", "1", "--warmup", "0.5", "--json"],
+            capture_output=True, timeout=120,
+        )
+        figures = json.loads(result.stdout.splitlines()[-1])
+        self.assertAlmostEqual(figures["duration_s"], 1.0, delta=0.2)
+        self.assertGreater(figures["flood_sent_per_s"], 10_000)
+        self.assertLess(figures["flood_sent_per_s"], 25_000)  # paced
+        self.assertIsNotNone(figures["socket_drops"])
+        dropped_per_s = figures["socket_drops"] / figures["duration_s"]
+        self.assertAlmostEqual(figures["daemon_intake_per_s"],
+                               figures["flood_sent_per_s"] - dropped_per_s, delta=50)
 
     def test_usage_errors(self) -> None:
         for options in (["--flood", "sometimes"], ["--flood", "one", "--quiet-rate", "0"]):

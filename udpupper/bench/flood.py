@@ -7,8 +7,10 @@ orders, with random host bytes: almost every datagram from an address the
 daemon has not seen lately, as with a spoofed flood.  The ``one`` flood comes from random
 hosts of one /24: the baseline.  Beside either, a quiet client sends
 ``quiet_rate`` datagrams a second from its own prefix (127.255.255.1) and
-counts its replies.  The daemon's intake, the figure to compare, is read
-from its ``/metrics`` page before and after.
+counts its replies.  The server's intake, the figure to compare, is read
+from the daemon's ``/metrics`` page before and after; without one (any
+server: the C limit too), it is what was sent less what the kernel dropped
+at the server's socket (its ``drops`` in ``/proc/net/udp``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,24 @@ def sources(kind: str, seed: int = 0, rounds: int = 4) -> list[str]:
     raise ValueError(f"flood must be one of {', '.join(FLOODS)}, not {kind!r}")
 
 
+def socket_drops(port: int) -> int | None:
+    """What the kernel dropped at the sockets bound to local ``port`` (full
+    receive buffers), from ``/proc/net/udp`` and ``udp6``; None off Linux."""
+    suffix, total, found = f":{port:04X}", 0, False
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as lines:
+                rows = lines.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 12 and fields[1].endswith(suffix):
+                total += int(fields[-1])
+                found = True
+    return total if found else None
+
+
 def daemon_received(metrics_url: str | None) -> float | None:
     """The daemon's received counter, from its metrics page."""
     if metrics_url is None:
@@ -67,12 +87,14 @@ class FloodResult:
     quiet_sent: int = 0
     quiet_answered: int = 0
     intake: float | None = None  # datagrams a second the daemon received
+    dropped: int | None = None  # of the flood, at the server's socket
 
     def as_dict(self) -> dict:
         return {
             "flood_sent_per_s": round(self.sent / self.duration, 1),
             "flood_send_errors": self.send_errors,
             "daemon_intake_per_s": None if self.intake is None else round(self.intake, 1),
+            "socket_drops": self.dropped,
             "quiet_sent": self.quiet_sent,
             "quiet_answered": self.quiet_answered,
             "quiet_answered_pct": round(100 * self.quiet_answered / max(self.quiet_sent, 1), 2),
@@ -128,12 +150,16 @@ def run_flood(port: int, kind: str, duration: float, rate: float = 0.0,
     start = time.perf_counter()
     measured_from = start + warmup
     end, at, offered = measured_from + duration, 0, 0
-    before = daemon_received(metrics_url) if not warmup else None
+    warming = warmup > 0
+    before = None if warming else daemon_received(metrics_url)
+    drops_before = None if warming else socket_drops(port)
     try:
         while (now := time.perf_counter()) < end:
-            if warmup and before is None and now >= measured_from:
-                before = daemon_received(metrics_url)
+            if warming and now >= measured_from:  # the measured part begins
+                warming = False
+                before, drops_before = daemon_received(metrics_url), socket_drops(port)
                 measured_from = time.perf_counter()
+                end = measured_from + duration
                 result.sent = result.send_errors = 0
             if rate and offered > (now - start) * rate:
                 continue  # open loop, paced: wait for the next batch's time
@@ -145,11 +171,15 @@ def run_flood(port: int, kind: str, duration: float, rate: float = 0.0,
             result.send_errors += len(errors)
     finally:
         result.duration = time.perf_counter() - measured_from
-        after = daemon_received(metrics_url)
+        after, drops_after = daemon_received(metrics_url), socket_drops(port)
         stop.set()
         quiet.join()
         sock.close()
+    if drops_before is not None and drops_after is not None:
+        result.dropped = drops_after - drops_before
     if before is not None and after is not None:
         result.intake = (after - before) / result.duration
+    elif result.dropped is not None:
+        result.intake = (result.sent - result.dropped) / result.duration
     result.quiet_sent, result.quiet_answered = quiet.sent, quiet.answered
     return result
