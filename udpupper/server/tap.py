@@ -219,7 +219,7 @@ def table_mib(rate_table: int) -> int:
     ``slots`` is ``rate_table`` rounded up to a power of two; the table holds
     two arrays of twice that many 16-byte slots (64 bytes a slot of
     ``slots``).  Probation holds two arrays of twice its entries (rounded
-    up) of 8 bytes.  The loop breaker's memory is fixed and small."""
+    up) of 8 bytes.  The loop breaker's memory is apart: 3.5 MiB at most."""
     slots = 1 << max(rate_table - 1, 1).bit_length()
     seen = 1 << max(2 * probation_size(rate_table) - 1, 1).bit_length()
     return (64 * slots + 16 * seen) >> 20

@@ -24,9 +24,9 @@ from udpupper.server import metrics
 from udpupper.server.protections import loops
 from udpupper.server.protections.loops import (
     LoopBreaker,
+    PythonLoopBreaker,
     python_echoes,
     python_sketch,
-    python_step,
     resembles,
     sketch,
 )
@@ -44,6 +44,7 @@ class SketchTests(unittest.TestCase):
         if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None:
             raise unittest.SkipTest("no C compiler")
         self.assertIsNot(loops.echoes, python_echoes)
+        self.assertIsNot(loops.LoopBreaker, PythonLoopBreaker)
 
     def test_implementations_agree(self) -> None:
         from hypothesis import given, settings
@@ -67,22 +68,23 @@ class SketchTests(unittest.TestCase):
         with self.assertRaises(TypeError):
             loops.echoes("text", b"bytes")
 
-    def test_steps_agree(self) -> None:
-        """The C step and the Python one, on the same table and the same
-        datagrams (echoes, stamped echoes, others, new hosts), give the same
-        answers and leave the same table."""
+    def test_breakers_agree(self) -> None:
+        """The C breaker and the Python one, given the same datagrams
+        (echoes, stamped echoes, others; from a few hosts and from many,
+        with generations small enough to turn over), give the same answers
+        and remember as many addresses."""
         from hypothesis import given, settings
         from hypothesis import strategies as st
 
-        hosts = st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"])
+        hosts = st.one_of(st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"]),
+                          st.integers(0, 40).map(lambda n: f"198.51.100.{n}"))
         payloads = st.binary(max_size=80)
 
         @settings(max_examples=300)
-        @given(st.integers(1, 4), st.lists(st.tuples(hosts, payloads, st.sampled_from(
-            ["echo", "stamped", "other"])), max_size=40))
-        def check(every, events):
-            ours: dict = {}
-            theirs: dict = {}
+        @given(st.integers(1, 4), st.integers(1, 6), st.lists(st.tuples(
+            hosts, payloads, st.sampled_from(["echo", "stamped", "other"])), max_size=60))
+        def check(every, size, events):
+            ours, theirs = LoopBreaker(every, size), PythonLoopBreaker(every, size)
             last_reply: dict = {}
             for host, payload, kind in events:
                 if kind == "echo" and host in last_reply:
@@ -90,28 +92,45 @@ class SketchTests(unittest.TestCase):
                 elif kind == "stamped" and host in last_reply:
                     payload = b"#" + last_reply[host][1:]
                 reply = upper(payload)
-                answer = loops.step(ours, host, payload, reply, every)
-                self.assertIs(answer, python_step(theirs, host, payload, reply, every))
-                if answer is None:
-                    ours[host] = theirs[host] = (len(reply), sketch(reply), 0)
-                self.assertEqual(ours, theirs)
-                if answer is not False:
+                answer = ours.allow(host, payload, reply)
+                self.assertIs(answer, theirs.allow(host, payload, reply))
+                self.assertEqual(len(ours), len(theirs))
+                if answer:
                     last_reply[host] = reply
 
         check()
+        breaker = LoopBreaker(1)
         with self.assertRaises(TypeError):
-            loops.step({}, "192.0.2.1", "text", b"", 1)  # type: ignore[arg-type]
+            breaker.allow("192.0.2.1", "text", b"")  # type: ignore[arg-type]
+        with self.assertRaises(TypeError):
+            breaker.allow(["unhashable"], b"", b"")  # type: ignore[arg-type]
+        for every, size in ((0, 1), (1, 0)):
+            for kind in (LoopBreaker, PythonLoopBreaker):
+                self.assertRaises(ValueError, kind, every, size)
 
     def test_breaker_across_generations(self) -> None:
         """An address found in the older generation is judged as in the
         recent one: its count goes on."""
-        breaker = LoopBreaker(every=3, size=1)
-        self.assertTrue(breaker.allow("a", b"x", b"X"))
-        self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 1
-        self.assertTrue(breaker.allow("b", b"y", b"Y"))  # "a" to the older
-        self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 2, from the older
-        self.assertFalse(breaker.allow("a", b"X", b"X"))  # echo 3: withheld
-        self.assertLessEqual(len(breaker), 2)
+        for kind in (LoopBreaker, PythonLoopBreaker):
+            breaker = kind(every=3, size=1)
+            self.assertTrue(breaker.allow("a", b"x", b"X"))
+            self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 1
+            self.assertTrue(breaker.allow("b", b"y", b"Y"))  # "a" to the older
+            self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 2, from the older
+            self.assertFalse(breaker.allow("a", b"X", b"X"))  # echo 3: withheld
+            self.assertLessEqual(len(breaker), 2)
+
+    def test_a_flood_of_strangers_is_bounded(self) -> None:
+        """However many addresses come, at most two generations are remembered,
+        and an address seen since the last turn is still known."""
+        for kind in (LoopBreaker, PythonLoopBreaker):
+            breaker = kind(every=2, size=1000)
+            for n in range(10_000):
+                self.assertTrue(breaker.allow(f"10.0.{n >> 8}.{n & 255}", b"x", b"X"))
+                self.assertLessEqual(len(breaker), 2000)
+            self.assertGreaterEqual(len(breaker), 1000)
+            self.assertTrue(breaker.allow("10.0.39.15", b"X", b"X"))  # n = 9999: echo 1
+            self.assertFalse(breaker.allow("10.0.39.15", b"X", b"X"))  # echo 2: withheld
 
     def test_what_is_remembered_of_a_reply(self) -> None:
         self.assertEqual(sketch(b"short"), b"short")

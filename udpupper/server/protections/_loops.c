@@ -1,19 +1,30 @@
 /*
- * udpupper.server.protections._loops: the loop breaker's two comparisons, in C.
+ * udpupper.server.protections._loops: the loop breaker, in C.
  *
- * The same functions as udpupper.server.protections.loops.sketch and udpupper.server.protections.loops.echoes, with
- * the same answers (the tests hold both to each other).  Every answered
- * datagram is compared with the last reply sent to its address; in Python
- * that is eight slices and four comparisons, about 0.4 us a datagram, more
- * than the rest of the protocol's work at 32 bytes.  Here it is a few
- * memcmp()s on the bytes where they lie, nothing allocated.  step() is
- * LoopBreaker.allow's common case, an address it remembers, in one call:
- * the table stays the Python dict it was.
+ * sketch() and echoes() are loops.python_sketch and python_echoes, with the
+ * same answers (the tests hold both to each other): every answered datagram
+ * is compared with the last reply sent to its address, here with a few
+ * memcmp()s on the bytes where they lie, nothing allocated.
+ *
+ * LoopBreaker is loops.PythonLoopBreaker with its memory in two arrays
+ * instead of two dicts, as _ratelimit.c keeps the rate limiter's: under a
+ * flood of never-seen sources every datagram is a new address, and in
+ * Python each one left a tuple and a sketch behind for the garbage
+ * collector to walk, in dicts whose look-ups miss the caches.  A slot is 56
+ * bytes: the address's hash (known by its hash alone, as in _ratelimit.c:
+ * SipHash with the process's own key, placed by a random odd multiplier),
+ * the last reply's length, its sketch and the count.  The two generations
+ * are two arrays of twice `size` slots, at most half full; an address found
+ * in `older` is copied to `recent`; when `recent` holds `size` the arrays
+ * swap and the new `recent` is cleared.  3.5 MiB at the default 16,384.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define SKETCH 32 /* replies this long or shorter are remembered whole */
 #define PART (SKETCH / 4)
@@ -108,88 +119,208 @@ static PyObject *echoes(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return PyBool_FromLong(resemble(new, PyBytes_AS_STRING(args[1]), length));
 }
 
-/* (length, sketch, count), a new reference, or NULL. */
-static PyObject *entry_of(Py_ssize_t length, PyObject *last, long count)
-{
-    PyObject *entry = PyTuple_New(3), *number;
+/* The loop breaker's memory: what was last sent to an address. */
+typedef struct {
+    uint64_t hash;        /* the address's Python hash plus one; 0: a free slot */
+    uint32_t length;      /* of the last reply (a UDP payload: under 2^32) */
+    uint32_t count;       /* echoes counted since the last withheld reply */
+    uint8_t sketch_length;
+    char sketch[SKETCH];  /* what is remembered of the last reply */
+} slot;
 
-    if (!entry)
-        return NULL;
-    if (!(number = PyLong_FromSsize_t(length))) {
-        Py_DECREF(entry);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(entry, 0, number);
-    PyTuple_SET_ITEM(entry, 1, Py_NewRef(last));
-    if (!(number = PyLong_FromLong(count))) {
-        Py_DECREF(entry);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(entry, 2, number);
-    return entry;
+typedef struct {
+    PyObject_HEAD
+    long every;
+    Py_ssize_t size;
+    slot *recent, *older;
+    Py_ssize_t recent_count, older_count, copied; /* copied: from older */
+    uint64_t mask, multiplier;
+    int shift;
+} Breaker;
+
+/* The slot of `hash` in `table`, or the free slot where it would go
+ * (multiply-shift, then linear probing): as _ratelimit.c's find(). */
+static inline slot *find(const Breaker *self, slot *table, uint64_t hash)
+{
+    uint64_t at = (hash * self->multiplier) >> self->shift;
+
+    while (table[at].hash && table[at].hash != hash)
+        at = (at + 1) & self->mask;
+    return &table[at];
 }
 
-static PyObject *step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+static void remember(slot *entry, const char *reply, Py_ssize_t size)
 {
-    PyObject *recent, *host, *datagram, *reply, *entry, *last, *remembered, *result;
-    Py_ssize_t length, size;
-    long every, count;
-    int stored;
+    Py_ssize_t length;
+    const char *kept = sketch_of(reply, size, entry->sketch, &length);
 
-    if (nargs != 5 || !PyDict_CheckExact(args[0]) || !PyBytes_Check(args[2])
-        || !PyBytes_Check(args[3]) || !PyLong_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "step(recent, host, datagram, reply, every)");
-        return NULL;
-    }
-    recent = args[0], host = args[1], datagram = args[2], reply = args[3];
-    if ((every = PyLong_AsLong(args[4])) == -1 && PyErr_Occurred())
-        return NULL;
-    if (!(entry = PyDict_GetItemWithError(recent, host))) /* borrowed */
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3
-        || !PyBytes_Check(last = PyTuple_GET_ITEM(entry, 1))) {
-        PyErr_SetString(PyExc_TypeError, "an entry is (length, sketch, count)");
-        return NULL;
-    }
-    if ((length = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0))) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((count = PyLong_AsLong(PyTuple_GET_ITEM(entry, 2))) == -1 && PyErr_Occurred())
-        return NULL;
-    Py_INCREF(last); /* the store below may free the entry */
-    if (PyBytes_GET_SIZE(datagram) == length) {
+    if (kept != entry->sketch)
+        memcpy(entry->sketch, kept, (size_t)length);
+    entry->length = (uint32_t)size;
+    entry->sketch_length = (uint8_t)length;
+}
+
+/* loops.python_step on a remembered address: whether the reply may go. */
+static int judge(const Breaker *self, slot *entry, PyObject *datagram, PyObject *reply)
+{
+    if ((uint64_t)PyBytes_GET_SIZE(datagram) == entry->length) {
         char buffer[SKETCH];
-        const char *new = sketch_of(PyBytes_AS_STRING(datagram), length, buffer, &size);
+        Py_ssize_t length;
+        const char *new = sketch_of(PyBytes_AS_STRING(datagram), PyBytes_GET_SIZE(datagram),
+                                    buffer, &length);
 
-        if (size == PyBytes_GET_SIZE(last) && resemble(new, PyBytes_AS_STRING(last), size)
-            && ++count >= every) {
-            entry = entry_of(length, last, 0);
-            Py_DECREF(last);
-            stored = entry ? PyDict_SetItem(recent, host, entry) : -1;
-            Py_XDECREF(entry);
-            return stored < 0 ? NULL : Py_NewRef(Py_False);
+        if (length == entry->sketch_length && resemble(new, entry->sketch, length)
+            && (long)++entry->count >= self->every) {
+            entry->count = 0; /* withheld: the last reply stays what was sent */
+            return 0;
         }
     }
-    Py_DECREF(last);
-    size = PyBytes_GET_SIZE(reply);
-    if (size <= SKETCH) {
-        remembered = Py_NewRef(reply);
-    } else {
-        if (!(remembered = PyBytes_FromStringAndSize(NULL, SKETCH)))
-            return NULL;
-        sketch_of(PyBytes_AS_STRING(reply), size, PyBytes_AS_STRING(remembered), &length);
-    }
-    entry = entry_of(size, remembered, count);
-    Py_DECREF(remembered);
-    stored = entry ? PyDict_SetItem(recent, host, entry) : -1;
-    Py_XDECREF(entry);
-    result = stored < 0 ? NULL : Py_NewRef(Py_True);
-    return result;
+    remember(entry, PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply));
+    return 1;
 }
 
+static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"every", "size", NULL};
+    long every;
+    Py_ssize_t size = 16384, capacity = 1; /* loops.LOOP_MEMORY */
+    int bits = 0;
+    slot *recent, *older;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "l|n", keywords, &every, &size))
+        return -1;
+    if (every < 1 || every > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "every must be 1 or more, not %ld", every);
+        return -1;
+    }
+    if (size < 1) {
+        PyErr_Format(PyExc_ValueError, "size must be 1 or more, not %zd", size);
+        return -1;
+    }
+    if (size > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(slot))) {
+        PyErr_NoMemory(); /* two arrays of twice that many slots */
+        return -1;
+    }
+    while (capacity < 2 * size) {
+        capacity <<= 1;
+        bits++;
+    }
+    recent = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+    older = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+    if (!recent || !older) {
+        PyMem_RawFree(recent);
+        PyMem_RawFree(older);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyMem_RawFree(self->recent);
+    PyMem_RawFree(self->older);
+    self->recent = recent;
+    self->older = older;
+    self->every = every;
+    self->size = size;
+    self->recent_count = self->older_count = self->copied = 0;
+    self->mask = (uint64_t)capacity - 1;
+    self->shift = 64 - bits;
+    if (getentropy(&self->multiplier, sizeof(self->multiplier)) != 0)
+        self->multiplier = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)self; /* no entropy */
+    self->multiplier |= 1; /* odd: every bit of the hash counts */
+    return 0;
+}
+
+static void breaker_dealloc(Breaker *self)
+{
+    PyMem_RawFree(self->recent);
+    PyMem_RawFree(self->older);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* loops.PythonLoopBreaker.allow, step for step, on the two arrays. */
+static PyObject *breaker_allow(Breaker *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *datagram, *reply;
+    Py_hash_t hashed;
+    uint64_t hash;
+    slot *entry, moved;
+    int found;
+
+    if (nargs != 3 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "allow(host, datagram: bytes, reply: bytes)");
+        return NULL;
+    }
+    if (!self->recent) {
+        PyErr_SetString(PyExc_ValueError, "LoopBreaker.__init__ was not called");
+        return NULL;
+    }
+    datagram = args[1], reply = args[2];
+    if ((hashed = PyObject_Hash(args[0])) == -1)
+        return NULL;
+    hash = (uint64_t)hashed + 1; /* never 0: a Python hash is never -1 */
+    entry = find(self, self->recent, hash);
+    if (entry->hash) /* the hot path: an address it remembers */
+        return Py_NewRef(judge(self, entry, datagram, reply) ? Py_True : Py_False);
+    entry = find(self, self->older, hash);
+    if ((found = entry->hash != 0)) {
+        moved = *entry; /* the copy left behind goes with its generation */
+        self->copied++;
+    }
+    if (self->recent_count >= self->size) {
+        slot *cleared = self->older;
+
+        memset(cleared, 0, (size_t)(self->mask + 1) * sizeof(slot));
+        self->older = self->recent;
+        self->recent = cleared;
+        self->older_count = self->recent_count;
+        self->recent_count = self->copied = 0;
+    }
+    entry = find(self, self->recent, hash);
+    self->recent_count++;
+    if (found) {
+        *entry = moved;
+        return Py_NewRef(judge(self, entry, datagram, reply) ? Py_True : Py_False);
+    }
+    entry->hash = hash;
+    entry->count = 0;
+    remember(entry, PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply));
+    Py_RETURN_TRUE;
+}
+
+static Py_ssize_t breaker_length(Breaker *self)
+{
+    return self->recent_count + self->older_count - self->copied;
+}
+
+static PyMethodDef breaker_methods[] = {
+    {"allow", (PyCFunction)(void (*)(void))breaker_allow, METH_FASTCALL,
+     "allow(host, datagram, reply) -> whether the reply to datagram from host may go."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef breaker_members[] = {
+    {"every", T_LONG, offsetof(Breaker, every), READONLY, "One in so many echoes is withheld."},
+    {"size", T_PYSSIZET, offsetof(Breaker, size), READONLY, "Addresses a generation holds."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods breaker_sequence = {
+    .sq_length = (lenfunc)breaker_length,
+};
+
+static PyTypeObject BreakerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "udpupper.server.protections._loops.LoopBreaker",
+    .tp_doc = "Whether a reply may go, or is withheld to end a possible loop.",
+    .tp_basicsize = sizeof(Breaker),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)breaker_init,
+    .tp_dealloc = (destructor)breaker_dealloc,
+    .tp_methods = breaker_methods,
+    .tp_members = breaker_members,
+    .tp_as_sequence = &breaker_sequence,
+};
+
 static PyMethodDef methods[] = {
-    {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL,
-     "step(recent, host, datagram, reply, every) -> LoopBreaker.allow for a host in recent, "
-     "or None when it is not there."},
     {"sketch", (PyCFunction)(void (*)(void))sketch, METH_FASTCALL,
      "sketch(payload) -> what is remembered of a reply: itself, or four samples."},
     {"echoes", (PyCFunction)(void (*)(void))echoes, METH_FASTCALL,
@@ -205,5 +336,13 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__loops(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m;
+
+    if (PyType_Ready(&BreakerType) < 0 || !(m = PyModule_Create(&module)))
+        return NULL;
+    if (PyModule_AddObjectRef(m, "LoopBreaker", (PyObject *)&BreakerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -15,10 +15,11 @@ reply in ``every`` and sends that line again, which ``udpupper-client`` does
 after a few round trips.  Lower-case requests never resemble their
 upper-cased replies, so ordinary text is never withheld.
 
-``sketch`` and ``echoes`` are in C (``_loops.c``) where it could be built,
-since every answered datagram is compared; ``python_sketch`` and
-``python_echoes`` are what runs without a compiler, and the tests hold the
-two to each other.
+``LoopBreaker``, ``sketch`` and ``echoes`` are in C (``_loops.c``) where it
+could be built, since every answered datagram is compared and, under a
+flood of never-seen sources, remembered; ``PythonLoopBreaker``,
+``python_sketch`` and ``python_echoes`` are what runs without a compiler,
+and the tests hold the two to each other.
 
 The source port is not part of the key, so a loop through a proxy that
 changes its source port is seen too.  Addresses are remembered in two
@@ -73,11 +74,11 @@ def python_step(
     recent: dict[str, tuple[int, bytes, int]], host: str, datagram: bytes, reply: bytes,
     every: int,
 ) -> bool | None:
-    """:meth:`LoopBreaker.allow` for a ``host`` that ``recent`` holds; None
-    when it holds none (then the generations are the caller's).
+    """:meth:`PythonLoopBreaker.allow` for a ``host`` that ``recent`` holds;
+    None when it holds none (then the generations are the caller's).
 
-    ``python_echoes`` and ``python_sketch`` written in, as the C twin has
-    them: without a compiler this runs for every answered datagram.
+    ``python_echoes`` and ``python_sketch`` written in: without a compiler
+    this runs for every answered datagram.
     """
     entry = recent.get(host)
     if entry is None:
@@ -95,14 +96,7 @@ def python_step(
     return True
 
 
-try:  # the same three functions in C, where they could be built: every
-    # answered datagram is compared, and in Python that costs about 0.3 us
-    from udpupper.server.protections._loops import echoes, sketch, step
-except ImportError:  # pragma: no cover - depends on the build
-    sketch, echoes, step = python_sketch, python_echoes, python_step
-
-
-class LoopBreaker:
+class PythonLoopBreaker:
     """Whether a reply may go, or is withheld to end a possible loop."""
 
     __slots__ = ("every", "size", "recent", "older")
@@ -122,7 +116,7 @@ class LoopBreaker:
     def allow(self, host: str, datagram: bytes, reply: bytes) -> bool:
         """For ``datagram`` from ``host``, answered with ``reply``: may it go?"""
         recent = self.recent
-        allowed = step(recent, host, datagram, reply, self.every)  # the hot path
+        allowed = python_step(recent, host, datagram, reply, self.every)  # the hot path
         if allowed is not None:
             return allowed
         entry = self.older.pop(host, None)
@@ -130,11 +124,20 @@ class LoopBreaker:
             self.older = recent
             self.recent = recent = {}
         if entry is None:
-            recent[host] = (len(reply), sketch(reply), 0)
+            recent[host] = (len(reply), python_sketch(reply), 0)
             return True
         recent[host] = entry  # back to the recent generation, and judged there
-        return bool(step(recent, host, datagram, reply, self.every))
+        return bool(python_step(recent, host, datagram, reply, self.every))
 
     def __len__(self) -> int:
         """How many addresses are remembered: at most twice ``size``."""
         return len(self.recent) + len(self.older)
+
+
+
+try:  # the same, in C, where it could be built: every answered datagram is
+    # compared (about 0.3 us in Python) and, from a stranger, remembered
+    from udpupper.server.protections._loops import LoopBreaker, echoes, sketch
+except ImportError:  # pragma: no cover - depends on the build
+    LoopBreaker = PythonLoopBreaker  # type: ignore[misc, assignment]
+    sketch, echoes = python_sketch, python_echoes
