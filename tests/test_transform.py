@@ -37,6 +37,16 @@ class UpperAsciiTests(unittest.TestCase):
                     self.assertEqual(transform.upper_ascii(payload),
                                      python_upper_ascii(payload), payload)
 
+    def test_one_byte_not_ascii_anywhere_in_a_long_payload(self) -> None:
+        # The C twin upper-cases a block at a time before it looks: a byte
+        # that is not ASCII in any block, at its edges and in the tail.
+        ascii = bytes(range(128)) * 16 + b"tail!"
+        self.assertEqual(transform.upper_ascii(ascii), ascii.upper())
+        for at in (0, 7, 8, 255, 256, 257, 1024, 2047, 2048, len(ascii) - 1):
+            for value in (0x80, 0xC3, 0xFF):
+                payload = ascii[:at] + bytes([value]) + ascii[at + 1:]
+                self.assertIsNone(transform.upper_ascii(payload), (at, value))
+
     @given(st.binary(max_size=3000) | st.text(max_size=500).map(str.encode)
            | st.binary(max_size=200).map(lambda raw: bytes(byte & 0x7F for byte in raw)))
     def test_any_bytes(self, payload: bytes) -> None:
