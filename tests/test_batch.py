@@ -72,6 +72,30 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(client.recv(65_535), b"")
         self.assertEqual(client.recv(65_535), b"X" * 65_507)
 
+    def test_large_datagrams_come_fewer_a_batch(self) -> None:
+        """After a batch of more than 256 KiB, the next asks for fewer (so
+        that a batch stays in the core's cache); after a small one, for all
+        it was asked."""
+        server, client = self.pair()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        large = [bytes([65 + n]) * 60_000 for n in range(12)]
+        for _ in range(2):  # the first batch may take them all; the next cannot
+            for payload in large:
+                client.sendto(payload, server.getsockname())
+            sizes, received = [], []
+            while batch := _batch.recv_batch(server.fileno(), 64, False):
+                sizes.append(len(batch))
+                received += [datagram for datagram, _, _ in batch]
+            self.assertEqual(received, large)  # none lost, in order
+        self.assertLessEqual(max(sizes), 5, sizes)  # 256 KiB / 60,000, and one
+        for n in range(64):
+            client.sendto(b"small %d" % n, server.getsockname())
+        sizes = []
+        while batch := _batch.recv_batch(server.fileno(), 64, False):
+            sizes.append(len(batch))
+        self.assertEqual(sum(sizes), 64)
+        self.assertLessEqual(len(sizes), 2, sizes)  # the one after a large batch, then all
+
     def test_route_layout(self) -> None:
         route = _batch.route("127.0.0.1", 12000)
         self.assertEqual(route[0], 16)  # the sockaddr_in's length, then it
