@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -55,7 +57,10 @@ class WorkersTests(unittest.TestCase):
         where the C helpers are built into the venv, not the tree) must not
         shadow the package the parent runs: the workers would run without
         the helpers, or not at all."""
-        decoy = self.mktemp()
+        # Outside the clone: trial's mktemp() is relative to the working
+        # directory, which under pytest is the clone itself.
+        decoy = tempfile.mkdtemp(prefix="udpupper-decoy-")
+        self.addCleanup(shutil.rmtree, decoy, True)
         os.makedirs(os.path.join(decoy, "udpupper"))
         with open(os.path.join(decoy, "udpupper", "__init__.py"), "w") as module:
             module.write("raise ImportError('the udpupper in the working directory')\n")

@@ -1,1 +1,0 @@
-raise ImportError('the udpupper in the working directory')
