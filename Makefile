@@ -7,7 +7,7 @@ PYTHON ?= python3
 PORT ?= 12000
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := $(shell find udpupper twisted -name '*.py' -o -name '*.c') setup.py setup.cfg pyproject.toml
+SOURCES := $(shell find udpupper twisted -name '*.py' -o -name '*.c' -o -name '*.h') setup.py setup.cfg pyproject.toml
 
 .PHONY: run test typecheck sanitize clean
 

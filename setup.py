@@ -6,7 +6,8 @@ cannot be built (no compiler, another system) udpupper installs and runs
 without it, one system call per datagram.  udpupper.server.protections._ratelimit (the rate
 limiter's table) and udpupper.server.protections._sources (the classified source addresses) are
 the same classes as in Python, in C, and udpupper.server.protections._loops the loop breaker's
-comparisons; without them the Python ones run.
+comparisons and memory; without them the Python ones run.  The three
+share _table.h, their open addressing.
 """
 
 import sys
@@ -24,7 +25,8 @@ extensions.append(
 for helper in ("_ratelimit", "_sources", "_loops"):
     extensions.append(
         Extension(f"udpupper.server.protections.{helper}",
-                  [f"udpupper/server/protections/{helper}.c"], optional=True)
+                  [f"udpupper/server/protections/{helper}.c"],
+                  depends=["udpupper/server/protections/_table.h"], optional=True)
     )
 
 setup(ext_modules=extensions)

@@ -53,5 +53,6 @@ class DistributionTests(unittest.TestCase):
                          "udpupper/server/protections/_ratelimit.c",
                          "udpupper/server/protections/_sources.c",
                          "udpupper/server/protections/_loops.c",
+                         "udpupper/server/protections/_table.h",
                          "contrib/nginx/transparent-routing"):
             self.assertIn(expected, names)

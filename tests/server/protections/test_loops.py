@@ -23,6 +23,7 @@ from tests.support import NO_IPV6, long_run
 from udpupper.server import metrics
 from udpupper.server.protections import loops
 from udpupper.server.protections.loops import (
+    LOOP_MEMORY,
     LoopBreaker,
     PythonLoopBreaker,
     python_echoes,
@@ -99,7 +100,7 @@ class SketchTests(unittest.TestCase):
                     last_reply[host] = reply
 
         check()
-        breaker = LoopBreaker(1)
+        breaker = LoopBreaker(1, LOOP_MEMORY)
         with self.assertRaises(TypeError):
             breaker.allow("192.0.2.1", "text", b"")  # type: ignore[arg-type]
         with self.assertRaises(TypeError):

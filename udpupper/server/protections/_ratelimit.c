@@ -12,13 +12,10 @@
  * the process's own, and two of the 65,536 prefixes of a full table share a
  * 64-bit hash about once in 10^10 tables (they would then share a bucket).
  *
- * Where a key's probe starts is its hash times a random odd multiplier of
- * each table's own (multiply-shift hashing): which prefixes share a run of
- * slots cannot be chosen from outside, even where Python's hash is not
- * randomized (PYTHONHASHSEED=0).
+ * The tables are _table.h's: multiply-shift on a random odd multiplier,
+ * then linear probing, at most half full.
  *
- * The two generations of ratelimit.py are two arrays of twice `size` slots
- * (at most half full, so a look-up probes little more than one slot): a key
+ * The two generations of ratelimit.py are two arrays of twice `size` slots: a key
  * seen is in `recent`, or is copied there from `older`; when `recent` holds
  * `size` keys the arrays swap and the new `recent` is cleared.  16 bytes a
  * slot, four slots a key: 4 MiB at the default 65,536 keys.
@@ -34,7 +31,8 @@
 
 #include <stdint.h>
 #include <string.h>
-#include <sys/random.h>
+
+#include "_table.h"
 
 typedef struct {
     uint64_t hash; /* the key's Python hash plus one; 0: a free slot */
@@ -48,24 +46,17 @@ typedef struct {
     Py_ssize_t size, probation;
     slot *recent, *older;
     Py_ssize_t recent_count, older_count, copied; /* copied: from older */
-    uint64_t mask, multiplier;
-    int shift;
+    table_shape shape;
     uint64_t *seen, *seen_before; /* senders on probation: hash plus one, 0 free */
     Py_ssize_t seen_count;
     double seen_since; /* when `seen` began */
-    uint64_t seen_mask;
-    int seen_shift;
+    table_shape seen_shape;
 } Limiter;
 
-/* The slot of `hash` in `table`, or the free slot where it would go
- * (multiply-shift, then linear probing). */
+/* The slot of `hash` in `table`, or the free slot where it would go. */
 static inline slot *find(const Limiter *self, slot *table, uint64_t hash)
 {
-    uint64_t at = (hash * self->multiplier) >> self->shift;
-
-    while (table[at].hash && table[at].hash != hash)
-        at = (at + 1) & self->mask;
-    return &table[at];
+    return &table[table_find(&self->shape, table, sizeof(slot), hash)];
 }
 
 #define PROBATION_TIME 2.0 /* ratelimit.PROBATION_TIME */
@@ -74,7 +65,7 @@ static void next_generation(Limiter *self, double now)
 {
     uint64_t *cleared = self->seen_before;
 
-    memset(cleared, 0, (size_t)(self->seen_mask + 1) * sizeof(uint64_t));
+    memset(cleared, 0, (size_t)(self->seen_shape.mask + 1) * sizeof(uint64_t));
     self->seen_before = self->seen;
     self->seen = cleared;
     self->seen_count = 0;
@@ -85,10 +76,8 @@ static int on_probation(const Limiter *self, uint64_t hash)
 {
     for (int generation = 0; generation < 2; generation++) {
         const uint64_t *table = generation ? self->seen_before : self->seen;
-        for (uint64_t at = (hash * self->multiplier) >> self->seen_shift; table[at];
-             at = (at + 1) & self->seen_mask)
-            if (table[at] == hash)
-                return 1;
+        if (table[table_find(&self->seen_shape, table, sizeof(uint64_t), hash)])
+            return 1;
     }
     return 0;
 }
@@ -99,10 +88,9 @@ static void put_on_probation(Limiter *self, uint64_t hash, double now)
 
     if (self->seen_count >= self->probation)
         next_generation(self, now);
-    for (at = (hash * self->multiplier) >> self->seen_shift; self->seen[at];
-         at = (at + 1) & self->seen_mask)
-        if (self->seen[at] == hash)
-            return;
+    at = table_find(&self->seen_shape, self->seen, sizeof(uint64_t), hash);
+    if (self->seen[at])
+        return;
     self->seen[at] = hash;
     self->seen_count++;
 }
@@ -125,14 +113,6 @@ static int gate(const Limiter *self, double *full_at, double now)
     }
     *full_at = at + self->new_interval;
     return 1;
-}
-
-static uint64_t stored_hash(PyObject *key, int *error)
-{
-    Py_hash_t hash = PyObject_Hash(key);
-
-    *error = hash == -1;
-    return (uint64_t)hash + 1; /* never 0: a Python hash is never -1 */
 }
 
 /* A float as Python's f"{value:g}" writes it, for the error messages. */
@@ -163,8 +143,8 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {"rate", "burst", "size", "new_rate", "probation", NULL};
     double rate, burst, new_rate = 0.0;
-    Py_ssize_t size = 65536, capacity = 8, probation = -1, seen_capacity = 8;
-    int bits = 3, seen_bits = 3;
+    Py_ssize_t size = 65536, capacity, probation = -1, seen_capacity;
+    table_shape shape, seen_shape;
     PyObject *probation_arg = Py_None;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dd|ndO", names, &rate, &burst, &size,
@@ -192,19 +172,9 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
             return -1;
         }
     }
-    if (size > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(slot))
-        || probation > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(uint64_t))) {
-        PyErr_NoMemory(); /* two arrays of twice that many slots */
+    if ((capacity = table_shape_init(&shape, size, sizeof(slot), self)) < 0
+        || (seen_capacity = table_shape_init(&seen_shape, probation, sizeof(uint64_t), self)) < 0)
         return -1;
-    }
-    while (capacity < 2 * size) {
-        capacity <<= 1;
-        bits++;
-    }
-    while (seen_capacity < 2 * probation) {
-        seen_capacity <<= 1;
-        seen_bits++;
-    }
     /* All four freed and set together: never one table of a generation
      * without the other (allow() checks `recent` alone). */
     PyMem_RawFree(self->recent);
@@ -243,16 +213,11 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
     self->new_limit = 1.0 - self->new_interval * 0.999;
     self->new_full_at = self->promoted_full_at = 0.0;
     self->recent_count = self->older_count = self->copied = 0;
-    self->mask = (uint64_t)capacity - 1;
-    self->shift = 64 - bits;
+    self->shape = shape;
     self->probation = probation;
     self->seen_count = 0;
     self->seen_since = 0.0;
-    self->seen_mask = (uint64_t)seen_capacity - 1;
-    self->seen_shift = 64 - seen_bits;
-    if (getentropy(&self->multiplier, sizeof(self->multiplier)) != 0)
-        self->multiplier = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)self; /* no entropy */
-    self->multiplier |= 1; /* odd: every bit of the hash counts */
+    self->seen_shape = seen_shape;
     return 0;
 }
 
@@ -307,7 +272,7 @@ static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t
     now = PyFloat_AsDouble(args[1]);
     if (now == -1.0 && PyErr_Occurred())
         return NULL;
-    hash = stored_hash(args[0], &error);
+    hash = table_hash(args[0], &error);
     if (error)
         return NULL;
     found = find(self, self->recent, hash);
@@ -323,7 +288,7 @@ static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t
                 Py_RETURN_NONE;
             full_at = now; /* a new key has a full bucket */
         } else {
-            uint64_t sender = stored_hash(args[2], &error);
+            uint64_t sender = table_hash(args[2], &error);
 
             if (error)
                 return NULL;
@@ -351,7 +316,7 @@ static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t
         if (self->recent_count >= self->size) {
             /* A generation is full: the one before it is forgotten. */
             slot *cleared = self->older;
-            memset(cleared, 0, (size_t)(self->mask + 1) * sizeof(slot));
+            memset(cleared, 0, (size_t)(self->shape.mask + 1) * sizeof(slot));
             self->older = self->recent;
             self->older_count = self->recent_count;
             self->recent = cleared;
@@ -376,7 +341,7 @@ static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t
 static int limiter_contains(Limiter *self, PyObject *key)
 {
     int error;
-    uint64_t hash = stored_hash(key, &error);
+    uint64_t hash = table_hash(key, &error);
 
     if (error)
         return -1;

@@ -20,8 +20,9 @@
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
+
+#include "_table.h"
 
 enum { NORMAL = 0, EXEMPT = 1, BAD = 2 };
 
@@ -41,8 +42,7 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t size, count;
     entry *table;
-    uint64_t mask, multiplier;
-    int shift;
+    table_shape shape;
     network *exempt;
     Py_ssize_t exempt_count;
 } Sources;
@@ -54,7 +54,7 @@ static void forget_all(Sources *self)
 {
     uint64_t i;
 
-    for (i = 0; self->table && i <= self->mask; i++) {
+    for (i = 0; self->table && i <= self->shape.mask; i++) {
         Py_CLEAR(self->table[i].host);
         Py_CLEAR(self->table[i].key);
     }
@@ -99,7 +99,8 @@ static int sources_init(Sources *self, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {"exempt", "size", NULL};
     PyObject *exempt, *list;
-    Py_ssize_t size = 4096, slots = 8, i;
+    Py_ssize_t size = 4096, slots, i;
+    table_shape shape;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n", names, &exempt, &size))
         return -1;
@@ -107,10 +108,8 @@ static int sources_init(Sources *self, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError, "size must be 1 or more, not %zd", size);
         return -1;
     }
-    if (size > PY_SSIZE_T_MAX / (4 * (Py_ssize_t)sizeof(entry))) {
-        PyErr_NoMemory();
+    if ((slots = table_shape_init(&shape, size, sizeof(entry), self)) < 0)
         return -1;
-    }
     if (!(list = PySequence_List(exempt)))
         return -1;
     forget_all(self);
@@ -132,19 +131,11 @@ static int sources_init(Sources *self, PyObject *args, PyObject *kwargs)
         self->exempt_count++;
     }
     Py_DECREF(list);
-    self->shift = 64 - 3;
-    while (slots < 2 * size) { /* at most half full */
-        slots <<= 1;
-        self->shift--;
-    }
-    if (getentropy(&self->multiplier, sizeof(self->multiplier)) != 0)
-        self->multiplier = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)self; /* no entropy */
-    self->multiplier |= 1;
     if (!(self->table = PyMem_Calloc((size_t)slots, sizeof(entry)))) {
         PyErr_NoMemory();
         return -1;
     }
-    self->mask = (uint64_t)slots - 1;
+    self->shape = shape;
     self->size = size;
     self->count = 0;
     return 0;
@@ -222,14 +213,13 @@ illegal:
     return NULL;
 }
 
-/* The slot of `host` (of `hash`), or the free one where it would go. */
+/* The slot of `host` (of `hash`), or the free one where it would go: as
+ * _table.h's table_find, but a key is its text, compared. */
 static entry *find(Sources *self, PyObject *host, Py_hash_t hash)
 {
-    /* Multiply-shift on a random odd multiplier, as in _ratelimit.c: which
-     * addresses share a run of slots cannot be chosen from outside. */
-    uint64_t at = ((uint64_t)hash * self->multiplier) >> self->shift;
+    uint64_t at = table_start(&self->shape, (uint64_t)hash);
 
-    for (;; at = (at + 1) & self->mask) {
+    for (;; at = table_next(&self->shape, at)) {
         entry *slot = &self->table[at];
         if (!slot->host)
             return slot;

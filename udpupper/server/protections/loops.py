@@ -101,7 +101,7 @@ class PythonLoopBreaker:
 
     __slots__ = ("every", "size", "recent", "older")
 
-    def __init__(self, every: int, size: int = LOOP_MEMORY) -> None:
+    def __init__(self, every: int, size: int) -> None:
         if every < 1:
             raise ValueError(f"every must be 1 or more, not {every}")
         if size < 1:
