@@ -10,16 +10,19 @@
  * instead of two dicts, as _ratelimit.c keeps the rate limiter's: under a
  * flood of never-seen sources every datagram is a new address, and in
  * Python each one left a tuple and a sketch behind for the garbage
- * collector to walk, in dicts whose look-ups miss the caches.  An address
- * is known by its hash alone, as in _ratelimit.c (SipHash with the process's
- * own key), in a table of _table.h's.  A generation is an array of twice
- * `size` hashes, 8 bytes each, and beside it an array of as many memories
- * (the last reply's length, its sketch and the count; 44 bytes), so that
- * looking for a stranger, who is in neither generation, probes a run of
- * hashes in one cache line and touches no memory.  An address found in
- * `older` is copied to `recent`; when `recent` holds `size` the
- * generations swap and the new `recent`'s hashes are cleared.  3.3 MiB at
- * the default 16,384.
+ * collector to walk, in dicts whose look-ups miss the caches.  A slot is 56
+ * bytes: the address's hash (known by its hash alone, as in _ratelimit.c:
+ * SipHash with the process's own key), the last reply's length, its sketch
+ * and the count, in a table of _table.h's.  The two generations are two
+ * arrays of twice `size` slots; an address found in `older` is copied to
+ * `recent`; when `recent` holds `size` the arrays swap and the new `recent`
+ * is cleared.  3.5 MiB at the default 16,384.
+ *
+ * The hashes are not kept apart from the rest, though a stranger's probe
+ * would then read one cache line where it reads one or two: clearing a
+ * whole generation leaves it in the caches, where a new address's slot is
+ * then written; apart, every new address's memory missed them, and a
+ * stranger cost more (docs/performance.md).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -125,54 +128,29 @@ static PyObject *echoes(PyObject *module, PyObject *const *args, Py_ssize_t narg
 
 /* The loop breaker's memory: what was last sent to an address. */
 typedef struct {
+    uint64_t hash;        /* the address's Python hash plus one; 0: a free slot */
     uint32_t length;      /* of the last reply (a UDP payload: under 2^32) */
     uint32_t count;       /* echoes counted since the last withheld reply */
     uint8_t sketch_length;
     char sketch[SKETCH];  /* what is remembered of the last reply */
-} memory;
-
-/* One generation: the addresses' hashes (Python hash plus one; 0: a free
- * slot) and, slot for slot, their memories. */
-typedef struct {
-    uint64_t *hashes;
-    memory *memories;
-} generation;
+} slot;
 
 typedef struct {
     PyObject_HEAD
     long every;
     Py_ssize_t size;
-    generation recent, older;
+    slot *recent, *older;
     Py_ssize_t recent_count, older_count, copied; /* copied: from older */
     table_shape shape;
 } Breaker;
 
-/* Where `hash` is in `table`, or the free slot where it would go. */
-static inline uint64_t find(const Breaker *self, const generation *table, uint64_t hash)
+/* The slot of `hash` in `table`, or the free slot where it would go. */
+static inline slot *find(const Breaker *self, slot *table, uint64_t hash)
 {
-    return table_find(&self->shape, table->hashes, sizeof(uint64_t), hash);
+    return &table[table_find(&self->shape, table, sizeof(slot), hash)];
 }
 
-static void generation_free(generation *table)
-{
-    PyMem_RawFree(table->hashes);
-    PyMem_RawFree(table->memories);
-    table->hashes = NULL;
-    table->memories = NULL;
-}
-
-/* Its hashes cleared; a memory is written whole when its slot is taken. */
-static int generation_alloc(generation *table, Py_ssize_t capacity)
-{
-    table->hashes = PyMem_RawCalloc((size_t)capacity, sizeof(uint64_t));
-    table->memories = PyMem_RawMalloc((size_t)capacity * sizeof(memory));
-    if (table->hashes && table->memories)
-        return 0;
-    generation_free(table);
-    return -1;
-}
-
-static void remember(memory *entry, const char *reply, Py_ssize_t size)
+static void remember(slot *entry, const char *reply, Py_ssize_t size)
 {
     Py_ssize_t length;
     const char *kept = sketch_of(reply, size, entry->sketch, &length);
@@ -184,7 +162,7 @@ static void remember(memory *entry, const char *reply, Py_ssize_t size)
 }
 
 /* loops.python_step on a remembered address: whether the reply may go. */
-static int judge(const Breaker *self, memory *entry, PyObject *datagram, PyObject *reply)
+static int judge(const Breaker *self, slot *entry, PyObject *datagram, PyObject *reply)
 {
     if ((uint64_t)PyBytes_GET_SIZE(datagram) == entry->length) {
         char buffer[SKETCH];
@@ -208,7 +186,7 @@ static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
     long every;
     Py_ssize_t size, capacity;
     table_shape shape;
-    generation recent, older;
+    slot *recent, *older;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ln", keywords, &every, &size))
         return -1;
@@ -220,20 +198,18 @@ static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError, "size must be 1 or more, not %zd", size);
         return -1;
     }
-    capacity = table_shape_init(&shape, size, sizeof(uint64_t) + sizeof(memory), self);
-    if (capacity < 0)
+    if ((capacity = table_shape_init(&shape, size, sizeof(slot), self)) < 0)
         return -1;
-    if (generation_alloc(&recent, capacity) < 0) {
+    recent = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+    older = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+    if (!recent || !older) {
+        PyMem_RawFree(recent);
+        PyMem_RawFree(older);
         PyErr_NoMemory();
         return -1;
     }
-    if (generation_alloc(&older, capacity) < 0) {
-        generation_free(&recent);
-        PyErr_NoMemory();
-        return -1;
-    }
-    generation_free(&self->recent);
-    generation_free(&self->older);
+    PyMem_RawFree(self->recent);
+    PyMem_RawFree(self->older);
     self->recent = recent;
     self->older = older;
     self->every = every;
@@ -245,8 +221,8 @@ static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
 
 static void breaker_dealloc(Breaker *self)
 {
-    generation_free(&self->recent);
-    generation_free(&self->older);
+    PyMem_RawFree(self->recent);
+    PyMem_RawFree(self->older);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -254,15 +230,15 @@ static void breaker_dealloc(Breaker *self)
 static PyObject *breaker_allow(Breaker *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *datagram, *reply;
-    uint64_t hash, at;
-    memory moved;
+    uint64_t hash;
+    slot *entry, moved;
     int error, found;
 
     if (nargs != 3 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "allow(host, datagram: bytes, reply: bytes)");
         return NULL;
     }
-    if (!self->recent.hashes) {
+    if (!self->recent) {
         PyErr_SetString(PyExc_ValueError, "LoopBreaker.__init__ was not called");
         return NULL;
     }
@@ -270,34 +246,32 @@ static PyObject *breaker_allow(Breaker *self, PyObject *const *args, Py_ssize_t 
     hash = table_hash(args[0], &error);
     if (error)
         return NULL;
-    at = find(self, &self->recent, hash);
-    if (self->recent.hashes[at]) /* the hot path: an address it remembers */
-        return Py_NewRef(judge(self, &self->recent.memories[at], datagram, reply) ? Py_True
-                                                                                  : Py_False);
-    at = find(self, &self->older, hash);
-    if ((found = self->older.hashes[at] != 0)) {
-        moved = self->older.memories[at]; /* the copy left behind goes with its generation */
+    entry = find(self, self->recent, hash);
+    if (entry->hash) /* the hot path: an address it remembers */
+        return Py_NewRef(judge(self, entry, datagram, reply) ? Py_True : Py_False);
+    entry = find(self, self->older, hash);
+    if ((found = entry->hash != 0)) {
+        moved = *entry; /* the copy left behind goes with its generation */
         self->copied++;
     }
     if (self->recent_count >= self->size) {
-        generation cleared = self->older;
+        slot *cleared = self->older;
 
-        memset(cleared.hashes, 0, (size_t)(self->shape.mask + 1) * sizeof(uint64_t));
+        memset(cleared, 0, (size_t)(self->shape.mask + 1) * sizeof(slot));
         self->older = self->recent;
         self->recent = cleared;
         self->older_count = self->recent_count;
         self->recent_count = self->copied = 0;
     }
-    at = find(self, &self->recent, hash);
-    self->recent.hashes[at] = hash;
+    entry = find(self, self->recent, hash);
     self->recent_count++;
     if (found) {
-        self->recent.memories[at] = moved;
-        return Py_NewRef(judge(self, &self->recent.memories[at], datagram, reply) ? Py_True
-                                                                                  : Py_False);
+        *entry = moved;
+        return Py_NewRef(judge(self, entry, datagram, reply) ? Py_True : Py_False);
     }
-    self->recent.memories[at].count = 0;
-    remember(&self->recent.memories[at], PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply));
+    entry->hash = hash;
+    entry->count = 0;
+    remember(entry, PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply));
     Py_RETURN_TRUE;
 }
 
