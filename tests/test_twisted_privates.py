@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import inspect
 import socket
+import signal
+import subprocess
+import sys
 
+from twisted.application import app
 from twisted.internet import reactor, tcp, udp
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.trial import unittest
@@ -35,3 +39,29 @@ class TwistedPrivatesTests(unittest.TestCase):
     def test_the_emfile_text_is_twisted_s(self) -> None:
         source = inspect.getsource(tcp).replace('" "', "")  # "EMFILE recovery:" " Closed"
         self.assertIn(EMFILE_RECOVERY, source)
+
+    def test_the_reactor_installs_the_stop_handlers_it_is_given(self) -> None:
+        """A real reactor, run: SIGINT and SIGTERM are the handler
+        take_stop_signals gave it, and two at once stop it, with the last
+        noted where twistd reads its exit signal."""
+        script = (
+            "import os, signal\n"
+            "from twisted.internet import reactor\n"
+            "from udpupper.server.signals import queue_stop_signals\n"
+            "queue_stop_signals(reactor)\n"
+            "def check():\n"
+            "    print(signal.getsignal(signal.SIGINT).__name__,"
+            " signal.getsignal(signal.SIGTERM).__name__)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "reactor.callWhenRunning(check)\n"
+            "reactor.run()\n"
+            "print(reactor._exitSignal)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                timeout=60)
+        self.assertEqual(result.stdout.split(), ["on_stop_signal", "on_stop_signal",
+                                                 str(int(signal.SIGTERM))], result.stderr)
+
+    def test_twistd_takes_its_exit_signal_from_the_reactor(self) -> None:
+        self.assertIn("reactor._exitSignal", inspect.getsource(app))

@@ -50,3 +50,29 @@ def observe_accept_log(listening_port: object,
     observer = cast(ILogObserver, wrap(logger.observer))
     setattr(listening_port, "_logger", Logger(namespace=logger.namespace, observer=observer))
     return True
+
+
+def take_stop_signals(reactor: object, handler: Callable[[int, object], None]) -> None:
+    """Have ``reactor`` install ``handler`` for SIGINT, SIGTERM (and SIGBREAK)
+    where it would install its own ``sigInt``, ``sigTerm`` and ``sigBreak``.
+
+    The reactor looks those methods up on itself as it starts running
+    (``_handleSignals`` in 22.10, ``_signalsFactory`` from 23.8) and
+    installs them under its own conditions (SIGINT only where Python's
+    default handler is in place); no public way replaces what they do.
+    Set on the instance, before ``run``.  Checked 22.10 to 26.10; no
+    upstream ticket (the deadlock they work around: :mod:`.server.signals`).
+    """
+    for name in ("sigInt", "sigTerm", "sigBreak"):
+        setattr(reactor, name, handler)
+
+
+def set_exit_signal(reactor: object, number: int) -> None:
+    """Have twistd end by signal ``number``, as after Twisted's own handlers.
+
+    Those set ``reactor._exitSignal``, which twistd's ``ApplicationRunner``
+    reads once the reactor has stopped, and with which it then kills itself
+    (so that a supervisor sees "killed by SIGTERM").  Checked 22.10 to
+    26.10; no upstream ticket.
+    """
+    setattr(reactor, "_exitSignal", number)

@@ -27,7 +27,7 @@ from udpupper.server.protections import loops
 from udpupper.server.protections.policy import Protections, PythonSources
 from udpupper.server.protections.ratelimit import PythonRateLimiter
 from udpupper.server.protocol import MonotonicClock, UpperProtocol
-from udpupper.server.signals import on_hangup, stop_once
+from udpupper.server.signals import on_hangup, queue_stop_signals, stop_once
 from udpupper.server.stats import Stats
 from udpupper.server.workers import worker as supervised
 
@@ -156,6 +156,7 @@ class UpperService(service.MultiService):
         self.reactor.callWhenRunning(self._announce)
         stop_once(self.reactor)
         on_hangup(self.reactor, self.log_counters)
+        queue_stop_signals(self.reactor)
 
     def _announce(self) -> None:
         if self.port is None:

@@ -50,7 +50,7 @@ from udpupper.kernel import socket_memory
 from udpupper.options import one_line
 from udpupper.server import systemd
 from udpupper.server.listening import cannot_listen, format_endpoint
-from udpupper.server.signals import on_hangup, stop_once
+from udpupper.server.signals import on_hangup, queue_stop_signals, stop_once
 from udpupper.server.stats import Stats
 from udpupper.server.workers.counters import WorkerCounters
 from udpupper.server.workers.steering import attach, bind_group
@@ -183,6 +183,7 @@ class Workers(service.Service):
         self.watchdog.start(WATCH_INTERVAL, now=False)
         on_hangup(self.reactor, self.pass_hangup_on)
         stop_once(self.reactor)
+        queue_stop_signals(self.reactor)
 
     def spawn(self, name: str) -> None:
         """Start worker ``name`` on its socket, with its report pipe."""
