@@ -11,10 +11,13 @@ import sys
 
 from twisted.application import app
 from twisted.internet import reactor, tcp, udp
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.trial import unittest
 
-from udpupper.twisted_privates import EMFILE_RECOVERY, adopt_socket, observe_accept_log
+from udpupper.twisted_privates import (EMFILE_RECOVERY, adopt_socket, observe_accept_log,
+                                       queue_stop_signals)
 
 
 class TwistedPrivatesTests(unittest.TestCase):
@@ -47,7 +50,7 @@ class TwistedPrivatesTests(unittest.TestCase):
         script = (
             "import os, signal\n"
             "from twisted.internet import reactor\n"
-            "from udpupper.server.signals import queue_stop_signals\n"
+            "from udpupper.twisted_privates import queue_stop_signals\n"
             "queue_stop_signals(reactor)\n"
             "def check():\n"
             "    print(signal.getsignal(signal.SIGINT).__name__,"
@@ -65,3 +68,47 @@ class TwistedPrivatesTests(unittest.TestCase):
 
     def test_twistd_takes_its_exit_signal_from_the_reactor(self) -> None:
         self.assertIn("reactor._exitSignal", inspect.getsource(app))
+
+
+class QueuedReactor:
+    """Records what a signal handler queues and sets; stops once, and a
+    second stop raises, as Twisted's does."""
+
+    def __init__(self) -> None:
+        self.stops = 0
+        self.queued: list = []
+
+    def stop(self) -> None:
+        self.stops += 1
+        if self.stops > 1:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+
+    def callFromThread(self, f, *args) -> None:  # noqa: N802 - Twisted's name
+        self.queued.append((f, args))
+
+    def run_queued(self) -> None:
+        queued, self.queued = self.queued, []
+        for f, args in queued:
+            f(*args)
+
+
+class StopSignalTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def test_a_handler_only_notes_the_signal_and_queues_the_stop(self) -> None:
+        """Nothing is logged, and no lock taken, inside the handler: a second
+        signal there could wait for ever on a lock the first one holds."""
+        reactor = QueuedReactor()
+        queue_stop_signals(reactor)
+        reactor.sigInt(signal.SIGINT, None)
+        reactor.sigTerm(signal.SIGTERM, None)  # the second, at once
+        self.assertEqual(self.events, [])
+        self.assertEqual(reactor._exitSignal, signal.SIGTERM)  # twistd's exit status
+        self.assertEqual(reactor.stops, 0)
+        reactor.run_queued()
+        self.assertEqual(reactor.stops, 2)  # the second stop is no traceback
+        self.assertEqual([formatEvent(event) for event in self.events],
+                         ["Received SIGINT, shutting down.", "Received SIGTERM, shutting down."])

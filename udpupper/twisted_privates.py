@@ -8,12 +8,16 @@ A test runs each against the installed Twisted (tests/test_twisted_privates.py).
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable
 from typing import cast
 
 from twisted.internet import udp
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import ILogObserver, Logger
+
+_log = Logger()
 
 # How Twisted's tcp and unix ports log that accept() ran out of descriptors
 # ("EMFILE recovery: Closed socket fd ..."): the one accept failure they log
@@ -52,27 +56,43 @@ def observe_accept_log(listening_port: object,
     return True
 
 
-def take_stop_signals(reactor: object, handler: Callable[[int, object], None]) -> None:
-    """Have ``reactor`` install ``handler`` for SIGINT, SIGTERM (and SIGBREAK)
-    where it would install its own ``sigInt``, ``sigTerm`` and ``sigBreak``.
 
-    The reactor looks those methods up on itself as it starts running
-    (``_handleSignals`` in 22.10, ``_signalsFactory`` from 23.8) and
-    installs them under its own conditions (SIGINT only where Python's
-    default handler is in place); no public way replaces what they do.
-    Set on the instance, before ``run``.  Checked 22.10 to 26.10; no
-    upstream ticket (the deadlock they work around: :mod:`.server.signals`).
-    """
-    for name in ("sigInt", "sigTerm", "sigBreak"):
-        setattr(reactor, name, handler)
+def queue_stop_signals(reactor) -> None:
+    """Have SIGINT and SIGTERM only queue ``reactor``'s stop, and say so
+    from the reactor's loop, not from inside the signal handler.
 
+    Twisted 22.10's own handlers log from inside the handler, through
+    ``twisted.python.log``, whose lock is a pure-Python ``RLock``: a second
+    signal that lands while the first handler is taking that lock waits for
+    it for ever, and the process with it.  A terminal's Ctrl-C followed by
+    a SIGTERM (the ``--workers`` parent's to its workers, a supervisor's, or
+    a test's) hung the parent so, about one stop in 90 on a loaded machine.
+    What these do inside the handler is what Twisted's do besides logging:
+    note the signal for twistd's exit status and queue the stop.
 
-def set_exit_signal(reactor: object, number: int) -> None:
-    """Have twistd end by signal ``number``, as after Twisted's own handlers.
-
-    Those set ``reactor._exitSignal``, which twistd's ``ApplicationRunner``
-    reads once the reactor has stopped, and with which it then kills itself
-    (so that a supervisor sees "killed by SIGTERM").  Checked 22.10 to
+    Two privates: the reactor looks ``sigInt``, ``sigTerm`` and
+    ``sigBreak`` up on itself as it starts running (``_handleSignals`` in
+    22.10, ``_signalsFactory`` from 23.8) and installs them under its own
+    conditions (SIGINT only where Python's default handler is in place: an
+    ignored SIGINT stays ignored), so these are set on the instance, before
+    ``run``; and twistd's ``ApplicationRunner`` reads
+    ``reactor._exitSignal`` once the reactor has stopped and kills itself
+    with it (a supervisor sees "killed by SIGTERM").  Checked 22.10 to
     26.10; no upstream ticket.
     """
-    setattr(reactor, "_exitSignal", number)
+
+    def on_stop_signal(number: int, frame: object = None) -> None:
+        setattr(reactor, "_exitSignal", number)
+        reactor.callFromThread(_stop_for, reactor, number)
+
+    for name in ("sigInt", "sigTerm", "sigBreak"):
+        setattr(reactor, name, on_stop_signal)
+
+
+def _stop_for(reactor, number: int) -> None:
+    """In the reactor's loop: Twisted's own line, then the stop."""
+    _log.info("Received {name}, shutting down.", name=signal.Signals(number).name)
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # stopping already

@@ -28,6 +28,7 @@ from udpupper.client.ping import MIN_SIZE, Ping
 from udpupper.client.summary import PingStats
 from udpupper.dscp import mark
 from udpupper.transform import max_payload
+from udpupper.twisted_privates import queue_stop_signals
 from udpupper.udp import MarkedPort
 
 # The round-trip histogram's upper bounds, in seconds.
@@ -225,5 +226,6 @@ def run_prober(reactor, endpoint: str, limits: Limits) -> int:
         reactor.callWhenRunning(reactor.stop)
 
     serve_probes(reactor, endpoint, limits).addCallbacks(listening, failed)
+    queue_stop_signals(reactor)  # Ctrl-C then SIGTERM: no deadlock
     reactor.run()
     return outcome.get("status", 0)

@@ -27,9 +27,10 @@ from udpupper.server.protections import loops
 from udpupper.server.protections.policy import Protections, PythonSources
 from udpupper.server.protections.ratelimit import PythonRateLimiter
 from udpupper.server.protocol import MonotonicClock, UpperProtocol
-from udpupper.server.signals import on_hangup, queue_stop_signals, stop_once
+from udpupper.server.signals import on_hangup, stop_once
 from udpupper.server.stats import Stats
 from udpupper.server.workers import worker as supervised
+from udpupper.twisted_privates import queue_stop_signals
 
 DEFAULT_RCVBUF = 4 * 1024 * 1024  # bytes: rides out bursts at full speed
 CHECK_INTERVAL = 1.0  # seconds between two looks at the kernel's drops

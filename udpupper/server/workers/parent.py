@@ -50,13 +50,14 @@ from udpupper.kernel import socket_memory
 from udpupper.options import one_line
 from udpupper.server import systemd
 from udpupper.server.listening import cannot_listen, format_endpoint
-from udpupper.server.signals import on_hangup, queue_stop_signals, stop_once
+from udpupper.server.signals import on_hangup, stop_once
 from udpupper.server.stats import Stats
 from udpupper.server.workers.counters import WorkerCounters
 from udpupper.server.workers.steering import attach, bind_group
 from udpupper.server.workers.worker import (COUNTS, COUNTS_FD, PARENT, REPORT,
                                             REPORT_FD, SOCKET, SOCKET_FD,
                                             SharedCounts, worker_log)
+from udpupper.twisted_privates import queue_stop_signals
 
 # The workers import udpupper from where the parent did: ``python -c`` puts
 # the working directory first on sys.path, and a source tree there (``make
