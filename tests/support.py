@@ -1,4 +1,5 @@
-"""What several test modules need: a plain-socket peer and IPv6 detection."""
+"""What several test modules need: a plain-socket peer, IPv6 detection and a
+reactor that stops as Twisted's does."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import socket
 
 from twisted.internet import threads
+from twisted.internet.error import ReactorNotRunning
 
 
 def can_bind(host: str, port: int = 0) -> bool:
@@ -90,3 +92,25 @@ class CapturedStderr:
         self.file.seek(0)
         self.text = self.file.read().decode()
         self.file.close()
+
+
+class StoppingReactor:
+    """Stops once; a second stop raises, as Twisted's does.  Records what is
+    queued with ``callFromThread``, run by ``run_queued``."""
+
+    def __init__(self) -> None:
+        self.stops = 0
+        self.queued: list = []
+
+    def stop(self) -> None:
+        self.stops += 1
+        if self.stops > 1:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+
+    def callFromThread(self, f, *args) -> None:  # noqa: N802 - Twisted's name
+        self.queued.append((f, args))
+
+    def run_queued(self) -> None:
+        queued, self.queued = self.queued, []
+        for f, args in queued:
+            f(*args)

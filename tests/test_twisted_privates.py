@@ -4,18 +4,18 @@ when one changes upstream, this fails first, and names it."""
 from __future__ import annotations
 
 import inspect
-import socket
 import signal
+import socket
 import subprocess
 import sys
 
 from twisted.application import app
 from twisted.internet import reactor, tcp, udp
-from twisted.internet.error import ReactorNotRunning
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from tests.support import StoppingReactor
 from udpupper.twisted_privates import (EMFILE_RECOVERY, adopt_socket, observe_accept_log,
                                        queue_stop_signals)
 
@@ -45,7 +45,7 @@ class TwistedPrivatesTests(unittest.TestCase):
 
     def test_the_reactor_installs_the_stop_handlers_it_is_given(self) -> None:
         """A real reactor, run: SIGINT and SIGTERM are the handler
-        take_stop_signals gave it, and two at once stop it, with the last
+        queue_stop_signals gave it, and two at once stop it, with the last
         noted where twistd reads its exit signal."""
         script = (
             "import os, signal\n"
@@ -70,28 +70,6 @@ class TwistedPrivatesTests(unittest.TestCase):
         self.assertIn("reactor._exitSignal", inspect.getsource(app))
 
 
-class QueuedReactor:
-    """Records what a signal handler queues and sets; stops once, and a
-    second stop raises, as Twisted's does."""
-
-    def __init__(self) -> None:
-        self.stops = 0
-        self.queued: list = []
-
-    def stop(self) -> None:
-        self.stops += 1
-        if self.stops > 1:
-            raise ReactorNotRunning("Can't stop reactor that isn't running.")
-
-    def callFromThread(self, f, *args) -> None:  # noqa: N802 - Twisted's name
-        self.queued.append((f, args))
-
-    def run_queued(self) -> None:
-        queued, self.queued = self.queued, []
-        for f, args in queued:
-            f(*args)
-
-
 class StopSignalTests(unittest.TestCase):
     def setUp(self) -> None:
         self.events: list[dict] = []
@@ -101,7 +79,7 @@ class StopSignalTests(unittest.TestCase):
     def test_a_handler_only_notes_the_signal_and_queues_the_stop(self) -> None:
         """Nothing is logged, and no lock taken, inside the handler: a second
         signal there could wait for ever on a lock the first one holds."""
-        reactor = QueuedReactor()
+        reactor = StoppingReactor()
         queue_stop_signals(reactor)
         reactor.sigInt(signal.SIGINT, None)
         reactor.sigTerm(signal.SIGTERM, None)  # the second, at once
