@@ -37,20 +37,64 @@ class UpperAsciiTests(unittest.TestCase):
                     self.assertEqual(transform.upper_ascii(payload),
                                      python_upper_ascii(payload), payload)
 
+    def test_both_builds_of_the_block_loop_agree(self) -> None:
+        # Where the CPU has AVX2 the C twin's block loop takes 32 bytes a
+        # step; the portable build is what other CPUs run.  Each byte value
+        # at each place, around the steps' widths and their tails.
+        _transform = self.c_helper()
+        for size in (15, 16, 17, 31, 32, 33, 40, 63, 64, 65, 72):
+            for at in range(size):
+                for value in range(256):
+                    payload = bytearray(b"q" * size)
+                    payload[at] = value
+                    payload = bytes(payload)
+                    expected = python_upper_ascii(payload)
+                    self.assertEqual(_transform.upper_ascii(payload), expected, payload)
+                    self.assertEqual(_transform.portable_upper_ascii(payload), expected, payload)
+
+    def test_the_widest_build_the_cpu_runs(self) -> None:
+        _transform = self.c_helper()
+        import platform
+
+        if platform.machine() != "x86_64":
+            self.assertEqual(_transform.INSTRUCTIONS, "portable")
+            return
+        with open("/proc/cpuinfo") as cpuinfo:
+            avx2 = any(line.startswith("flags") and " avx2" in line for line in cpuinfo)
+        self.assertEqual(_transform.INSTRUCTIONS, "AVX2" if avx2 else "SSE2")
+
+    def c_helper(self):
+        try:
+            from udpupper import _transform
+        except ImportError:
+            raise unittest.SkipTest("the C helper is not built")
+        return _transform
+
     def test_one_byte_not_ascii_anywhere_in_a_long_payload(self) -> None:
         # The C twin upper-cases a block at a time before it looks: a byte
         # that is not ASCII in any block, at its edges and in the tail.
         ascii = bytes(range(128)) * 16 + b"tail!"
-        self.assertEqual(transform.upper_ascii(ascii), ascii.upper())
-        for at in (0, 7, 8, 255, 256, 257, 1024, 2047, 2048, len(ascii) - 1):
-            for value in (0x80, 0xC3, 0xFF):
-                payload = ascii[:at] + bytes([value]) + ascii[at + 1:]
-                self.assertIsNone(transform.upper_ascii(payload), (at, value))
+        twins = [transform.upper_ascii]
+        if transform.upper_ascii is not python_upper_ascii:
+            from udpupper._transform import portable_upper_ascii
+
+            twins.append(portable_upper_ascii)
+        for twin in twins:
+            self.assertEqual(twin(ascii), ascii.upper())
+            for at in (0, 7, 8, 255, 256, 257, 1024, 2047, 2048, len(ascii) - 1):
+                for value in (0x80, 0xC3, 0xFF):
+                    payload = ascii[:at] + bytes([value]) + ascii[at + 1:]
+                    self.assertIsNone(twin(payload), (at, value))
 
     @given(st.binary(max_size=3000) | st.text(max_size=500).map(str.encode)
            | st.binary(max_size=200).map(lambda raw: bytes(byte & 0x7F for byte in raw)))
     def test_any_bytes(self, payload: bytes) -> None:
-        self.assertEqual(transform.upper_ascii(payload), python_upper_ascii(payload))
+        expected = python_upper_ascii(payload)
+        self.assertEqual(transform.upper_ascii(payload), expected)
+        if transform.upper_ascii is not python_upper_ascii:
+            from udpupper._transform import portable_upper_ascii
+
+            self.assertEqual(portable_upper_ascii(payload), expected)
 
     def test_bytes_only(self) -> None:
         with self.assertRaises(TypeError):

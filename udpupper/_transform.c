@@ -10,6 +10,13 @@
  *
  * upper_ascii(payload: bytes) -> bytes | None
  *     payload.upper() when payload.isascii(), else None.
+ * portable_upper_ascii(payload: bytes) -> bytes | None
+ *     the same, never with AVX2: what a CPU without it runs (for the tests).
+ *
+ * On x86-64 the block loop is built twice, once for AVX2 (32 bytes a step
+ * where the baseline's SSE2 takes 16), and the one the CPU can run chosen
+ * when the module loads; INSTRUCTIONS says which (docs/performance.md has
+ * what it saves).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,27 +39,16 @@ static inline uint64_t upper8(uint64_t word)
     return word ^ (((from_a & ~past_z) & HIGH_BITS) >> 2);
 }
 
-static PyObject *upper_ascii(PyObject *module, PyObject *payload)
+/* The first `words` bytes (a multiple of eight), upper-cased from `in` to
+ * `out` a block at a time, given up at the end of the first block that was
+ * not ASCII (the loop within a block has no exit, so that the compiler can
+ * make it wider than eight bytes); every byte looked at, OR-ed. */
+static inline __attribute__((always_inline)) uint64_t
+upper_words(const unsigned char *in, unsigned char *out, Py_ssize_t words)
 {
-    const unsigned char *in;
-    unsigned char *out;
-    Py_ssize_t size, words, i;
     uint64_t seen = 0, word;
-    PyObject *result;
+    Py_ssize_t i;
 
-    if (!PyBytes_CheckExact(payload)) {
-        PyErr_SetString(PyExc_TypeError, "upper_ascii takes bytes");
-        return NULL;
-    }
-    in = (const unsigned char *)PyBytes_AS_STRING(payload);
-    size = PyBytes_GET_SIZE(payload);
-    if (!(result = PyBytes_FromStringAndSize(NULL, size)))
-        return NULL;
-    out = (unsigned char *)PyBytes_AS_STRING(result);
-    /* One pass: each block upper-cased as if ASCII, and given up at the end
-     * of the first block that was not (the loop within a block has no exit,
-     * so that the compiler can make it wider than eight bytes). */
-    words = size - size % 8;
     for (i = 0; i < words;) {
         Py_ssize_t end = i + BLOCK < words ? i + BLOCK : words;
         for (; i < end; i += 8) {
@@ -64,6 +60,46 @@ static PyObject *upper_ascii(PyObject *module, PyObject *payload)
         if (seen & HIGH_BITS)
             break;
     }
+    return seen;
+}
+
+typedef uint64_t (*words_function)(const unsigned char *, unsigned char *, Py_ssize_t);
+
+static uint64_t portable_words(const unsigned char *in, unsigned char *out, Py_ssize_t words)
+{
+    return upper_words(in, out, words);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define WIDE_WORDS 1
+__attribute__((target("avx2"))) static uint64_t
+avx2_words(const unsigned char *in, unsigned char *out, Py_ssize_t words)
+{
+    return upper_words(in, out, words);
+}
+#endif
+
+static words_function best_words = portable_words; /* set when the module loads */
+
+static PyObject *upper_with(words_function words_of, PyObject *payload)
+{
+    const unsigned char *in;
+    unsigned char *out;
+    Py_ssize_t size, words, i;
+    uint64_t seen;
+    PyObject *result;
+
+    if (!PyBytes_CheckExact(payload)) {
+        PyErr_SetString(PyExc_TypeError, "upper_ascii takes bytes");
+        return NULL;
+    }
+    in = (const unsigned char *)PyBytes_AS_STRING(payload);
+    size = PyBytes_GET_SIZE(payload);
+    if (!(result = PyBytes_FromStringAndSize(NULL, size)))
+        return NULL;
+    out = (unsigned char *)PyBytes_AS_STRING(result);
+    words = size - size % 8;
+    seen = words_of(in, out, words);
     for (i = words; i < size && !(seen & HIGH_BITS); i++) {
         seen |= in[i];
         out[i] = (unsigned char)(in[i] - ((unsigned)(in[i] - 'a') < 26u ? 32 : 0));
@@ -75,9 +111,21 @@ static PyObject *upper_ascii(PyObject *module, PyObject *payload)
     return result;
 }
 
+static PyObject *upper_ascii(PyObject *module, PyObject *payload)
+{
+    return upper_with(best_words, payload);
+}
+
+static PyObject *portable_upper_ascii(PyObject *module, PyObject *payload)
+{
+    return upper_with(portable_words, payload);
+}
+
 static PyMethodDef methods[] = {
     {"upper_ascii", upper_ascii, METH_O,
      "upper_ascii(payload) -> payload.upper() if payload.isascii() else None"},
+    {"portable_upper_ascii", portable_upper_ascii, METH_O,
+     "upper_ascii without AVX2, as a CPU without it runs it (for the tests)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -88,5 +136,19 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__transform(void)
 {
-    return PyModule_Create(&module);
+    PyObject *created = PyModule_Create(&module);
+    const char *width = "SSE2";
+
+#ifdef WIDE_WORDS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) {
+        best_words = avx2_words;
+        width = "AVX2";
+    }
+#else
+    width = "portable";
+#endif
+    if (created && PyModule_AddStringConstant(created, "INSTRUCTIONS", width) < 0)
+        Py_CLEAR(created);
+    return created;
 }

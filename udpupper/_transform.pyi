@@ -1,3 +1,6 @@
 """udpupper._transform (C): transform.python_upper_ascii, eight bytes a step."""
 
+INSTRUCTIONS: str  # the block loop's build: "AVX2", "SSE2" or "portable"
+
 def upper_ascii(payload: bytes, /) -> bytes | None: ...
+def portable_upper_ascii(payload: bytes, /) -> bytes | None: ...
