@@ -146,6 +146,26 @@ class SketchTests(unittest.TestCase):
         self.assertFalse(resembles(b"ABCDEFGH", b"AxCxExGH"))  # three
         self.assertFalse(resembles(b"ABC", b"ABD"))  # too short to tell
 
+    def test_property_two_equal_quarters_resemble(self) -> None:
+        # What resembles means, quarter by quarter, against its shortcut
+        # for payloads that differ in their quarters' first bytes.
+        from hypothesis import given
+        from hypothesis import strategies as st
+
+        @given(st.binary(min_size=4, max_size=64), st.data())
+        def check(last, data):
+            q = len(last) // 4
+            quarters = [(0, q), (q, 2 * q), (2 * q, 3 * q), (3 * q, len(last))]
+            new = b"".join(
+                last[lo:hi] if data.draw(st.booleans())
+                else data.draw(st.binary(min_size=hi - lo, max_size=hi - lo))
+                for lo, hi in quarters
+            )
+            equal = sum(new[lo:hi] == last[lo:hi] for lo, hi in quarters)
+            self.assertEqual(resembles(new, last), equal >= 2, (new, last))
+
+        check()
+
     def test_property_a_short_stamp_is_always_seen(self) -> None:
         from hypothesis import given
         from hypothesis import strategies as st

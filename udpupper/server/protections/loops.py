@@ -55,6 +55,10 @@ def resembles(new: bytes, last: bytes) -> bool:
     if size < 4:
         return False
     q = size // 4
+    # Ordinary traffic differs everywhere: three quarters whose first bytes
+    # differ leave at most one equal, told without slicing any.
+    if new[0] != last[0] and new[q] != last[q] and new[2 * q] != last[2 * q]:
+        return False
     first = new[:q] == last[:q]
     if new[q:2 * q] == last[q:2 * q]:
         if first:
