@@ -35,10 +35,13 @@ reserve()
 fd = server.fileno()
 spin = 0
 while True:
-    datagrams = recv_batch(fd, 64, wildcard, spin, False)
-    if not datagrams:
-        spin = 0
-        server.recv(0, socket.MSG_PEEK)  # block until the next one
+    try:
+        datagrams = recv_batch(fd, 64, wildcard, spin, False)
+        if not datagrams:
+            spin = 0
+            server.recv(0, socket.MSG_PEEK)  # block until the next one
+            continue
+    except OSError:  # a client gone (ICMP unreachable): the daemon goes on too
         continue
     # Helper refusals (an int route) are not answered, as the daemon does.
     send_batch(fd, [(upper(datagram), route) for datagram, _, route in datagrams
