@@ -137,16 +137,15 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__transform(void)
 {
     PyObject *created = PyModule_Create(&module);
-    const char *width = "SSE2";
+    const char *width = "portable";
 
 #ifdef WIDE_WORDS
+    width = "SSE2"; /* x86-64's baseline */
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) {
         best_words = avx2_words;
         width = "AVX2";
     }
-#else
-    width = "portable";
 #endif
     if (created && PyModule_AddStringConstant(created, "INSTRUCTIONS", width) < 0)
         Py_CLEAR(created);
