@@ -16,16 +16,17 @@ goes").
 import socket
 import sys
 
-from udpupper._batch import recv_batch, reserve, send_batch
+from udpupper._batch import BATCH, recv_batch, reserve, send_batch
 from udpupper.kernel import prepare_server_socket
 from udpupper.server.port import DEFAULT_BUSY_POLL
+from udpupper.server.protections.destination import is_wildcard
 from udpupper.server.service import DEFAULT_RCVBUF
 from udpupper.transform import upper
 
 # As the daemon: with no ADDRESS, both stacks on one socket, the kernel
 # saying where each datagram was sent; with one, that address alone.
 address = sys.argv[2] if len(sys.argv) > 2 else "::"
-wildcard = len(sys.argv) <= 2
+wildcard = is_wildcard(address)
 server = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
 if wildcard:
     server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -36,7 +37,7 @@ fd = server.fileno()
 spin = 0
 while True:
     try:
-        datagrams = recv_batch(fd, 64, wildcard, spin, False)
+        datagrams = recv_batch(fd, BATCH, wildcard, spin, False)
         if not datagrams:
             spin = 0
             server.recv(0, socket.MSG_PEEK)  # block until the next one
