@@ -85,9 +85,12 @@ class Client:
         self.tries = 0
         self.answered_at: int | None = None  # which try was answered
         self.next_try = 0.0
+        self.first_try = 0.0  # when, for a report
 
     def ask(self, now: float) -> None:
         self.tries += 1
+        if self.tries == 1:
+            self.first_try = now
         self.sock.sendto(self.text, self.server)
         self.next_try = now + RETRY
 
@@ -164,6 +167,11 @@ def main() -> None:
                             for k in range(1, TRIES + 1)],
         "never_answered": sum(client.answered_at is None for client in new),
         "answered_within_two_pct": round(100 * within_two / max(len(new), 1), 2),
+        # When the clients not answered by their second try first asked, in
+        # seconds from the flood's start: together, a moment the daemon lost
+        # what came (a stall); spread out, its decisions.
+        "late_first_tries": [round(client.first_try - began, 3) for client in new
+                             if client.answered_at not in (1, 2)],
         "known_settled": settled,
         "known_answered_first_try_after_quiet": sum(client.answered_at == 1 for client in known),
     }))

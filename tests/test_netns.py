@@ -199,8 +199,15 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
                            check=True, timeout=30)
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() > 1 else []
         # A table small enough that 10,000 new prefixes a second taken in
-        # would push the known ones out within their quiet 3 s.
-        daemon = Daemon("--port", "0", "--rate-table", "4096",
+        # would push the known ones out within their quiet 3 s.  A buffer
+        # that rides out a stall of the daemon's core: with the default 8 MiB
+        # (granted for 4), near a flood the daemon answers at most a little
+        # faster than it comes, a stall of a few hundred milliseconds (a VM's,
+        # or SIGSTOP for 300 ms) overflowed it, and the first tries lost in
+        # the kernel made the clients' second tries their first: 16 in a row
+        # answered at their third.  What is asked here is the daemon's
+        # decisions; what a stall costs is the kernel-drops count below.
+        daemon = Daemon("--port", "0", "--rate-table", "4096", "--rcvbuf", str(64 << 20),
                         prefix=(*link.in_server(), *pin))
         self.addCleanup(daemon.stop)
         port = daemon.start()
@@ -222,7 +229,7 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
             # carries each datagram into the daemon's namespace on the
             # flood's core; 107,688 a second over IPv6 on one CI host.)
             self.assertGreaterEqual(result["flood_rate"], 10 * DEFAULT_NEW_PREFIX_RATE, results)
-            self.assertGreaterEqual(result["answered_within_two_pct"], 99.0, results)
+            self.assertGreaterEqual(result["answered_within_two_pct"], 99.0, (results, counters))
             self.assertEqual(result["known_settled"], 20, results)
             self.assertEqual(result["known_answered_first_try_after_quiet"], 20, results)
         # The clients share the daemon's core: some of the flood may wait too
