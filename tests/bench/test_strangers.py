@@ -1,0 +1,31 @@
+"""bench/strangers: it runs, times the three senders, and answers every datagram."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.trial import unittest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "strangers")
+
+
+class StrangersTests(unittest.TestCase):
+    def run_script(self, *options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, SCRIPT, *options], capture_output=True,
+                              text=True, timeout=120)
+
+    def test_every_datagram_answered(self) -> None:
+        result = self.run_script("--count", "3000", "--rounds", "1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(
+            result.stdout,
+            r"^a known /24, no rate limit: [\d,]+ ns a datagram\n"
+            r"a known /24, rate limit: [\d,]+ ns a datagram\n"
+            r"strangers of 65,536 /24s: [\d,]+ ns a datagram\n$")
+
+    def test_bad_options(self) -> None:
+        result = self.run_script("--rounds", "0")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--count and --rounds are at least 1", result.stderr)
