@@ -9,6 +9,7 @@ from udpupper.transform import (
     MAX_IPV4_PAYLOAD,
     MAX_IPV6_PAYLOAD,
     max_payload,
+    python_upper,
     python_upper_ascii,
     upper,
 )
@@ -87,43 +88,70 @@ class UpperAsciiTests(unittest.TestCase):
             transform.upper_ascii(bytearray(b"abc"))  # type: ignore[arg-type]
 
 
+def uppers() -> list:
+    """The transforms to hold to the definition: the one in use and, where
+    that is the C twin, the Python one, which runs without a compiler."""
+    return [upper] if upper is python_upper else [upper, python_upper]
+
+
 class UpperTests(unittest.TestCase):
+    """``transform.upper``, the daemon's, and its twin: each case for both."""
+
+    def check(self, payload: bytes, expected: bytes) -> None:
+        for each in uppers():
+            self.assertEqual(each(payload), expected, each)
+
+    def test_the_one_in_use(self) -> None:
+        """The C twin where the helper is built, the Python one where it is not."""
+        try:
+            from udpupper._transform import upper as built
+        except ImportError:
+            built = python_upper
+        self.assertIs(upper, built)
+
     def test_ascii(self) -> None:
-        self.assertEqual(upper(b"hello, World 123!"), b"HELLO, WORLD 123!")
+        self.check(b"hello, World 123!", b"HELLO, WORLD 123!")
 
     def test_empty(self) -> None:
-        self.assertEqual(upper(b""), b"")
+        self.check(b"", b"")
 
     def test_text_grows_as_str_upper_says(self) -> None:
-        self.assertEqual(upper("straße".encode()), b"STRASSE")
+        self.check("straße".encode(), b"STRASSE")
         # U+0390 is 2 bytes and upper-cases to three code points, 6 bytes.
-        self.assertEqual(upper("\u0390".encode()), "\u0399\u0308\u0301".encode())
+        self.check("\u0390".encode(), "\u0399\u0308\u0301".encode())
 
     def test_mixed_scripts(self) -> None:
         text = "Ünïcödé ελληνικά кириллица 日本語 ǆ ﬁ"
-        self.assertEqual(upper(text.encode()), text.upper().encode())
+        self.check(text.encode(), text.upper().encode())
 
     def test_invalid_utf8_bytes_are_kept(self) -> None:
-        self.assertEqual(upper(b"\xff\xfeabc\xc3"), b"\xff\xfeABC\xc3")
+        self.check(b"\xff\xfeabc\xc3", b"\xff\xfeABC\xc3")
 
     def test_encoded_surrogates_are_kept(self) -> None:
         # UTF-8 forbids encoded surrogates: they are bytes, not text.
-        self.assertEqual(upper(b"\xed\xa0\x80x"), b"\xed\xa0\x80X")
+        self.check(b"\xed\xa0\x80x", b"\xed\xa0\x80X")
+
+    def test_bytes_only(self) -> None:
+        if upper is python_upper:
+            raise unittest.SkipTest("the Python one takes what has .upper()")
+        with self.assertRaises(TypeError):
+            upper(bytearray(b"abc"))  # type: ignore[arg-type]
 
     @given(st.binary(max_size=2048))
     def test_any_bytes(self, payload: bytes) -> None:
-        expected = (
-            payload.decode("utf-8", "surrogateescape")
-            .upper()
-            .encode("utf-8", "surrogateescape")
-        )
-        self.assertEqual(upper(payload), expected)
+        self.check(payload, payload.decode("utf-8", "surrogateescape")
+                   .upper().encode("utf-8", "surrogateescape"))
+
+    @given(st.text())
+    def test_any_text(self, text: str) -> None:
+        self.check(text.encode(), text.upper().encode())
 
     @given(st.binary(max_size=512), st.text(max_size=64), st.binary(max_size=64))
     def test_no_invalid_byte_is_lost(self, before, text, after) -> None:
         """The bytes that are not UTF-8 come back, in order, whatever surrounds them."""
         payload = before + b"\xff" + text.encode() + b"\x80" + after
-        self.assertEqual(not_utf8(upper(payload)), not_utf8(payload))
+        for each in uppers():
+            self.assertEqual(not_utf8(each(payload)), not_utf8(payload), each)
 
 
 def not_utf8(data: bytes) -> list[str]:
@@ -133,12 +161,6 @@ def not_utf8(data: bytes) -> list[str]:
         for char in data.decode("utf-8", "surrogateescape")
         if "\udc80" <= char <= "\udcff"
     ]
-
-
-class TextTests(unittest.TestCase):
-    @given(st.text())
-    def test_any_text(self, text: str) -> None:
-        self.assertEqual(upper(text.encode()), text.upper().encode())
 
 
 class MaxPayloadTests(unittest.TestCase):

@@ -12,6 +12,11 @@
  *     payload.upper() when payload.isascii(), else None.
  * portable_upper_ascii(payload: bytes) -> bytes | None
  *     the same, never with AVX2: what a CPU without it runs (for the tests).
+ * upper(payload: bytes) -> bytes
+ *     transform.python_upper: upper_ascii, else str.upper() on the payload
+ *     decoded with surrogateescape.  The daemon's transform, called for
+ *     every datagram: a Python function around upper_ascii was a frame more
+ *     (docs/performance.md has what it cost).
  *
  * On x86-64 the block loop is built twice, once for AVX2 (32 bytes a step
  * where the baseline's SSE2 takes 16), and the one the CPU can run chosen
@@ -121,7 +126,34 @@ static PyObject *portable_upper_ascii(PyObject *module, PyObject *payload)
     return upper_with(portable_words, payload);
 }
 
+static PyObject *upper(PyObject *module, PyObject *payload)
+{
+    PyObject *result, *text, *upper_text;
+
+    if (!PyBytes_CheckExact(payload)) {
+        PyErr_SetString(PyExc_TypeError, "upper takes bytes");
+        return NULL;
+    }
+    if ((result = upper_with(best_words, payload)) != Py_None)
+        return result; /* upper-cased, or NULL: no memory */
+    Py_DECREF(result);
+    /* Not ASCII: as transform.python_upper, through str. */
+    text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                                "surrogateescape");
+    if (!text)
+        return NULL;
+    upper_text = PyObject_CallMethod(text, "upper", NULL);
+    Py_DECREF(text);
+    if (!upper_text)
+        return NULL;
+    result = PyUnicode_AsEncodedString(upper_text, "utf-8", "surrogateescape");
+    Py_DECREF(upper_text);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"upper", upper, METH_O,
+     "upper(payload) -> payload upper-cased as UTF-8 text, other bytes kept as they are"},
     {"upper_ascii", upper_ascii, METH_O,
      "upper_ascii(payload) -> payload.upper() if payload.isascii() else None"},
     {"portable_upper_ascii", portable_upper_ascii, METH_O,

@@ -1,6 +1,8 @@
-"""udpupper._transform (C): transform.python_upper_ascii, eight bytes a step."""
+"""udpupper._transform (C): transform.python_upper_ascii, eight bytes a step,
+and transform.python_upper around it."""
 
 INSTRUCTIONS: str  # the block loop's build: "AVX2", "SSE2" or "portable"
 
 def upper_ascii(payload: bytes, /) -> bytes | None: ...
 def portable_upper_ascii(payload: bytes, /) -> bytes | None: ...
+def upper(payload: bytes, /) -> bytes: ...
