@@ -215,6 +215,15 @@ class AmplificationTests(unittest.TestCase):
         protocol.datagramReceived(self.GROWS, CLIENT)
         self.assertEqual(len(transport.written), 1)
 
+    def test_whole_and_fractional_factors_alike(self) -> None:
+        """A whole cap is kept as an int, a fractional one as a float: the
+        same comparison either way, at the edge too (2 bytes grow to 6)."""
+        for cap, answered in ((2.9, False), (3, True), (3.0, True), (3.5, True),
+                              (0.5, False), (float("inf"), True)):
+            protocol, transport = connected(max_amplification=cap)
+            protocol.datagramReceived(self.GROWS if cap != 0.5 else b"ab", CLIENT)
+            self.assertEqual(len(transport.written), int(answered), cap)
+
     def test_refuse_counts(self) -> None:
         protocol, _ = connected()
         protocol.refuse(b"abc", Reason.NOT_UNICAST_DESTINATION)

@@ -90,7 +90,10 @@ class UpperProtocol(DatagramProtocol):
             if protections.loop_budget
             else None
         )
-        self.max_amplification = protections.max_amplification
+        cap = protections.max_amplification
+        # A whole number as an int: the comparison with a length is then int
+        # arithmetic, which Python 3.11 specializes, and exactly the same.
+        self.max_amplification: float = int(cap) if float(cap).is_integer() else cap
         self.lowest_port = lowest_port(protections.allow_low_ports)
         self.own_port = 0  # the port we listen on, once we do: 0 is never a source
         self.errors = Throttle(LOG_PERIOD)
