@@ -1,4 +1,4 @@
-"""Run the real programs as a user would: twistd and udpupper-client."""
+"""Run the real programs as a user would: twistd, udpupper-client, bench/."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 import time
 
 BIN = os.path.dirname(sys.executable)
+BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
 def command(script: str, fallback: list[str]) -> list[str]:
@@ -183,3 +184,9 @@ class Terminal:
         code = self.process.wait(15)
         os.close(self.master)
         return code
+
+
+def run_bench_script(name: str, *options: str, timeout: float = 120.0):
+    """Run ``bench/NAME`` with this Python; a CompletedProcess, text."""
+    return subprocess.run([sys.executable, os.path.join(BENCH_DIR, name), *options],
+                          capture_output=True, text=True, timeout=timeout)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 
 from twisted.trial import unittest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "roundtrips")
+from tests.processes import run_bench_script
 
 
 class RoundTripsTests(unittest.TestCase):
     def run_script(self, *options: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, SCRIPT, *options], capture_output=True,
-                              text=True, timeout=120)
+        return run_bench_script("roundtrips", *options)
 
     def test_with_and_without_the_helpers(self) -> None:
         for options in ((), ("--without-helpers", "--size", "1400")):

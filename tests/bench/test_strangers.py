@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 from twisted.trial import unittest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "strangers")
+from tests.processes import run_bench_script
 
 
 class StrangersTests(unittest.TestCase):
     def run_script(self, *options: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, SCRIPT, *options], capture_output=True,
-                              text=True, timeout=120)
+        return run_bench_script("strangers", *options)
 
     def test_every_datagram_answered(self) -> None:
         result = self.run_script("--count", "3000", "--rounds", "1")
