@@ -95,7 +95,7 @@ static PyObject *upper_with(words_function words_of, PyObject *payload)
     PyObject *result;
 
     if (!PyBytes_CheckExact(payload)) {
-        PyErr_SetString(PyExc_TypeError, "upper_ascii takes bytes");
+        PyErr_SetString(PyExc_TypeError, "the payload must be bytes");
         return NULL;
     }
     in = (const unsigned char *)PyBytes_AS_STRING(payload);
@@ -130,12 +130,8 @@ static PyObject *upper(PyObject *module, PyObject *payload)
 {
     PyObject *result, *text, *upper_text;
 
-    if (!PyBytes_CheckExact(payload)) {
-        PyErr_SetString(PyExc_TypeError, "upper takes bytes");
-        return NULL;
-    }
     if ((result = upper_with(best_words, payload)) != Py_None)
-        return result; /* upper-cased, or NULL: no memory */
+        return result; /* upper-cased, or NULL: not bytes, or no memory */
     Py_DECREF(result);
     /* Not ASCII: as transform.python_upper, through str. */
     text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
