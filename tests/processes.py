@@ -186,7 +186,8 @@ class Terminal:
         return code
 
 
-def run_bench_script(name: str, *options: str, timeout: float = 120.0):
+def run_bench_script(name: str, *options: str, timeout: float = 120.0,
+                     env: dict[str, str] | None = None):
     """Run ``bench/NAME`` with this Python; a CompletedProcess, text."""
     return subprocess.run([sys.executable, os.path.join(BENCH_DIR, name), *options],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,16 +1,19 @@
-"""udpupper-bench --flood: its sources, its ancillary data, a short real run."""
+"""udpupper-bench --flood: its sources, its ancillary data, a short real run;
+and bench/flood, which starts daemons and floods them with it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 
 from twisted.trial import unittest
 
 from tests.bench.test_load import BENCH
-from tests.processes import Daemon
+from tests.processes import Daemon, run_bench_script
 from udpupper.bench.flood import FloodResult, socket_drops, sources
 from udpupper.server import metrics
 
@@ -120,3 +123,34 @@ class FloodRunTests(unittest.TestCase):
             result = subprocess.run([*BENCH, *options], capture_output=True, timeout=60)
             self.assertEqual(result.returncode, 2, options)
             self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+
+
+class FloodScriptTests(unittest.TestCase):
+    skip = None if _batch is not None else "--flood needs the C helper"
+
+    def test_without_prometheus_client(self) -> None:
+        # A plain `pip install .` has no prometheus_client, so no --metrics:
+        # the intake is then what was sent less what the socket dropped.
+        hiding = tempfile.mkdtemp(prefix="udpupper-hide-")
+        self.addCleanup(shutil.rmtree, hiding, True)
+        with open(os.path.join(hiding, "sitecustomize.py"), "w") as site:
+            site.write("import sys\nsys.modules['prometheus_client'] = None\n")
+        result = run_bench_script(
+            "flood", "--rounds", "1", "--duration", "1", "--warmup", "1", "--no-limit",
+            env={**os.environ, "PYTHONPATH": hiding})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("(prometheus_client is not installed)", result.stdout)
+        rows = {cells[1]: cells for cells in (
+            [cell.strip() for cell in line.strip("|").split("|")]
+            for line in result.stdout.splitlines() if line.startswith("| udpupper |"))}
+        self.assertEqual(set(rows), {"one", "random"}, result.stdout)
+        for cells in rows.values():
+            self.assertGreater(float(cells[3].replace(",", "")), 1_000, cells)  # intake/s
+        self.assertEqual(rows["one"][4], "1.00")
+
+    def test_a_daemon_that_cannot_start_is_named(self) -> None:
+        result = run_bench_script("flood", "--rounds", "1", "--duration", "1", "--warmup",
+                                  "1", "--no-limit", "--daemon", "--rate -5")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("bench/flood: the server exited with status 1; the server's last "
+                      "line: twistd udpupper: error: --rate: ", result.stderr)
