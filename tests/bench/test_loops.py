@@ -1,0 +1,38 @@
+"""bench/loops: a loop timed, and a clear refusal where it cannot run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from twisted.trial import unittest
+
+from tests.processes import run_bench_script
+from tests.spoof import why_not
+from udpupper.server import metrics
+
+
+class LoopsScriptTests(unittest.TestCase):
+    skip = why_not()
+
+    def test_a_daemon_answering_itself(self) -> None:
+        if not metrics.available():
+            raise unittest.SkipTest(metrics.MISSING)
+        result = run_bench_script("loops", "--scenario", "itself")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"^itself +1 datagrams in +[\d.]+ ms "
+                                        r"\(at most 10 ms more\); ended by \{'loop': 1\}\n$")
+
+    def test_without_prometheus_client(self) -> None:
+        # A plain `pip install .`: one line saying what to install, not a
+        # traceback from the first daemon refusing --metrics.
+        hiding = tempfile.mkdtemp(prefix="udpupper-hide-")
+        self.addCleanup(shutil.rmtree, hiding, True)
+        with open(os.path.join(hiding, "sitecustomize.py"), "w") as site:
+            site.write("import sys\nsys.modules['prometheus_client'] = None\n")
+        result = run_bench_script("loops", env={**os.environ, "PYTHONPATH": hiding})
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("error: the daemons' counters are read from their --metrics: "
+                      "needs prometheus_client", result.stderr.splitlines()[-1])
