@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -191,3 +193,16 @@ def run_bench_script(name: str, *options: str, timeout: float = 120.0,
     """Run ``bench/NAME`` with this Python; a CompletedProcess, text."""
     return subprocess.run([sys.executable, os.path.join(BENCH_DIR, name), *options],
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def hiding(test, module: str, program: str = "") -> dict[str, str]:
+    """This environment with ``module`` unimportable in a child's Python, in
+    every one or only in ``program``'s (an argument ending with it): a
+    sitecustomize first on PYTHONPATH, removed when ``test`` ends.  As a
+    machine without it, or a wrong path, would have it."""
+    directory = tempfile.mkdtemp(prefix="udpupper-hide-")
+    test.addCleanup(shutil.rmtree, directory, True)
+    only = f"any(word.endswith({program!r}) for word in sys.argv)" if program else "True"
+    with open(os.path.join(directory, "sitecustomize.py"), "w") as site:
+        site.write(f"import sys\nif {only}:\n    sys.modules[{module!r}] = None\n")
+    return {**os.environ, "PYTHONPATH": directory}

@@ -11,7 +11,7 @@ import tempfile
 
 from twisted.trial import unittest
 
-from tests.processes import BENCH_DIR
+from tests.processes import BENCH_DIR, hiding
 
 try:
     import udpupper._batch  # noqa: F401
@@ -65,17 +65,11 @@ class CompareTests(unittest.TestCase):
         if not HAVE_HELPERS:
             raise unittest.SkipTest("the C helpers are not built here")
         # Hidden from twistd alone, as a checkout first on its path hid them.
-        hiding = tempfile.mkdtemp(prefix="udpupper-hide-")
-        self.addCleanup(shutil.rmtree, hiding, True)
-        with open(os.path.join(hiding, "sitecustomize.py"), "w") as site:
-            site.write("import sys\n"
-                       "if any(word.endswith('twistd') for word in sys.argv):\n"
-                       "    sys.modules['udpupper._batch'] = None\n")
         result = subprocess.run(
             [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
              "--duration", "0.5", "--sizes", "32", "--windows", "4", "--servers",
              "textbook,udpupper", "--port", str(free_udp_port())],
-            env={**os.environ, "PYTHONPATH": hiding}, capture_output=True, text=True,
+            env=hiding(self, "udpupper._batch", "twistd"), capture_output=True, text=True,
             timeout=120)
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("bench/compare: the daemon ran without the C helpers this Python has: ",

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 
 from twisted.trial import unittest
 
 from tests.bench.test_load import BENCH
-from tests.processes import Daemon, run_bench_script
+from tests.processes import Daemon, hiding, run_bench_script
 from udpupper.bench.flood import FloodResult, socket_drops, sources
 from udpupper.server import metrics
 
@@ -131,13 +129,9 @@ class FloodScriptTests(unittest.TestCase):
     def test_without_prometheus_client(self) -> None:
         # A plain `pip install .` has no prometheus_client, so no --metrics:
         # the intake is then what was sent less what the socket dropped.
-        hiding = tempfile.mkdtemp(prefix="udpupper-hide-")
-        self.addCleanup(shutil.rmtree, hiding, True)
-        with open(os.path.join(hiding, "sitecustomize.py"), "w") as site:
-            site.write("import sys\nsys.modules['prometheus_client'] = None\n")
         result = run_bench_script(
             "flood", "--rounds", "1", "--duration", "1", "--warmup", "1", "--no-limit",
-            env={**os.environ, "PYTHONPATH": hiding})
+            env=hiding(self, "prometheus_client"))
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("(prometheus_client is not installed)", result.stdout)
         rows = {cells[1]: cells for cells in (

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 from twisted.trial import unittest
 
-from tests.processes import run_bench_script
+from tests.processes import hiding, run_bench_script
 from tests.spoof import why_not
 from udpupper.server import metrics
 
@@ -27,11 +23,7 @@ class LoopsScriptTests(unittest.TestCase):
     def test_without_prometheus_client(self) -> None:
         # A plain `pip install .`: one line saying what to install, not a
         # traceback from the first daemon refusing --metrics.
-        hiding = tempfile.mkdtemp(prefix="udpupper-hide-")
-        self.addCleanup(shutil.rmtree, hiding, True)
-        with open(os.path.join(hiding, "sitecustomize.py"), "w") as site:
-            site.write("import sys\nsys.modules['prometheus_client'] = None\n")
-        result = run_bench_script("loops", env={**os.environ, "PYTHONPATH": hiding})
+        result = run_bench_script("loops", env=hiding(self, "prometheus_client"))
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(result.stdout, "")
         self.assertIn("error: the daemons' counters are read from their --metrics: "
