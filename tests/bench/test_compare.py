@@ -86,3 +86,23 @@ class CompareTests(unittest.TestCase):
         self.assertRegex(result.stderr, r"bench/compare: textbook: it exited with status \d+ "
                                         r"before answering on port \d+; its last line: .*"
                                         r"no-such-server\.py")
+
+    def test_a_load_that_is_not_a_load_generator(self) -> None:
+        missing = subprocess.run(
+            [sys.executable, os.path.join(BENCH_DIR, "compare"), "--servers", "textbook",
+             "--loadgen", os.path.join(BENCH_DIR, "no-such-loadgen")],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(missing.returncode, 2)
+        self.assertRegex(missing.stderr.splitlines()[-1],
+                         r"^compare: error: --loadgen: no program to run at .*no-such-loadgen$")
+        echo = shutil.which("echo")
+        if echo is None:
+            raise unittest.SkipTest("no echo(1) to stand in for a load that says nothing useful")
+        silent = subprocess.run(
+            [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
+             "--duration", "0.5", "--servers", "textbook", "--loadgen", echo,
+             "--port", str(free_udp_port())],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(silent.returncode, 1)
+        self.assertIn("bench/compare: the load against textbook gave no result (exit status "
+                      "0): -p ", silent.stderr)
