@@ -12,6 +12,7 @@ import tempfile
 from twisted.trial import unittest
 
 from tests.processes import BENCH_DIR, hiding
+from tests.support import long_run
 
 try:
     import udpupper._batch  # noqa: F401
@@ -40,6 +41,7 @@ class CompareTests(unittest.TestCase):
                         ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
         return root
 
+    @long_run
     def test_the_daemon_and_the_bare_loop_from_a_checkout(self) -> None:
         # The servers once ran with the checkout first on PYTHONPATH: there
         # the daemon ran without its C helpers under the label "defaults",
@@ -61,6 +63,7 @@ class CompareTests(unittest.TestCase):
             self.assertGreater(float(cells[3].replace(",", "")), 0, row)
             self.assertEqual(cells[-2:], ["0", "0"], row)  # nothing lost or mismatched
 
+    @long_run
     def test_a_daemon_without_the_helpers_is_not_measured_as_the_daemon(self) -> None:
         if not HAVE_HELPERS:
             raise unittest.SkipTest("the C helpers are not built here")

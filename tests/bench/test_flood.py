@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from tests.bench.test_load import BENCH
 from tests.processes import Daemon, hiding, run_bench_script
+from tests.support import long_run
 from udpupper.bench.flood import FloodResult, socket_drops, sources
 from udpupper.server import metrics
 
@@ -126,6 +127,7 @@ class FloodRunTests(unittest.TestCase):
 class FloodScriptTests(unittest.TestCase):
     skip = None if _batch is not None else "--flood needs the C helper"
 
+    @long_run
     def test_without_prometheus_client(self) -> None:
         # A plain `pip install .` has no prometheus_client, so no --metrics:
         # the intake is then what was sent less what the socket dropped.
