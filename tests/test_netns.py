@@ -20,7 +20,6 @@ from tests import spoof
 from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
 from tests.support import long_run
-from udpupper.server.protections.policy import DEFAULT_NEW_PREFIX_RATE
 
 SERVER_ADDRESSES = ["10.77.0.1/24", "10.77.0.2/24", "2001:db8:77::1/64", "2001:db8:77::2/64"]
 CLIENT_ADDRESSES = ["10.77.0.3/24", "2001:db8:77::3/64"]
@@ -173,11 +172,18 @@ class LocalSourceFromOutsideTests(NetnsTestCase):
         self.assertEqual((counters["received"], counters["replied"]), (2 + 2, 2 + 2))
 
 
+# The daemon's --new-prefix-rate here: half its default, so that the flood,
+# whose speed is the host's, is ten times it and more on a slow host too.
+NEW_PREFIX_RATE = 5_000
+
+
 class NewClientsUnderAFloodTests(unittest.TestCase):
-    """A flood of never-seen prefixes at 150,000 a second, IPv4 /24s and IPv6
-    /56s, from a host that routes 32.0.0.0/3 and 2001:db8::/32 to itself:
-    new clients that ask as udpupper-client does are answered by their
-    second try, and known clients that kept quiet are still known."""
+    """A flood of never-seen prefixes (150,000 a second asked; 94,000 to
+    130,000 reached on CI hosts), IPv4 /24s and IPv6 /56s, from a host that
+    routes 32.0.0.0/3 and 2001:db8::/32 to itself, at least ten times the
+    prefixes the daemon takes in: new clients that ask as udpupper-client
+    does are answered by their second try, and known clients that kept
+    quiet are still known."""
 
     skip = why_not()
 
@@ -198,8 +204,8 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
                             f"echo 1 > /proc/sys/net/{family}/ip_nonlocal_bind"],
                            check=True, timeout=30)
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() > 1 else []
-        # A table small enough that 10,000 new prefixes a second taken in
-        # would push the known ones out within their quiet 3 s.  A buffer
+        # A table small enough that NEW_PREFIX_RATE new prefixes a second
+        # taken in would push the known ones out within their quiet 3 s.  A buffer
         # that rides out a stall of the daemon's core: with the default 8 MiB
         # (granted for 4), near a flood the daemon answers at most a little
         # faster than it comes, a stall of a few hundred milliseconds (a VM's,
@@ -208,6 +214,7 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
         # answered at their third.  What is asked here is the daemon's
         # decisions; what a stall costs is the kernel-drops count below.
         daemon = Daemon("--port", "0", "--rate-table", "4096", "--rcvbuf", str(64 << 20),
+                        "--new-prefix-rate", str(NEW_PREFIX_RATE),
                         prefix=(*link.in_server(), *pin))
         self.addCleanup(daemon.stop)
         port = daemon.start()
@@ -222,13 +229,14 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
             results.append(json.loads(run.stdout))
         counters = daemon.summary()
         for result in results:
-            # The flood must dwarf what the daemon takes in of new prefixes
-            # (10,000 a second by default): at ten times it, new clients
-            # that had to win a place against it would lose nine tries in
-            # ten.  (What the flood reaches is the machine's: its kernel
-            # carries each datagram into the daemon's namespace on the
-            # flood's core; 107,688 a second over IPv6 on one CI host.)
-            self.assertGreaterEqual(result["flood_rate"], 10 * DEFAULT_NEW_PREFIX_RATE, results)
+            # The flood must dwarf what the daemon takes in of new prefixes:
+            # at ten times it, new clients that had to win a place against
+            # it would lose nine tries in ten.  (What the flood reaches is
+            # the machine's: its kernel carries each datagram into the
+            # daemon's namespace on the flood's core; over IPv6, 107,688 a
+            # second on one CI host and 94,312 on another, under the
+            # 100,000 that ten times the default rate would have needed.)
+            self.assertGreaterEqual(result["flood_rate"], 10 * NEW_PREFIX_RATE, results)
             self.assertGreaterEqual(result["answered_within_two_pct"], 99.0, (results, counters))
             self.assertEqual(result["known_settled"], 20, results)
             self.assertEqual(result["known_answered_first_try_after_quiet"], 20, results)
