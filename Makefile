@@ -14,8 +14,11 @@ SOURCES := $(shell find udpupper twisted -name '*.py' -o -name '*.c' -o -name '*
 run: $(VENV)/installed
 	$(BIN)/twistd -n --pidfile= udpupper --port $(PORT)
 
+# Every test under both runners, but the long runs (@long_run: real
+# processes for many seconds) once, under pytest: a second run would add
+# minutes and test nothing new.
 test: $(VENV)/installed-test
-	$(BIN)/python -m twisted.trial tests
+	UDPUPPER_SKIP_LONG=1 $(BIN)/python -m twisted.trial tests
 	$(BIN)/python -m pytest tests
 
 # Types: mypy with mypy-zope reads the annotations, the C helpers' stubs

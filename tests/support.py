@@ -23,11 +23,13 @@ def can_bind(host: str, port: int = 0) -> bool:
 
 NO_IPV6 = None if can_bind("::1") else "this host has no IPv6 loopback"
 
-# .ci/matrix runs the suite again on the oldest and the newest Python and
-# Twisted that setup.cfg admits.  The long runs (many seconds of the same
-# code under load, or of a peer's setup) add time there, not coverage: it
-# sets UDPUPPER_SKIP_LONG and they run once, in `make test`.
-LONG_RUN = ("a long run, skipped where UDPUPPER_SKIP_LONG is set (.ci/matrix)"
+# The long runs (many seconds each of real processes under load, or of a
+# peer's setup) are the same whichever runner or version runs them: run
+# again, they add minutes, not coverage.  Where UDPUPPER_SKIP_LONG is set
+# they skip: under trial in `make test` (they run under pytest after it)
+# and in .ci/matrix (the oldest and newest Python and Twisted).
+LONG_RUN = ("a long run, run once, under pytest in `make test` "
+            "(UDPUPPER_SKIP_LONG is set here)"
             if os.environ.get("UDPUPPER_SKIP_LONG") else None)
 
 
