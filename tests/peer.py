@@ -9,9 +9,10 @@ Sends PAYLOAD once and prints one JSON line: the reply and where it came
 from, or that none came in time.  With --flood, sends it as fast as the
 socket takes it for SECONDS and prints how many datagrams went out.  With
 --burst, sends it COUNT times back to back and prints the replies.  With
---reflect, sends it once, then for SECONDS echoes whatever comes, with a
-counter written in at byte N (a timestamping reflector), and prints how
-many it echoed and how long after the start the last came.
+--reflect, sends it once, then echoes whatever comes, with a counter
+written in at byte N (a timestamping reflector), until nothing has come for
+a second (the loop ended) or SECONDS have passed; it prints how many it
+echoed, how long after the start the last came, and whether the loop ended.
 """
 
 from __future__ import annotations
@@ -82,9 +83,12 @@ def flood(args: argparse.Namespace, family: int) -> int:
     return sent
 
 
+QUIET = 1.0  # seconds without an echo that end a loop
+
+
 def reflect(args: argparse.Namespace, family: int) -> dict:
     """Start a loop with one datagram, then echo what comes back."""
-    reflected, last = 0, 0.0
+    reflected, last, ended = 0, 0.0, False
     with socket.socket(family, socket.SOCK_DGRAM) as peer:
         peer.bind((args.source, 0))
         peer.settimeout(0.05)
@@ -94,6 +98,9 @@ def reflect(args: argparse.Namespace, family: int) -> dict:
             try:
                 datagram, source = peer.recvfrom(65_535)
             except TimeoutError:
+                if time.monotonic() - started - last >= QUIET:
+                    ended = True
+                    break
                 continue
             reflected += 1
             last = time.monotonic() - started
@@ -102,7 +109,7 @@ def reflect(args: argparse.Namespace, family: int) -> dict:
                 at = args.stamp_at % max(1, len(datagram) - len(mark) + 1)
                 datagram = datagram[:at] + mark + datagram[at + len(mark):]
             peer.sendto(datagram, source)
-    return {"reflected": reflected, "lifetime": last}
+    return {"reflected": reflected, "lifetime": last, "ended": ended}
 
 
 def burst(args: argparse.Namespace, family: int) -> list[str]:
