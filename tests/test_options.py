@@ -38,6 +38,17 @@ class ChecksTests(unittest.TestCase):
             (bounded(count, 1, 1 << 24), "0", "must be 1 to 16777216, not 0"),
             (bounded(positive_float, 0.1, 600), "0.05", "must be 0.1 to 600, not 0.05"),
             (port_number, "65536", "must be 0 to 65535, not 65536"),
+            # Below what the check itself takes: the range, not "0 or more"
+            # (--workers -1 must not suggest that 0 would do).
+            (bounded(count, 1, 256), "-1", "must be 1 to 256, not -1"),
+            (bounded(count, 8, 65527), "-5", "must be 8 to 65527, not -5"),
+            (bounded(positive_float, 0.001, 3600), "0", "must be 0.001 to 3600, not 0"),
+            (bounded(positive_float, 0.1, 600), "-2.5", "must be 0.1 to 600, not -2.5"),
+            # What is no number of the kind keeps the check's own words.
+            (bounded(count, 1, 256), "2.5", "not a whole number: '2.5'"),
+            (bounded(positive_float, 0.1, 600), "nan",
+             "must be a finite number greater than 0, not nan"),
+            (bounded(positive_float, 0.1, 600), "x", "not a number: 'x'"),
         ):
             with self.assertRaises(ValueError) as raised:
                 check(bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import socket
 import sys
@@ -93,11 +94,30 @@ def count(value: str) -> int:
     return number
 
 
+def _outside(value: str, low: float, high: float) -> bool:
+    """Whether ``value`` is a finite number outside ``low`` to ``high``."""
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return math.isfinite(number) and not low <= number <= high
+
+
 def bounded(check: Callable, low: float, high: float) -> Callable:
-    """``check``, and then the value must be from ``low`` to ``high``."""
+    """``check``, and then the value must be from ``low`` to ``high``.
+
+    A number ``check`` refuses for its sign (``-1`` for a count) is told
+    this range too, not only ``check``'s floor: ``--workers -1`` must not
+    suggest that 0 would do.
+    """
 
     def checked(value):
-        number = check(value)
+        try:
+            number = check(value)
+        except ValueError:
+            if not _outside(value, low, high):
+                raise
+            number = float(value)
         if not low <= number <= high:
             raise ValueError(f"must be {_figure(low)} to {_figure(high)}, not {_figure(number)}")
         return number
