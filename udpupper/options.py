@@ -94,13 +94,13 @@ def count(value: str) -> int:
     return number
 
 
-def _outside(value: str, low: float, high: float) -> bool:
-    """Whether ``value`` is a finite number outside ``low`` to ``high``."""
+def _finite(value: str) -> float | None:
+    """``value`` as a finite number, or None where it is none."""
     try:
         number = float(value)
     except ValueError:
-        return False
-    return math.isfinite(number) and not low <= number <= high
+        return None
+    return number if math.isfinite(number) else None
 
 
 def bounded(check: Callable, low: float, high: float) -> Callable:
@@ -115,9 +115,9 @@ def bounded(check: Callable, low: float, high: float) -> Callable:
         try:
             number = check(value)
         except ValueError:
-            if not _outside(value, low, high):
+            number = _finite(value)
+            if number is None or low <= number <= high:
                 raise
-            number = float(value)
         if not low <= number <= high:
             raise ValueError(f"must be {_figure(low)} to {_figure(high)}, not {_figure(number)}")
         return number
