@@ -21,6 +21,14 @@ def can_bind(host: str, port: int = 0) -> bool:
     return True
 
 
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port on 127.0.0.1 that is free now, for a program that binds it
+    itself (UDP by default, TCP with ``socket.SOCK_STREAM``)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 NO_IPV6 = None if can_bind("::1") else "this host has no IPv6 loopback"
 
 # The long runs (many seconds each of real processes under load, or of a

@@ -27,16 +27,10 @@ from tests import spoof
 from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
 from tests.server.protections.test_loops import scrape
-from tests.support import NO_IPV6, long_run
+from tests.support import NO_IPV6, free_port, long_run
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class NginxCase(unittest.TestCase):
@@ -121,7 +115,7 @@ class NginxTests(NginxCase):
         for daemon in daemons:
             self.addCleanup(daemon.stop)
         backends = [daemon.start() for daemon in daemons]
-        front = free_udp_port()
+        front = free_port()
         self.start_nginx(front, backends)
         for number in range(100):  # from 100 addresses: nginx hashes by address
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
@@ -152,7 +146,7 @@ class NginxLoopTests(NginxCase):
             self.addCleanup(daemon.stop)
         backends = [daemon.start() for daemon in daemons]
         pages = [int(daemon.find(r"Site starting on (\d+)").group(1)) for daemon in daemons]
-        front = free_udp_port()
+        front = free_port()
         self.start_nginx(front, backends, ipv6=True)
         spoof.send_spoofed(("::1", front), ("::1", front), b"LOOP")
         received = "udpupper_datagrams_received_total"

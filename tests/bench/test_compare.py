@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,7 +11,7 @@ import tempfile
 from twisted.trial import unittest
 
 from tests.processes import BENCH_DIR, hiding
-from tests.support import long_run
+from tests.support import free_port, long_run
 
 try:
     import udpupper._batch  # noqa: F401
@@ -20,12 +19,6 @@ try:
     HAVE_HELPERS = True
 except ImportError:
     HAVE_HELPERS = False
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class CompareTests(unittest.TestCase):
@@ -52,7 +45,7 @@ class CompareTests(unittest.TestCase):
         result = subprocess.run(
             [sys.executable, os.path.join(root, "bench", "compare"), "--rounds", "1",
              "--duration", "0.5", "--sizes", "32", "--windows", "4", "--servers",
-             ",".join(servers), "--port", str(free_udp_port()), "--output", table],
+             ",".join(servers), "--port", str(free_port()), "--output", table],
             cwd=root, capture_output=True, text=True, timeout=120)
         self.assertEqual(result.returncode, 0, result.stderr)
         with open(table) as written:
@@ -71,7 +64,7 @@ class CompareTests(unittest.TestCase):
         result = subprocess.run(
             [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
              "--duration", "0.5", "--sizes", "32", "--windows", "4", "--servers",
-             "textbook,udpupper", "--port", str(free_udp_port())],
+             "textbook,udpupper", "--port", str(free_port())],
             env=hiding(self, "udpupper._batch", "twistd"), capture_output=True, text=True,
             timeout=120)
         self.assertEqual(result.returncode, 1, result.stderr)
@@ -83,7 +76,7 @@ class CompareTests(unittest.TestCase):
         result = subprocess.run(
             [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
              "--duration", "0.5", "--servers", "textbook", "--textbook", "no-such-server.py",
-             "--port", str(free_udp_port())],
+             "--port", str(free_port())],
             capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 1)
         self.assertRegex(result.stderr, r"bench/compare: textbook: it exited with status \d+ "
@@ -104,7 +97,7 @@ class CompareTests(unittest.TestCase):
         silent = subprocess.run(
             [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
              "--duration", "0.5", "--servers", "textbook", "--loadgen", echo,
-             "--port", str(free_udp_port())],
+             "--port", str(free_port())],
             capture_output=True, text=True, timeout=60)
         self.assertEqual(silent.returncode, 1)
         self.assertIn("bench/compare: the load against textbook gave no result (exit status "

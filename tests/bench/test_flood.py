@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from tests.bench.test_load import BENCH
 from tests.processes import Daemon, hiding, run_bench_script
-from tests.support import long_run
+from tests.support import free_port, long_run
 from udpupper.bench.flood import FloodResult, socket_drops, sources
 from udpupper.server import metrics
 
@@ -66,9 +66,7 @@ class SocketDropsTests(unittest.TestCase):
         self.assertGreater(socket_drops(port), 0)
 
     def test_a_port_nobody_holds(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.assertIsNone(socket_drops(port))
 
 

@@ -21,7 +21,7 @@ from twisted.trial import unittest
 from twisted.web import resource, server
 
 from tests.processes import CLIENT, Daemon, run_client
-from tests.support import long_run
+from tests.support import free_port, long_run
 from udpupper.client.prober import Limits, ProbeResource, QueryError, exposition, parse_query
 from udpupper.client.summary import PingStats
 
@@ -141,12 +141,6 @@ class ProbeResourceTests(unittest.TestCase):
         ).addCallback(check)
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 PROMETHEUS_CONFIG = """\
 global:
   scrape_interval: 1s
@@ -182,7 +176,7 @@ class RealPrometheusTests(unittest.TestCase):
         self.addCleanup(first.stop)
         self.addCleanup(second.stop)
         targets = [f"127.0.0.1:{first.start()}", f"127.0.0.1:{second.start()}"]
-        prober_port = free_tcp_port()
+        prober_port = free_port(socket.SOCK_STREAM)
         prober = subprocess.Popen([*CLIENT, "--serve-probes",
                                    f"tcp:{prober_port}:interface=127.0.0.1"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -196,7 +190,7 @@ class RealPrometheusTests(unittest.TestCase):
             out.write(PROMETHEUS_CONFIG.format(
                 targets=", ".join(f'"{target}"' for target in targets),
                 prober=f"127.0.0.1:{prober_port}"))
-        web = free_tcp_port()
+        web = free_port(socket.SOCK_STREAM)
         prometheus = subprocess.Popen(
             ["prometheus", f"--config.file={config}",
              f"--storage.tsdb.path={os.path.join(directory, 'data')}",

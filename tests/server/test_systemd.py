@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from tests.netns import ROOT
 from tests.processes import TWISTD, Daemon
-from tests.support import NO_IPV6, exchange, long_run
+from tests.support import NO_IPV6, exchange, free_port, long_run
 from udpupper.server import systemd
 
 
@@ -83,9 +83,7 @@ class SocketActivateToolTests(unittest.TestCase):
     skip = None if shutil.which("systemd-socket-activate") else "no systemd-socket-activate"
 
     def test_first_datagram_starts_and_is_answered(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         daemon = Daemon(prefix=("systemd-socket-activate", "--datagram",
                                 "--listen", f"127.0.0.1:{port}"))
         self.addCleanup(daemon.stop)
@@ -119,9 +117,7 @@ class InstalledRecipeTests(unittest.TestCase):
         with open(os.path.join(ROOT, "contrib", "systemd", "udpupper.service")) as unit:
             exec_start = re.search(r"^ExecStart=(.*)$", unit.read(), re.M).group(1)
         command = exec_start.replace("/opt/udpupper", venv).split()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         server = subprocess.Popen(
             ["systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}",
              *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
