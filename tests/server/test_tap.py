@@ -134,9 +134,9 @@ class MakeServiceTests(unittest.TestCase):
 
     def test_loop_budget(self) -> None:
         loops = tap.makeService(parse("--loop-budget", "50")).protocol.loops
-        self.assertEqual((loops.every, loops.size), (50, 16_384))
+        self.assertEqual((loops.every, loops.size), (50, 65_536))
         self.assertIsNone(tap.makeService(parse("--loop-budget", "0")).protocol.loops)
-        self.assertEqual(tap.makeService(parse("--rate-table", "1")).protocol.loops.size, 1)
+        self.assertEqual(tap.makeService(parse("--rate-table", "1")).protocol.loops.size, 6)
 
     def test_the_reactor_is_a_parameter(self) -> None:
         from twisted.internet.testing import MemoryReactorClock

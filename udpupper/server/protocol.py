@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from udpupper.server.droplog import LOG_PERIOD, Throttle
 from udpupper.server.interfaces import Clock, IServerProtocol
-from udpupper.server.protections.loops import LOOP_MEMORY, LoopBreaker
+from udpupper.server.protections.loops import LOOP_MEMORY, PAIRS, LoopBreaker
 from udpupper.server.protections.policy import (
     BAD,
     EXEMPT,
@@ -86,7 +86,8 @@ class UpperProtocol(DatagramProtocol):
             else None
         )
         self.loops = (
-            LoopBreaker(protections.loop_budget, min(protections.rate_table, LOOP_MEMORY))
+            LoopBreaker(protections.loop_budget,
+                        min(len(PAIRS) * protections.rate_table, LOOP_MEMORY))
             if protections.loop_budget
             else None
         )

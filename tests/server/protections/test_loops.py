@@ -111,28 +111,37 @@ class SketchTests(unittest.TestCase):
                 self.assertRaises(ValueError, kind, every, size)
 
     def test_breaker_across_generations(self) -> None:
-        """An address found in the older generation is judged as in the
-        recent one: its count goes on."""
+        """A key found in the older generation is judged as in the recent
+        one: its chain's count goes on."""
         for kind in (LoopBreaker, PythonLoopBreaker):
-            breaker = kind(every=3, size=1)
-            self.assertTrue(breaker.allow("a", b"x", b"X"))
-            self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 1
-            self.assertTrue(breaker.allow("b", b"y", b"Y"))  # "a" to the older
-            self.assertTrue(breaker.allow("a", b"X", b"X"))  # echo 2, from the older
-            self.assertFalse(breaker.allow("a", b"X", b"X"))  # echo 3: withheld
-            self.assertLessEqual(len(breaker), 2)
+            breaker = kind(every=3, size=6)  # one payload's keys
+            self.assertTrue(breaker.allow("a", b"XYZW", b"XYZW"))  # round trip 1
+            self.assertTrue(breaker.allow("b", b"ABCD", b"ABCD"))  # "a" to the older
+            self.assertEqual(len(breaker), 12)
+            self.assertTrue(breaker.allow("a", b"XYZW", b"XYZW"))  # 2, from the older
+            self.assertFalse(breaker.allow("a", b"XYZW", b"XYZW"))  # 3: withheld
+            self.assertLessEqual(len(breaker), 12)
 
     def test_a_flood_of_strangers_is_bounded(self) -> None:
         """However many addresses come, at most two generations are remembered,
         and an address seen since the last turn is still known."""
         for kind in (LoopBreaker, PythonLoopBreaker):
-            breaker = kind(every=2, size=1000)
+            breaker = kind(every=2, size=6000)
             for n in range(10_000):
-                self.assertTrue(breaker.allow(f"10.0.{n >> 8}.{n & 255}", b"x", b"X"))
-                self.assertLessEqual(len(breaker), 2000)
-            self.assertGreaterEqual(len(breaker), 1000)
-            self.assertTrue(breaker.allow("10.0.39.15", b"X", b"X"))  # n = 9999: echo 1
-            self.assertFalse(breaker.allow("10.0.39.15", b"X", b"X"))  # echo 2: withheld
+                self.assertTrue(breaker.allow(f"10.0.{n >> 8}.{n & 255}", b"XYZW", b"XYZW"))
+                self.assertLessEqual(len(breaker), 12_000)
+            self.assertGreaterEqual(len(breaker), 6000)
+            self.assertFalse(breaker.allow("10.0.39.15", b"XYZW", b"XYZW"))  # n = 9999: 2
+
+    def test_ordinary_text_is_not_remembered(self) -> None:
+        """A request that is not its own upper case cannot be in a loop: it
+        touches no memory (the hot path for text)."""
+        for kind in (LoopBreaker, PythonLoopBreaker):
+            breaker = kind(every=2, size=100)
+            for n in range(1000):
+                self.assertTrue(breaker.allow(f"10.0.0.{n & 255}", b"hello", b"HELLO"))
+                self.assertTrue(breaker.allow("10.0.0.1", "straße".encode(), b"STRASSE"))
+            self.assertEqual(len(breaker), 0)
 
     def test_what_is_remembered_of_a_reply(self) -> None:
         self.assertEqual(sketch(b"short"), b"short")
@@ -202,23 +211,52 @@ class RealLoopTests(unittest.TestCase):
         port = daemon.start()
         return port, int(daemon.find(r"Site starting on (\d+)").group(1))
 
+    def wait_for_withheld(self, loops: int, metrics_ports: list[int]) -> list[dict]:
+        """The daemons' counters once ``loops`` replies in all were withheld
+        as ``loop``: each loop ends at its first, so then every one has."""
+        deadline = time.monotonic() + 60  # only a loop that never dies takes it
+        while True:
+            figures = [scrape(port) for port in metrics_ports]
+            withheld = sum(f[("udpupper_datagrams_dropped_total", "loop")] for f in figures)
+            if withheld >= loops or time.monotonic() > deadline:
+                self.assertEqual(withheld, loops, figures)
+                return figures
+            time.sleep(0.05)
+
+    def assert_loops_die(self, host: str, first: tuple[int, int], second: tuple[int, int],
+                         payloads: list[bytes], other_host: str | None = None) -> None:
+        """Spoof one datagram for each payload from ``first`` to ``second``:
+        each loop between them ends within the loop budget of its round trips,
+        withheld once, counted under ``loop``."""
+        daemons = sorted({first[1], second[1]})  # their metrics ports
+        before = sum(scrape(port)["udpupper_datagrams_received_total"] for port in daemons)
+        withheld_before = sum(scrape(port)[("udpupper_datagrams_dropped_total", "loop")]
+                              for port in daemons)
+        for payload in payloads:
+            spoof.send_spoofed((host, first[0]), (other_host or host, second[0]), payload)
+        figures = self.wait_for_withheld(withheld_before + len(payloads), daemons)
+        received = sum(f["udpupper_datagrams_received_total"] for f in figures) - before
+        self.assertGreater(received, 0)
+        # Each loop: its spoofed datagram, then at most the budget of round
+        # trips, two datagrams each (one to each end).
+        self.assertLessEqual(received, len(payloads) * (1 + 2 * DEFAULT_LOOP_BUDGET))
+
     def assert_loop_dies(self, host: str, first: tuple[int, int], second: tuple[int, int],
                          other_host: str | None = None) -> None:
-        """Spoof one datagram from ``first`` to ``second``: the loop between
-        them ends within a second, counted under ``loop``."""
-        daemons = sorted({first[1], second[1]})  # their metrics ports
-        spoof.send_spoofed((host, first[0]), (other_host or host, second[0]), b"loop")
-        time.sleep(1.0)
-        at_one_second = [scrape(metrics_port) for metrics_port in daemons]
-        time.sleep(0.5)
-        later = [scrape(metrics_port) for metrics_port in daemons]
-        received = "udpupper_datagrams_received_total"
-        loops = ("udpupper_datagrams_dropped_total", "loop")
-        self.assertEqual([figures[received] for figures in later],
-                         [figures[received] for figures in at_one_second],
-                         "still looping after 1 s")
-        self.assertGreater(sum(figures[received] for figures in later), 0)
-        self.assertEqual(sum(figures[loops] for figures in later), 1, later)
+        self.assert_loops_die(host, first, second, [b"loop"], other_host)
+
+    def test_interleaved_loops_between_two_daemons(self) -> None:
+        """2, 3 and 16 loops at once between two default daemons on loopback
+        (exempt from the rate limit: nothing else would end them), their
+        payloads differing in every quarter."""
+        import random
+
+        first, second = self.daemon(), self.daemon()
+        draw = random.Random(3)
+        for count in (2, 3, 16):
+            with self.subTest(loops=count):
+                self.assert_loops_die("127.0.0.1", first, second,
+                                      [b"%032x" % draw.getrandbits(128) for _ in range(count)])
 
     def test_a_daemon_with_itself(self) -> None:
         own = self.daemon()
@@ -314,19 +352,20 @@ class LegitimateTrafficTests(unittest.TestCase):
 
 class Reflector:
     """Another service on loopback that answers whatever it is sent: exactly,
-    or with a counter written in at ``stamp_at`` (a timestamping reflector).
-    It counts what it reflects."""
+    or with a counter written in at ``stamp_at`` (a timestamping reflector),
+    ``delay`` seconds later (a path that long).  It counts what it reflects."""
 
-    def __init__(self, stamp_at: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, stamp_at: int | None = None, host: str = "127.0.0.1",
+                 delay: float = 0.0) -> None:
         import socket
         import threading
 
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
                                   socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
-        self.sock.settimeout(0.05)
         self.address = self.sock.getsockname()[:2]
         self.stamp_at = stamp_at
+        self.delay = delay
         self.reflected = 0
         self.last_at = 0.0
         self.running = True
@@ -334,21 +373,30 @@ class Reflector:
         self.thread.start()
 
     def _run(self) -> None:
+        from collections import deque
+
+        pending: deque = deque()  # (when it leaves, datagram, to), in order
         while self.running:
+            self.sock.settimeout(
+                max(0.0, pending[0][0] - time.monotonic()) if pending else 0.05)
             try:
                 datagram, source = self.sock.recvfrom(65_535)
             except OSError:
-                continue
-            self.reflected += 1
-            self.last_at = time.monotonic()
-            if self.stamp_at is not None:
-                mark = b"%06d" % (self.reflected % 1_000_000)
-                at = self.stamp_at % max(1, len(datagram) - len(mark) + 1)
-                datagram = datagram[:at] + mark + datagram[at + len(mark):]
-            try:
-                self.sock.sendto(datagram, source)
-            except OSError:
-                pass
+                datagram = None
+            if datagram is not None:
+                self.reflected += 1
+                self.last_at = time.monotonic()
+                if self.stamp_at is not None:
+                    mark = b"%06d" % (self.reflected % 1_000_000)
+                    at = self.stamp_at % max(1, len(datagram) - len(mark) + 1)
+                    datagram = datagram[:at] + mark + datagram[at + len(mark):]
+                pending.append((self.last_at + self.delay, datagram, source))
+            while pending and pending[0][0] <= time.monotonic():
+                _, datagram, source = pending.popleft()
+                try:
+                    self.sock.sendto(datagram, source)
+                except OSError:
+                    pass
 
     def stop(self) -> None:
         self.running = False
@@ -357,41 +405,63 @@ class Reflector:
 
 
 class ReflectorLoopTests(unittest.TestCase):
-    """A loop between the daemon and a reflector, started by one datagram
-    from the reflector's address (what a spoofer would send): it dies within
-    a second, counted as ``loop``."""
+    """Loops between the daemon and a reflector, each started by one datagram
+    from the reflector's address (what a spoofer would send): each dies
+    within the loop budget of its round trips, counted as ``loop``."""
 
-    def loop_lifetime(self, reflector: Reflector, *options: str) -> tuple[float, dict]:
-        daemon = Daemon("--port", "0", *options)
+    skip = None if metrics.available() else metrics.MISSING
+
+    def run_loops(self, reflector: Reflector, payloads: list[bytes], *options: str) -> dict:
+        """The daemon's counters once every loop has ended."""
+        daemon = Daemon("--port", "0", *options, "--metrics", "tcp:0:interface=127.0.0.1")
         self.addCleanup(daemon.stop)
         port = daemon.start()
+        metrics_port = int(daemon.find(r"Site starting on (\d+)").group(1))
         self.addCleanup(reflector.stop)
-        started = time.monotonic()
-        host = reflector.address[0]
-        reflector.sock.sendto(b"a loop with timestamps in it", (host, port))
-        time.sleep(1.5)
-        lifetime = reflector.last_at - started
-        return lifetime, daemon.summary()
+        for payload in payloads:
+            reflector.sock.sendto(payload, (reflector.address[0], port))
+        deadline = time.monotonic() + 60  # only a loop that never dies takes it
+        while True:
+            figures = scrape(metrics_port)
+            if figures[("udpupper_datagrams_dropped_total", "loop")] >= len(payloads):
+                break
+            self.assertLess(time.monotonic(), deadline, "the loops did not end")
+            time.sleep(0.05)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "loop")], len(payloads))
+        return figures
 
     def test_exact_echo(self) -> None:
-        lifetime, summary = self.loop_lifetime(Reflector())
-        self.assertLess(lifetime, 1.0)
-        self.assertEqual(summary["loop"], 1)
+        reflector = Reflector()
+        self.run_loops(reflector, [b"a loop with timestamps in it"])
+        self.assertLessEqual(reflector.reflected, DEFAULT_LOOP_BUDGET)
 
     def test_stamping_reflectors(self) -> None:
         for at in (0, 11, -1):
             with self.subTest(stamp_at=at):
-                lifetime, summary = self.loop_lifetime(Reflector(stamp_at=at))
-                self.assertLess(lifetime, 1.0)
-                self.assertEqual(summary["loop"], 1)
+                reflector = Reflector(stamp_at=at)
+                self.run_loops(reflector, [b"a loop with timestamps in it"])
+                self.assertLessEqual(reflector.reflected, DEFAULT_LOOP_BUDGET)
 
     def test_ipv6_not_exempt(self) -> None:
         if NO_IPV6:
             raise unittest.SkipTest(NO_IPV6)
-        lifetime, summary = self.loop_lifetime(Reflector(stamp_at=4, host="::1"),
-                                               "--exempt", "", "--rate", "0")
-        self.assertLess(lifetime, 1.0)
-        self.assertEqual(summary["loop"], 1)
+        reflector = Reflector(stamp_at=4, host="::1")
+        self.run_loops(reflector, [b"a loop with timestamps in it"],
+                       "--exempt", "", "--rate", "0")
+        self.assertLessEqual(reflector.reflected, DEFAULT_LOOP_BUDGET)
+
+    def test_three_loops_through_a_stamping_reflector_20_ms_away(self) -> None:
+        """Not exempt, so the rate limit applies too, but three loops of 50
+        round trips a second each stay under it: the loop breaker ends each
+        within its budget (50 here: a second of round trips)."""
+        import random
+
+        draw = random.Random(5)
+        payloads = [b"%032x" % draw.getrandbits(128) for _ in range(3)]
+        reflector = Reflector(stamp_at=0, delay=0.02)
+        figures = self.run_loops(reflector, payloads, "--exempt", "", "--loop-budget", "50")
+        self.assertLessEqual(reflector.reflected, 3 * 50)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")], 0)
 
 
 class ClientRepetitionTests(unittest.TestCase):

@@ -7,22 +7,16 @@
  * memcmp()s on the bytes where they lie, nothing allocated.
  *
  * LoopBreaker is loops.PythonLoopBreaker with its memory in two arrays
- * instead of two dicts, as _ratelimit.c keeps the rate limiter's: under a
- * flood of never-seen sources every datagram is a new address, and in
- * Python each one left a tuple and a sketch behind for the garbage
- * collector to walk, in dicts whose look-ups miss the caches.  A slot is 56
- * bytes: the address's hash (known by its hash alone, as in _ratelimit.c:
- * SipHash with the process's own key), the last reply's length, its sketch
- * and the count, in a table of _table.h's.  The two generations are two
- * arrays of twice `size` slots; an address found in `older` is copied to
- * `recent`; when `recent` holds `size` the arrays swap and the new `recent`
- * is cleared.  3.5 MiB at the default 16,384.
+ * instead of two dicts, as _ratelimit.c keeps the rate limiter's.  A slot is
+ * 16 bytes: a key (one pair of a sketch's quarters, with the payload's
+ * length and the address's hash, mixed with a secret of the table's own
+ * from getentropy) and its chain's count, in a table of _table.h's.  The
+ * two generations are two arrays of twice `size` slots; a key found in
+ * `older` is copied to `recent`; when `recent` holds `size` the arrays swap
+ * and the new `recent` is cleared.  4 MiB at the default 65,536.
  *
- * The hashes are not kept apart from the rest, though a stranger's probe
- * would then read one cache line where it reads one or two: clearing a
- * whole generation leaves it in the caches, where a new address's slot is
- * then written; apart, every new address's memory missed them, and a
- * stranger cost more (docs/performance.md).
+ * A request that is not its own upper case (ordinary text) is told by the
+ * sketches alone and touches no slot.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -126,14 +120,15 @@ static PyObject *echoes(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return PyBool_FromLong(resemble(new, PyBytes_AS_STRING(args[1]), length));
 }
 
-/* The loop breaker's memory: what was last sent to an address. */
+/* The loop breaker's memory: the keys upper-case replies left, each with
+ * its chain's count. */
 typedef struct {
-    uint64_t hash;        /* the address's Python hash plus one; 0: a free slot */
-    uint32_t length;      /* of the last reply (a UDP payload: under 2^32) */
-    uint32_t count;       /* echoes counted since the last withheld reply */
-    uint8_t sketch_length;
-    char sketch[SKETCH];  /* what is remembered of the last reply */
+    uint64_t key;   /* a pair of quarters, the length and the address, mixed; 0: free */
+    uint64_t count; /* round trips its chain counted since its last withheld reply */
 } slot;
+
+#define PAIRS 6
+#define MAX_KEYS PAIRS
 
 typedef struct {
     PyObject_HEAD
@@ -142,42 +137,101 @@ typedef struct {
     slot *recent, *older;
     Py_ssize_t recent_count, older_count, copied; /* copied: from older */
     table_shape shape;
+    uint64_t secret; /* mixed into every key: which keys collide cannot be chosen */
 } Breaker;
 
-/* The slot of `hash` in `table`, or the free slot where it would go. */
-static inline slot *find(const Breaker *self, slot *table, uint64_t hash)
+static const int pairs[PAIRS][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
+
+/* A 64-bit mix (the finalizer of MurmurHash3): every bit of x moves them all. */
+static inline uint64_t mix(uint64_t x)
 {
-    return &table[table_find(&self->shape, table, sizeof(slot), hash)];
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
 }
 
-static void remember(slot *entry, const char *reply, Py_ssize_t size)
+/* Up to 16 bytes at `part` (a quarter of a sketch), mixed into `h`. */
+static inline uint64_t mix_part(uint64_t h, const char *part, Py_ssize_t length)
 {
-    Py_ssize_t length;
-    const char *kept = sketch_of(reply, size, entry->sketch, &length);
+    uint64_t words[2] = {0, 0};
 
-    if (kept != entry->sketch)
-        memcpy(entry->sketch, kept, (size_t)length);
-    entry->length = (uint32_t)size;
-    entry->sketch_length = (uint8_t)length;
+    memcpy(words, part, (size_t)length);
+    h = mix(h ^ words[0]);
+    return mix(h ^ words[1] ^ (uint64_t)length);
 }
 
-/* loops.python_step on a remembered address: whether the reply may go. */
-static int judge(const Breaker *self, slot *entry, PyObject *datagram, PyObject *reply)
+/* loops.python_keys: the keys a payload of `size` bytes whose sketch is
+ * `sketch` (`length` bytes) leaves for the address hashed `host`.  Returns
+ * how many (1 or 6); never a 0 key. */
+static int keys_of(const Breaker *self, uint64_t host, Py_ssize_t size, const char *sketch,
+                   Py_ssize_t length, uint64_t *keys)
 {
-    if ((uint64_t)PyBytes_GET_SIZE(datagram) == entry->length) {
-        char buffer[SKETCH];
-        Py_ssize_t length;
-        const char *new = sketch_of(PyBytes_AS_STRING(datagram), PyBytes_GET_SIZE(datagram),
-                                    buffer, &length);
+    uint64_t base = mix(self->secret ^ host) ^ ((uint64_t)size << 8);
+    Py_ssize_t q, starts[4], lengths[4];
+    int n;
 
-        if (length == entry->sketch_length && resemble(new, entry->sketch, length)
-            && (long)++entry->count >= self->every) {
-            entry->count = 0; /* withheld: the last reply stays what was sent */
-            return 0;
-        }
+    if (length < 4) {
+        keys[0] = mix_part(base, sketch, length) | 1;
+        return 1;
     }
-    remember(entry, PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply));
-    return 1;
+    q = length / 4;
+    for (n = 0; n < 4; n++) {
+        starts[n] = n * q;
+        lengths[n] = n < 3 ? q : length - 3 * q;
+    }
+    for (n = 0; n < PAIRS; n++) {
+        int i = pairs[n][0], j = pairs[n][1];
+        uint64_t h = mix(base ^ (uint64_t)(n + 1));
+
+        h = mix_part(h, sketch + starts[i], lengths[i]);
+        keys[n] = mix_part(h, sketch + starts[j], lengths[j]) | 1;
+    }
+    return PAIRS;
+}
+
+/* The slot of `key` in `table`, or the free slot where it would go. */
+static inline slot *find(const Breaker *self, slot *table, uint64_t key)
+{
+    return &table[table_find(&self->shape, table, sizeof(slot), key)];
+}
+
+/* The count remembered for `key`, or -1. */
+static inline long long get(const Breaker *self, uint64_t key)
+{
+    slot *entry = find(self, self->recent, key);
+
+    if (entry->key)
+        return (long long)entry->count;
+    entry = find(self, self->older, key);
+    return entry->key ? (long long)entry->count : -1;
+}
+
+/* Remember `count` for `key` in the recent generation (loops._put). */
+static void put(Breaker *self, uint64_t key, uint64_t count)
+{
+    slot *entry = find(self, self->recent, key), *old;
+
+    if (!entry->key) {
+        old = find(self, self->older, key);
+        if (old->key)
+            self->copied++; /* the copy left behind goes with its generation */
+        if (self->recent_count >= self->size) {
+            slot *cleared = self->older;
+
+            memset(cleared, 0, (size_t)(self->shape.mask + 1) * sizeof(slot));
+            self->older = self->recent;
+            self->recent = cleared;
+            self->older_count = self->recent_count;
+            self->recent_count = self->copied = 0;
+            entry = find(self, self->recent, key);
+        }
+        entry->key = key;
+        self->recent_count++;
+    }
+    entry->count = count;
 }
 
 static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
@@ -187,6 +241,7 @@ static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
     Py_ssize_t size, capacity;
     table_shape shape;
     slot *recent, *older;
+    uint64_t secret;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ln", keywords, &every, &size))
         return -1;
@@ -200,6 +255,8 @@ static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
     }
     if ((capacity = table_shape_init(&shape, size, sizeof(slot), self)) < 0)
         return -1;
+    if (getentropy(&secret, sizeof(secret)) != 0)
+        secret = shape.multiplier * 0x9E3779B97F4A7C15ULL; /* no entropy */
     recent = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
     older = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
     if (!recent || !older) {
@@ -216,6 +273,7 @@ static int breaker_init(Breaker *self, PyObject *args, PyObject *kwargs)
     self->size = size;
     self->recent_count = self->older_count = self->copied = 0;
     self->shape = shape;
+    self->secret = secret;
     return 0;
 }
 
@@ -229,10 +287,12 @@ static void breaker_dealloc(Breaker *self)
 /* loops.PythonLoopBreaker.allow, step for step, on the two arrays. */
 static PyObject *breaker_allow(Breaker *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *datagram, *reply;
-    uint64_t hash;
-    slot *entry, moved;
-    int error, found;
+    char new_buffer[SKETCH], out_buffer[SKETCH];
+    const char *new, *out;
+    Py_ssize_t size, new_length, out_length;
+    uint64_t host, keys[MAX_KEYS];
+    long long counted = 0, count;
+    int error, n, i;
 
     if (nargs != 3 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "allow(host, datagram: bytes, reply: bytes)");
@@ -242,36 +302,32 @@ static PyObject *breaker_allow(Breaker *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_ValueError, "LoopBreaker.__init__ was not called");
         return NULL;
     }
-    datagram = args[1], reply = args[2];
-    hash = table_hash(args[0], &error);
+    host = table_hash(args[0], &error);
     if (error)
         return NULL;
-    entry = find(self, self->recent, hash);
-    if (entry->hash) /* the hot path: an address it remembers */
-        return Py_NewRef(judge(self, entry, datagram, reply) ? Py_True : Py_False);
-    entry = find(self, self->older, hash);
-    if ((found = entry->hash != 0)) {
-        moved = *entry; /* the copy left behind goes with its generation */
-        self->copied++;
+    size = PyBytes_GET_SIZE(args[1]);
+    if (PyBytes_GET_SIZE(args[2]) != size)
+        Py_RETURN_TRUE;
+    new = sketch_of(PyBytes_AS_STRING(args[1]), size, new_buffer, &new_length);
+    out = sketch_of(PyBytes_AS_STRING(args[2]), size, out_buffer, &out_length);
+    /* The hot path: a lower-case request is not its upper-cased reply. */
+    if (!resemble(new, out, new_length))
+        Py_RETURN_TRUE;
+    n = keys_of(self, host, size, new, new_length, keys);
+    for (i = 0; i < n; i++)
+        if ((count = get(self, keys[i])) >= counted)
+            counted = count + 1;
+    if (counted < 1)
+        counted = 1;
+    if (counted >= self->every) {
+        for (i = 0; i < n; i++)
+            put(self, keys[i], 0); /* withheld: the chain starts again */
+        Py_RETURN_FALSE;
     }
-    if (self->recent_count >= self->size) {
-        slot *cleared = self->older;
-
-        memset(cleared, 0, (size_t)(self->shape.mask + 1) * sizeof(slot));
-        self->older = self->recent;
-        self->recent = cleared;
-        self->older_count = self->recent_count;
-        self->recent_count = self->copied = 0;
-    }
-    entry = find(self, self->recent, hash);
-    self->recent_count++;
-    if (found) {
-        *entry = moved;
-        return Py_NewRef(judge(self, entry, datagram, reply) ? Py_True : Py_False);
-    }
-    entry->hash = hash;
-    entry->count = 0;
-    remember(entry, PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply));
+    if (memcmp(new, out, (size_t)new_length) != 0)
+        n = keys_of(self, host, size, out, out_length, keys);
+    for (i = 0; i < n; i++)
+        put(self, keys[i], (uint64_t)counted);
     Py_RETURN_TRUE;
 }
 
@@ -288,7 +344,7 @@ static PyMethodDef breaker_methods[] = {
 
 static PyMemberDef breaker_members[] = {
     {"every", T_LONG, offsetof(Breaker, every), READONLY, "One in so many echoes is withheld."},
-    {"size", T_PYSSIZET, offsetof(Breaker, size), READONLY, "Addresses a generation holds."},
+    {"size", T_PYSSIZET, offsetof(Breaker, size), READONLY, "Keys a generation holds."},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -1,43 +1,56 @@
-"""The loop breaker: withhold one in so many replies that echo the last one.
+"""The loop breaker: every possible loop withheld once in so many round trips.
 
 Two echo services can be made to answer each other for ever with one
-spoofed datagram.  What comes back to us in such a loop is what we last sent
-to that address: exactly, from a plain echo, or with a few bytes written in
-(a counter, a timestamp), from a reflector that stamps what it echoes.  So a
-datagram that *resembles the last reply sent to its source address* is a
-possible echo: same length, and equal to that reply, or equal in at least
-two of its four quarters (a stamp shorter than a quarter touches two at
-most).  One in ``every`` such datagrams from an address gets no reply.  A
-loop has nothing to carry it on after one withheld reply, so it ends within
-``every`` round trips; a client that repeats itself (a file of identical
-upper-case lines, a benchmark's numbered requests made of digits) loses one
-reply in ``every`` and sends that line again, which ``udpupper-client`` does
-after a few round trips.  Lower-case requests never resemble their
-upper-cased replies, so ordinary text is never withheld.
+spoofed datagram, and as many loops as datagrams.  What comes back to us in
+such a loop is what we last sent into it: exactly, from a plain echo, or
+with a few bytes written in (a counter, a timestamp), from a reflector that
+stamps what it echoes.  Its replies are then its requests again: upper
+case, once upper-cased, stays what it is.
+
+So only a datagram that *resembles its own reply* can be part of a loop:
+same length, and equal, or equal in at least two of its four quarters (a
+stamp shorter than a quarter touches two at most).  Ordinary lower-case
+text never does, and costs nothing more here.  Such a datagram continues a
+*chain* when it resembles a reply sent to the same address before: it
+shares two quarters with it, so one of the six pairs of quarters, with the
+length and the address, is a key the earlier reply left.  Each chain counts
+its round trips, and when one reaches ``every`` that datagram gets no
+reply: the loop has nothing to carry it on.  Every loop through an address
+is its own chain, whatever its payload and however many there are, so each
+dies within ``every`` of its own round trips.  A client that repeats
+itself (a file of identical upper-case lines, a benchmark's numbered
+requests made of digits) is one chain too: it loses one reply in ``every``
+and sends that line again, which ``udpupper-client`` does after a few
+round trips.
+
+The source port is not part of a key, so a loop through a proxy that
+changes its source port is seen too.  Keys are remembered in two
+generations of at most ``size`` each (as the rate limiter's table), with
+their chain's count: bounded, whatever the flood; a key touched again moves
+to the recent generation, so a live loop keeps its count unless a flood
+fills a whole generation between two of its round trips.  What is looked at
+of a payload is its length and at most 32 bytes (four 8-byte samples of a
+longer one).
 
 ``LoopBreaker``, ``sketch`` and ``echoes`` are in C (``_loops.c``) where it
-could be built, since every answered datagram is compared and, under a
-flood of never-seen sources, remembered; ``PythonLoopBreaker``,
-``python_sketch`` and ``python_echoes`` are what runs without a compiler,
-and the tests hold the two to each other.
-
-The source port is not part of the key, so a loop through a proxy that
-changes its source port is seen too.  Addresses are remembered in two
-generations of at most ``size`` each (as the rate limiter's table): bounded,
-whatever the flood, and a flood only ever makes a loop live longer by
-resetting its count.  What is remembered of a reply is its length and at
-most 32 bytes (four 8-byte samples of a longer one).
+could be built; ``PythonLoopBreaker``, ``python_sketch`` and
+``python_echoes`` are what runs without a compiler, and the tests hold the
+two to each other.
 """
 
 from __future__ import annotations
 
-LOOP_MEMORY = 16_384  # source addresses remembered, per generation
-SKETCH = 32  # replies this long or shorter are remembered whole
+# Keys remembered per generation: six for each upper-case reply that
+# continues or starts a chain (2 MiB a generation in C).
+LOOP_MEMORY = 65_536
+SKETCH = 32  # payloads this long or shorter are looked at whole
 _PART = SKETCH // 4
+# The pairs of quarters that two sketches one stamp apart share one of.
+PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 
 
 def python_sketch(payload: bytes) -> bytes:
-    """What is remembered of a reply: itself, or four samples of 8 bytes."""
+    """What is looked at of a payload: itself, or four samples of 8 bytes."""
     size = len(payload)
     if size <= SKETCH:
         return payload
@@ -69,35 +82,19 @@ def resembles(new: bytes, last: bytes) -> bool:
 
 
 def python_echoes(datagram: bytes, last: bytes) -> bool:
-    """Whether ``datagram`` resembles a reply of which ``last`` is the sketch."""
+    """Whether ``datagram`` resembles a payload of which ``last`` is the sketch."""
     new = python_sketch(datagram)
     return len(new) == len(last) and resembles(new, last)
 
 
-def python_step(
-    recent: dict[str, tuple[int, bytes, int]], host: str, datagram: bytes, reply: bytes,
-    every: int,
-) -> bool | None:
-    """:meth:`PythonLoopBreaker.allow` for a ``host`` that ``recent`` holds;
-    None when it holds none (then the generations are the caller's).
-
-    ``python_echoes`` and ``python_sketch`` written in: without a compiler
-    this runs for every answered datagram.
-    """
-    entry = recent.get(host)
-    if entry is None:
-        return None
-    length, last, count = entry
-    if len(datagram) == length:
-        new = datagram if length <= SKETCH else python_sketch(datagram)
-        if len(new) == len(last) and resembles(new, last):
-            count += 1
-            if count >= every:
-                recent[host] = (length, last, 0)
-                return False
-    size = len(reply)
-    recent[host] = (size, reply if size <= SKETCH else python_sketch(reply), count)
-    return True
+def python_keys(host: object, size: int, sketch: bytes) -> list[int]:
+    """The keys a payload of ``size`` bytes with ``sketch`` leaves for ``host``:
+    one for each pair of quarters (the whole sketch, under four bytes)."""
+    if len(sketch) < 4:
+        return [hash((host, size, sketch))]
+    q = len(sketch) // 4
+    parts = (sketch[:q], sketch[q:2 * q], sketch[2 * q:3 * q], sketch[3 * q:])
+    return [hash((host, size, i, j, parts[i], parts[j])) for i, j in PAIRS]
 
 
 class PythonLoopBreaker:
@@ -112,35 +109,54 @@ class PythonLoopBreaker:
             raise ValueError(f"size must be 1 or more, not {size}")
         self.every = every
         self.size = size
-        # host -> (length of the last reply, its sketch, echoes counted since
-        # the last withheld one), in two generations.
-        self.recent: dict[str, tuple[int, bytes, int]] = {}
-        self.older: dict[str, tuple[int, bytes, int]] = {}
+        # key -> round trips its chain has counted since its last withheld
+        # reply, in two generations.
+        self.recent: dict[int, int] = {}
+        self.older: dict[int, int] = {}
 
     def allow(self, host: str, datagram: bytes, reply: bytes) -> bool:
         """For ``datagram`` from ``host``, answered with ``reply``: may it go?"""
-        recent = self.recent
-        allowed = python_step(recent, host, datagram, reply, self.every)  # the hot path
-        if allowed is not None:
-            return allowed
-        entry = self.older.pop(host, None)
-        if len(recent) >= self.size:
-            self.older = recent
-            self.recent = recent = {}
-        if entry is None:
-            recent[host] = (len(reply), python_sketch(reply), 0)
+        size = len(datagram)
+        if len(reply) != size:
             return True
-        recent[host] = entry  # back to the recent generation, and judged there
-        return bool(python_step(recent, host, datagram, reply, self.every))
+        new = python_sketch(datagram)
+        out = new if reply == datagram else python_sketch(reply)
+        if out is not new and not resembles(new, out):
+            return True  # not its own upper case: no loop carries it
+        keys = python_keys(host, size, new)
+        recent, older = self.recent, self.older
+        counted = 0
+        for key in keys:
+            count = recent.get(key)
+            if count is None:
+                count = older.get(key)
+            if count is not None and count >= counted:
+                counted = count + 1
+        counted = max(counted, 1)
+        if counted >= self.every:
+            for key in keys:
+                self._put(key, 0)  # withheld: the chain starts again
+            return False
+        for key in keys if out is new else python_keys(host, size, out):
+            self._put(key, counted)
+        return True
+
+    def _put(self, key: int, count: int) -> None:
+        recent = self.recent
+        if key not in recent:
+            self.older.pop(key, None)
+            if len(recent) >= self.size:
+                self.older = recent
+                self.recent = recent = {}
+        recent[key] = count
 
     def __len__(self) -> int:
-        """How many addresses are remembered: at most twice ``size``."""
+        """How many keys are remembered: at most twice ``size``."""
         return len(self.recent) + len(self.older)
 
 
-
 try:  # the same, in C, where it could be built: every answered datagram is
-    # compared (about 0.3 us in Python) and, from a stranger, remembered
+    # compared (about 0.3 us in Python) and an upper-case one remembered
     from udpupper.server.protections._loops import LoopBreaker, echoes, sketch
 except ImportError:  # pragma: no cover - depends on the build
     LoopBreaker = PythonLoopBreaker  # type: ignore[misc, assignment]
