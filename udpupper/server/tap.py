@@ -99,9 +99,11 @@ class Options(OneLineUsageErrors, usage.Options):
          "their datagrams get no reply and are not remembered (a spoofed-source "
          "flood); 0: no limit."],
         ["loop-budget", None, DEFAULT_LOOP_BUDGET,
-         "One in this many datagrams that echo the last reply to their source "
-         "address (exactly, or with a few bytes written in) gets no reply, which "
-         "ends a loop between two echo services; exempt sources too; 0: never."],
+         "Each loop through an echo service (a request that is its own upper case "
+         "and echoes a reply sent to its address, exactly or with a few bytes "
+         "written in) ends within this many round trips, however many loops; a "
+         "client that repeats itself sends one line in as many again; exempt "
+         "sources too; 0: never."],
         ["exempt", None, DEFAULT_EXEMPT,
          "Comma-separated networks never rate limited or capped; '' for none."],
         ["max-amplification", None, 1.0,

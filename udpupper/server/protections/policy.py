@@ -35,10 +35,9 @@ DEFAULT_NEW_PREFIX_RATE = 10_000
 # ones, few enough to stay in the CPU's caches (a flood of new addresses then
 # costs about 400 ns less a datagram than with a 65,536-entry memory).
 SOURCE_MEMORY = 4096
-# One in this many datagrams that echo the last reply to their source address
-# gets no reply: a loop dies within as many round trips (tens of
-# milliseconds on loopback), a client repeating itself resends one line in as
-# many.
+# One in this many datagrams of a chain of echoes gets no reply: each loop
+# dies within as many of its round trips (tens of milliseconds on loopback),
+# a client repeating itself resends one line in as many.
 DEFAULT_LOOP_BUDGET = 1000
 
 # Ports below this are where services live, not clients (RFC 6335).
