@@ -28,7 +28,7 @@ from udpupper.server.protections.policy import (
     Protections,
     parse_networks,
 )
-from udpupper.server.protections.ratelimit import probation_size
+from udpupper.server.protections.ratelimit import TRIAL_MEMORY, probation_size
 from udpupper.server.service import DEFAULT_RCVBUF, UpperService
 from udpupper.server.workers.parent import Workers
 from udpupper.server.workers.worker import die_with_parent
@@ -218,13 +218,18 @@ def makeService(config: Options, reactor=None) -> service.IService:
 def table_mib(rate_table: int) -> int:
     """The most the rate limiter's tables for ``rate_table`` take, in MiB.
 
-    ``slots`` is ``rate_table`` rounded up to a power of two; the table holds
-    two arrays of twice that many 16-byte slots (64 bytes a slot of
-    ``slots``).  Probation holds two arrays of twice its entries (rounded
-    up) of 8 bytes.  The loop breaker's memory is apart: 3.5 MiB at most."""
-    slots = 1 << max(rate_table - 1, 1).bit_length()
-    seen = 1 << max(2 * probation_size(rate_table) - 1, 1).bit_length()
-    return (64 * slots + 16 * seen) >> 20
+    Each is an array of a power of two of slots, at least twice the keys
+    of a generation, two generations: the table's 16-byte slots, the
+    trial's 24-byte slots (at most TRIAL_MEMORY keys a generation) and
+    probation's 8-byte hashes.  The loop breaker's memory is apart: 4 MiB
+    at most."""
+
+    def slots(keys: int) -> int:
+        return 1 << max(2 * keys - 1, 1).bit_length()
+
+    trial = min(rate_table, TRIAL_MEMORY)
+    return (2 * 16 * slots(rate_table) + 2 * 24 * slots(trial)
+            + 2 * 8 * slots(probation_size(rate_table))) >> 20
 
 
 # What only the parent of --workers does: each worker serves the socket the

@@ -117,58 +117,77 @@ class NewKeyTests(unittest.TestCase):
         self.assertRaises(ValueError, self.RateLimiter, 10, 20, 100, -1)
 
 
-class ProbationTests(unittest.TestCase):
-    """With the sender given, a key not in the table is on probation until
-    an address of it asks again: how new clients get in under a flood of
-    spoofed sources, and known ones stay known."""
+class TrialTests(unittest.TestCase):
+    """With the sender given, a key not in the table is on trial until two
+    datagrams from addresses that asked before settle it: how new clients
+    get in under a flood of spoofed sources, and known ones stay known."""
 
     RateLimiter = ratelimit.RateLimiter
 
-    def test_the_first_is_answered_and_the_second_takes_the_key_in(self) -> None:
+    def test_the_first_is_answered_and_the_third_settles_the_key(self) -> None:
         limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
         self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
-        self.assertNotIn(A, limiter)
+        self.assertEqual(limiter.where(A), 1)  # on trial
+        self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
+        self.assertEqual(limiter.where(A), 1)  # one datagram of an address that asked before
         answered = sum(bool(limiter.allow(A, 0.0, "192.0.2.1")) for _ in range(30))
-        self.assertIn(A, limiter)
-        self.assertEqual(1 + answered, 20)  # a burst in all, the first reply included
+        self.assertEqual(limiter.where(A), 2)  # settled
+        self.assertEqual(2 + answered, 20)  # a burst in all, on trial and settled
 
-    def test_another_address_of_a_key_answered_takes_it_in(self) -> None:
+    def test_other_addresses_of_a_key_share_its_bucket_and_never_settle_it(self) -> None:
         limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
         self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
-        answered = sum(bool(limiter.allow(A, 0.1, f"192.0.2.{n}")) for n in range(2, 40))
-        self.assertIn(A, limiter)
+        answered = sum(bool(limiter.allow(A, 0.0, f"192.0.2.{n}")) for n in range(2, 40))
         self.assertEqual(1 + answered, 20)  # a burst in all: exact per key
+        self.assertEqual(limiter.where(A), 1)  # each address once: a scan, not a client
 
-    def test_a_key_refused_at_first_is_not_remembered_but_its_address_is(self) -> None:
+    def test_a_key_refused_at_first_gets_in_when_its_address_asks_again(self) -> None:
         limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=1)
         self.assertIs(limiter.allow(B, 0.0, "198.51.100.1"), True)  # the one new key a second
         self.assertIsNone(limiter.allow(A, 0.0, "192.0.2.1"))
-        self.assertIsNone(limiter.allow(A, 0.0, "192.0.2.2"))  # A was not answered
-        self.assertIs(limiter.allow(A, 0.5, "192.0.2.1"), True)  # .1 asks again: in
-        self.assertIn(A, limiter)
+        self.assertIsNone(limiter.allow(A, 0.0, "192.0.2.2"))
+        self.assertEqual(limiter.where(A), 0)  # not remembered, but its addresses are
+        self.assertIs(limiter.allow(A, 0.5, "192.0.2.1"), True)  # .1 asks again: on trial
+        self.assertEqual(limiter.where(A), 1)
 
     def test_probation_ends(self) -> None:
         limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
         self.assertIs(limiter.allow(A, 0.0, "192.0.2.1"), True)
-        # Two generations of PROBATION_TIME later, .1 is a stranger again.
+        # Two generations of PROBATION_TIME later, .1 is a stranger again:
+        # answered from A's bucket, but it did not ask again.
         later = 2 * ratelimit.PROBATION_TIME + 0.01
         self.assertIs(limiter.allow(A, later, "192.0.2.1"), True)
-        self.assertNotIn(A, limiter)
+        self.assertIs(limiter.allow(A, later, "192.0.2.1"), True)
+        self.assertEqual(limiter.where(A), 1)
+        self.assertIs(limiter.allow(A, later, "192.0.2.1"), True)
+        self.assertEqual(limiter.where(A), 2)
+
+    def test_an_address_that_keeps_asking_stays_on_probation(self) -> None:
+        """A client asking every 1.5 s is never a stranger again."""
+        limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100, trial=1)
+        for n in range(10):
+            self.assertIs(limiter.allow(b"other %d" % n, 1.5 * n, "198.51.100.1"), True)
+        # Each key was on trial once, pushed out by the next (trial=1): the
+        # address is still known, so each new key entered as asked again.
+        self.assertIs(limiter.allow(A, 15.0, "198.51.100.1"), True)
+        self.assertIs(limiter.allow(A, 15.0, "198.51.100.1"), True)
+        self.assertEqual(limiter.where(A), 2)
 
     def test_a_flood_of_new_sources_leaves_the_table_alone(self) -> None:
         """10,000 new sources a second for a minute: the one known key, quiet
-        all along, is still known, and nothing else was taken in."""
+        all along, is still in the table, and nothing else settled."""
         limiter = self.RateLimiter(rate=10, burst=20, size=1000, new_rate=100)
-        limiter.allow(A, 0.0, "192.0.2.1")
-        limiter.allow(A, 0.0, "192.0.2.1")
-        self.assertIn(A, limiter)
+        for _ in range(3):
+            limiter.allow(A, 0.0, "192.0.2.1")
+        self.assertEqual(limiter.where(A), 2)
+        flood = [number.to_bytes(4, "big") for number in range(0, 600_000, 997)]
         for second in range(60):
             for n in range(10_000):
                 number = second * 10_000 + n
                 limiter.allow(number.to_bytes(4, "big"), second + n / 10_000,
                               f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}")
-        self.assertEqual(len(limiter), 1)
-        self.assertIn(A, limiter)
+        self.assertEqual(limiter.where(A), 2)
+        self.assertEqual([key for key in flood if limiter.where(key) == 2], [])
         self.assertEqual(replies(limiter, A, 30, 60.0), 20)  # its burst, as it was
 
     def test_new_clients_that_ask_twice_get_in_under_a_flood(self) -> None:
@@ -189,17 +208,93 @@ class ProbationTests(unittest.TestCase):
             if client not in answered and limiter.allow(b"c%d" % client, at, "client %d" % client):
                 answered[client] = tries[client].index(at) + 1
         self.assertEqual(len(answered), 200)
-        self.assertLessEqual(len(limiter), 200)
 
-    def test_keys_taken_in_again_have_a_rate_of_their_own(self) -> None:
-        """An attacker who sends twice from each spoofed address takes in at
-        most ``new_rate`` keys a second."""
+    def test_sources_that_send_twice_never_settle(self) -> None:
+        """An attacker who sends twice from each spoofed address has each key
+        on trial, none in the table."""
         limiter = self.RateLimiter(rate=10, burst=20, size=100_000, new_rate=100)
         for n in range(5_000):
             limiter.allow(b"k%d" % n, 0.5, "s%d" % n)
         for n in range(5_000):
             limiter.allow(b"k%d" % n, 0.6, "s%d" % n)
-        self.assertEqual(len(limiter), 100)
+        self.assertEqual([n for n in range(5_000) if limiter.where(b"k%d" % n) == 2], [])
+
+    def test_keys_settle_at_most_size_over_settle_time_a_second(self) -> None:
+        """Sources that send three times do settle, but no faster than the
+        table turns over in SETTLE_TIME: a known key is kept that long."""
+        size = 1000
+        limiter = self.RateLimiter(rate=10, burst=20, size=size, new_rate=0)
+        for n in range(5_000):
+            for _ in range(3):
+                limiter.allow(b"k%d" % n, 0.5, "s%d" % n)
+        settled = sum(limiter.where(b"k%d" % n) == 2 for n in range(5_000))
+        # The gate is a second deep: a second's worth at once.
+        self.assertEqual(settled, int(size / ratelimit.SETTLE_TIME))
+
+
+class FloodShapeTests(unittest.TestCase):
+    """Every shape of flood the attacker of the third round sent, at fifteen
+    times ``new_rate``, on a fake clock (the same decisions, scaled down from
+    150,000 a second against the defaults): new clients asking as
+    ``udpupper-client`` does (a try a second) are answered by their second;
+    clients that talked before (three datagrams) and kept quiet for a minute
+    are answered at their first."""
+
+    RateLimiter = ratelimit.RateLimiter
+    RATE, SIZE, NEW_RATE, FLOOD = 200, 4096, 200, 3000
+
+    def flood(self, shape: str, seconds: float, draw) -> list[tuple[float, bytes, str]]:
+        """(when, key, address) of each flood datagram, in order."""
+        space, sends, spacing = shape
+        datagrams = []
+        for n in range(int(seconds * self.FLOOD / sends)):
+            at = 1.0 + n * sends / self.FLOOD
+            if space == "small":  # every prefix of a space the table's size, new hosts
+                prefix = draw.randrange(self.SIZE)
+            else:  # a prefix of 2^24, each once at most, nearly
+                prefix = draw.getrandbits(24) + self.SIZE
+            address = f"host {prefix}.{draw.getrandbits(32)}"
+            for k in range(sends):
+                datagrams.append((at + k * spacing, prefix.to_bytes(4, "big"), address))
+        datagrams.sort()
+        return datagrams
+
+    def test_every_shape(self) -> None:
+        import random
+
+        shapes = {
+            "never the same source": ("large", 1, 0.0),
+            "a small space that recurs": ("small", 1, 0.0),
+            "each source twice at once": ("large", 2, 0.0),
+            "each source twice a second apart": ("large", 2, 1.0),
+            "a small space, each source twice": ("small", 2, 0.0),
+            "each source three times": ("large", 3, 0.0),
+        }
+        for name, shape in shapes.items():
+            with self.subTest(shape=name):
+                draw = random.Random(name)
+                limiter = self.RateLimiter(self.RATE, 2 * self.RATE, self.SIZE, self.NEW_RATE)
+                known = [(b"known %d" % n, f"known {n}") for n in range(10)]
+                for key, address in known:
+                    for k in range(3):
+                        self.assertTrue(limiter.allow(key, 0.1 * k, address))
+                clients = {n: [1.5 + n * 0.5 + k for k in range(4)] for n in range(40)}
+                asks = sorted((at, n) for n, times in clients.items() for at in times)
+                asks += [(62.0, -1)]  # the known clients, after a minute of flood
+                answered: dict[int, int] = {}
+                datagrams = iter(self.flood(shape, 62.0, draw))
+                pending = next(datagrams, None)
+                for at, n in sorted(asks):
+                    while pending is not None and pending[0] <= at:
+                        limiter.allow(pending[1], pending[0], pending[2])
+                        pending = next(datagrams, None)
+                    if n == -1:
+                        first_tries = [limiter.allow(key, at, address) for key, address in known]
+                        self.assertEqual(first_tries, [True] * len(known))
+                    elif n not in answered and limiter.allow(b"client %d" % n, at, f"client {n}"):
+                        answered[n] = clients[n].index(at) + 1
+                self.assertEqual(sorted(answered), list(range(40)))
+                self.assertLessEqual(max(answered.values()), 2, answered)
 
 
 class ClockStepTests(unittest.TestCase):
@@ -284,17 +379,18 @@ class ImplementationsAgreeTests(unittest.TestCase):
         rate=st.sampled_from([0.5, 1, 10, 200]),
         burst=st.sampled_from([1, 2.5, 20]),
         size=st.integers(1, 6),
-        new_rate=st.sampled_from([0, 1, 50]),
+        new_rate=st.sampled_from([0, 0.3, 1, 50]),
         probation=st.integers(1, 5),
+        trial=st.one_of(st.none(), st.integers(1, 4)),
         steps=st.lists(
             st.tuples(st.integers(0, 9), st.one_of(st.none(), st.integers(0, 9)),
                       st.floats(-0.5, 2.0, allow_nan=False)), max_size=80
         ),
     )
-    def test_same_answers(self, rate, burst, size, new_rate, probation, steps) -> None:
-        """Keys alone, and keys with their senders (probation), mixed."""
-        ours = ratelimit.RateLimiter(rate, burst, size, new_rate, probation)
-        python = PythonRateLimiter(rate, burst, size, new_rate, probation)
+    def test_same_answers(self, rate, burst, size, new_rate, probation, trial, steps) -> None:
+        """Keys alone, and keys with their senders (trial, probation), mixed."""
+        ours = ratelimit.RateLimiter(rate, burst, size, new_rate, probation, trial)
+        python = PythonRateLimiter(rate, burst, size, new_rate, probation, trial)
         now = 0.0
         for key, sender, step in steps:  # time mostly forward, sometimes back
             now += step
@@ -305,8 +401,8 @@ class ImplementationsAgreeTests(unittest.TestCase):
                              (key, sender, now))
             self.assertEqual(len(ours), len(python))
             self.assertEqual(
-                [b"prefix %d" % k in ours for k in range(10)],
-                [b"prefix %d" % k in python for k in range(10)],
+                [ours.where(b"prefix %d" % k) for k in range(10)],
+                [python.where(b"prefix %d" % k) for k in range(10)],
             )
 
     def test_not_a_number_for_now_is_an_error(self) -> None:
@@ -323,5 +419,6 @@ def in_python(case: type) -> type:
 PythonRateLimiterTests = in_python(RateLimiterTests)
 PythonNewKeyTests = in_python(NewKeyTests)
 PythonClockStepTests = in_python(ClockStepTests)
-PythonProbationTests = in_python(ProbationTests)
+PythonTrialTests = in_python(TrialTests)
+PythonFloodShapeTests = in_python(FloodShapeTests)
 PythonEvictionTests = in_python(EvictionTests)

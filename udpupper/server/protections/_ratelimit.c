@@ -2,7 +2,7 @@
  * udpupper.server.protections._ratelimit: udpupper.server.protections.ratelimit.RateLimiter, in C.
  *
  * The same class, the same arguments, the same answers (the tests run both
- * on one table of cases); only the table differs.  A flood of spoofed
+ * on one table of cases); only the tables differ.  A flood of spoofed
  * sources looks up a prefix the CPU's caches have long let go for every
  * datagram, and a Python dict's look-up is a chain of four cache misses
  * (index, entry, key object, value object).  Here a key is one 16-byte slot
@@ -20,10 +20,17 @@
  * `size` keys the arrays swap and the new `recent` is cleared.  16 bytes a
  * slot, four slots a key: 4 MiB at the default 65,536 keys.
  *
- * What is on probation (the senders, allow's third argument, and keys) is
- * two more arrays of twice `probation` hashes, 8 bytes each, that swap the
- * same way, and every PROBATION_TIME seconds too: 8 MiB at the least,
- * 262,144 entries a generation.
+ * The keys on trial are two more arrays the same way, of twice `trial`
+ * slots of 24 bytes (the bucket and the datagrams from addresses that asked
+ * before); a key that settles leaves them (backward-shift deletion), so
+ * each key is in one place.  3 MiB at the default 65,536.
+ *
+ * The senders on probation are two more arrays of twice `probation`
+ * hashes, 8 bytes each, that swap the same way, and every PROBATION_TIME
+ * seconds too: 8 MiB at the least, 262,144 entries a generation.
+ *
+ * PROBATION_TIME, SETTLE_HITS and SETTLE_TIME are ratelimit.py's, read
+ * from it when the first table is made.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -40,18 +47,66 @@ typedef struct {
 } slot;
 
 typedef struct {
+    uint64_t hash; /* as slot's */
+    double full_at;
+    uint64_t hits; /* datagrams from addresses that asked before */
+} trial_slot;
+
+typedef struct {
     PyObject_HEAD
     double rate, burst, new_rate;
-    double interval, depth, limit, new_interval, new_limit, new_full_at, promoted_full_at;
-    Py_ssize_t size, probation;
+    double interval, depth, limit, new_interval, new_depth, new_full_at;
+    double settle_interval, settle_depth, settled_full_at;
+    Py_ssize_t size, probation, trial;
     slot *recent, *older;
     Py_ssize_t recent_count, older_count, copied; /* copied: from older */
     table_shape shape;
+    trial_slot *trial_recent, *trial_older;
+    Py_ssize_t trial_recent_count, trial_older_count;
+    table_shape trial_shape;
     uint64_t *seen, *seen_before; /* senders on probation: hash plus one, 0 free */
     Py_ssize_t seen_count;
     double seen_since; /* when `seen` began */
     table_shape seen_shape;
 } Limiter;
+
+/* ratelimit.py's constants, read from it once. */
+static double PROBATION_TIME, SETTLE_TIME, TRIAL_MEMORY;
+static long long SETTLE_HITS;
+static int constants_read;
+
+static int read_constants(void)
+{
+    PyObject *module, *value;
+    double *floats[] = {&PROBATION_TIME, &SETTLE_TIME, &TRIAL_MEMORY};
+    const char *names[] = {"PROBATION_TIME", "SETTLE_TIME", "TRIAL_MEMORY", "SETTLE_HITS"};
+
+    if (constants_read)
+        return 0;
+    if (!(module = PyImport_ImportModule("udpupper.server.protections.ratelimit")))
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        double number;
+
+        if (!(value = PyObject_GetAttrString(module, names[i]))) {
+            Py_DECREF(module);
+            return -1;
+        }
+        number = PyFloat_AsDouble(value);
+        Py_DECREF(value);
+        if (number == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(module);
+            return -1;
+        }
+        if (i < 3)
+            *floats[i] = number;
+        else
+            SETTLE_HITS = (long long)number;
+    }
+    Py_DECREF(module);
+    constants_read = 1;
+    return 0;
+}
 
 /* The slot of `hash` in `table`, or the free slot where it would go. */
 static inline slot *find(const Limiter *self, slot *table, uint64_t hash)
@@ -59,7 +114,10 @@ static inline slot *find(const Limiter *self, slot *table, uint64_t hash)
     return &table[table_find(&self->shape, table, sizeof(slot), hash)];
 }
 
-#define PROBATION_TIME 2.0 /* ratelimit.PROBATION_TIME */
+static inline uint64_t find_on_trial(const Limiter *self, trial_slot *table, uint64_t hash)
+{
+    return table_find(&self->trial_shape, table, sizeof(trial_slot), hash);
+}
 
 static void next_generation(Limiter *self, double now)
 {
@@ -72,47 +130,148 @@ static void next_generation(Limiter *self, double now)
     self->seen_since = now;
 }
 
-static int on_probation(const Limiter *self, uint64_t hash)
+/* ratelimit.py's _recall: whether `sender` asked before; on probation, in
+ * the recent generation, from now either way. */
+static int recall(Limiter *self, uint64_t sender, double now)
 {
-    for (int generation = 0; generation < 2; generation++) {
-        const uint64_t *table = generation ? self->seen_before : self->seen;
-        if (table[table_find(&self->seen_shape, table, sizeof(uint64_t), hash)])
-            return 1;
-    }
-    return 0;
-}
+    uint64_t at = table_find(&self->seen_shape, self->seen, sizeof(uint64_t), sender);
+    int asked_before;
 
-static void put_on_probation(Limiter *self, uint64_t hash, double now)
-{
-    uint64_t at;
-
-    if (self->seen_count >= self->probation)
-        next_generation(self, now);
-    at = table_find(&self->seen_shape, self->seen, sizeof(uint64_t), hash);
     if (self->seen[at])
-        return;
-    self->seen[at] = hash;
+        return 1;
+    asked_before = self->seen_before[table_find(&self->seen_shape, self->seen_before,
+                                                sizeof(uint64_t), sender)] != 0;
+    if (self->seen_count >= self->probation) {
+        next_generation(self, now);
+        at = table_find(&self->seen_shape, self->seen, sizeof(uint64_t), sender);
+    }
+    self->seen[at] = sender;
     self->seen_count++;
+    return asked_before;
 }
 
-/* One bucket of a second's worth for keys together: whether one more may
- * pass at `now`, `*full_at` its state. */
-static int gate(const Limiter *self, double *full_at, double now)
+/* ratelimit.gate: whether one more may pass at `now`, `*full_at` its state. */
+static int gate(double *full_at, double now, double interval, double depth)
 {
     double at = *full_at;
 
-    if (!self->new_interval)
-        return 1;
     if (at < now)
         at = now;
-    else if (at > now + 1.0)
-        at = now + 1.0; /* the clock stepped back */
-    if (at - now > self->new_limit) {
+    else if (at > now + depth)
+        at = now + depth; /* the clock stepped back */
+    if (at - now > depth - interval * 0.999) {
         *full_at = at;
         return 0;
     }
-    *full_at = at + self->new_interval;
+    *full_at = at + interval;
     return 1;
+}
+
+static int new_key(Limiter *self, double now)
+{
+    return !self->new_interval
+           || gate(&self->new_full_at, now, self->new_interval, self->new_depth);
+}
+
+/* One token from a bucket full again at `*full_at`, if it has one. */
+static int spend(const Limiter *self, double *full_at, double now)
+{
+    double at = *full_at;
+
+    if (at < now)
+        at = now; /* full: tokens beyond the burst are not kept */
+    else if (at > now + self->depth)
+        at = now + self->depth; /* the clock stepped back: empty, from now */
+    if (at - now > self->limit) {
+        *full_at = at;
+        return 0; /* less than one token left */
+    }
+    *full_at = at + self->interval;
+    return 1;
+}
+
+/* The free slot of the table's recent generation where `hash` goes, a
+ * generation turned first when it is full. */
+static slot *take_in(Limiter *self, uint64_t hash)
+{
+    slot *found;
+
+    if (self->recent_count >= self->size) {
+        /* A generation is full: the one before it is forgotten. */
+        slot *cleared = self->older;
+        memset(cleared, 0, (size_t)(self->shape.mask + 1) * sizeof(slot));
+        self->older = self->recent;
+        self->older_count = self->recent_count;
+        self->recent = cleared;
+        self->recent_count = self->copied = 0;
+    }
+    found = find(self, self->recent, hash);
+    found->hash = hash;
+    self->recent_count++;
+    return found;
+}
+
+/* ratelimit.py's _on_trial, step for step. */
+static PyObject *on_trial(Limiter *self, uint64_t hash, uint64_t sender, double now)
+{
+    double elapsed = now - self->seen_since, full_at;
+    uint64_t hits, at;
+    int asked_before, in_recent, allowed;
+
+    if (!(0.0 <= elapsed && elapsed < PROBATION_TIME)) { /* ratelimit.py's _age_probation */
+        next_generation(self, now);
+        if (!(elapsed < 2 * PROBATION_TIME))
+            next_generation(self, now);
+    }
+    asked_before = recall(self, sender, now);
+    if (!asked_before && !new_key(self, now))
+        Py_RETURN_NONE; /* a stranger beyond the strangers' rate */
+    at = find_on_trial(self, self->trial_recent, hash);
+    in_recent = self->trial_recent[at].hash != 0;
+    if (in_recent) {
+        full_at = self->trial_recent[at].full_at;
+        hits = self->trial_recent[at].hits;
+    } else {
+        uint64_t old = find_on_trial(self, self->trial_older, hash);
+
+        if (self->trial_older[old].hash) {
+            full_at = self->trial_older[old].full_at;
+            hits = self->trial_older[old].hits;
+            table_remove(&self->trial_shape, self->trial_older, sizeof(trial_slot), old);
+            self->trial_older_count--;
+        } else {
+            full_at = now; /* on trial, with a full bucket */
+            hits = 0;
+        }
+    }
+    hits += (uint64_t)asked_before;
+    allowed = spend(self, &full_at, now);
+    if ((long long)hits >= SETTLE_HITS
+        && gate(&self->settled_full_at, now, self->settle_interval, self->settle_depth)) {
+        if (in_recent) {
+            table_remove(&self->trial_shape, self->trial_recent, sizeof(trial_slot), at);
+            self->trial_recent_count--;
+        }
+        take_in(self, hash)->full_at = full_at;
+    } else {
+        if (!in_recent) {
+            if (self->trial_recent_count >= self->trial) {
+                trial_slot *cleared = self->trial_older;
+
+                memset(cleared, 0, (size_t)(self->trial_shape.mask + 1) * sizeof(trial_slot));
+                self->trial_older = self->trial_recent;
+                self->trial_older_count = self->trial_recent_count;
+                self->trial_recent = cleared;
+                self->trial_recent_count = 0;
+            }
+            at = find_on_trial(self, self->trial_recent, hash);
+            self->trial_recent[at].hash = hash;
+            self->trial_recent_count++;
+        }
+        self->trial_recent[at].full_at = full_at;
+        self->trial_recent[at].hits = hits;
+    }
+    return Py_NewRef(allowed ? Py_True : Py_False);
 }
 
 /* A float as Python's f"{value:g}" writes it, for the error messages. */
@@ -139,16 +298,49 @@ static int bad_setting(const char *what, double value)
     return -1;
 }
 
+/* A count argument that may be None (`fallback`), at least 1. */
+static int count_argument(PyObject *given, Py_ssize_t fallback, const char *name,
+                          Py_ssize_t *result)
+{
+    if (given == Py_None) {
+        *result = fallback;
+        return 0;
+    }
+    *result = PyLong_AsSsize_t(given);
+    if (*result == -1 && PyErr_Occurred())
+        return -1;
+    if (*result < 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1 or more, not %zd", name, *result);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_tables(Limiter *self)
+{
+    PyMem_RawFree(self->recent);
+    PyMem_RawFree(self->older);
+    PyMem_RawFree(self->trial_recent);
+    PyMem_RawFree(self->trial_older);
+    PyMem_RawFree(self->seen);
+    PyMem_RawFree(self->seen_before);
+    self->recent = self->older = NULL;
+    self->trial_recent = self->trial_older = NULL;
+    self->seen = self->seen_before = NULL;
+}
+
 static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"rate", "burst", "size", "new_rate", "probation", NULL};
+    static char *names[] = {"rate", "burst", "size", "new_rate", "probation", "trial", NULL};
     double rate, burst, new_rate = 0.0;
-    Py_ssize_t size = 65536, capacity, probation = -1, seen_capacity;
-    table_shape shape, seen_shape;
-    PyObject *probation_arg = Py_None;
+    Py_ssize_t size = 65536, capacity, probation, seen_capacity, trial, trial_capacity;
+    table_shape shape, seen_shape, trial_shape;
+    PyObject *probation_arg = Py_None, *trial_arg = Py_None;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dd|ndO", names, &rate, &burst, &size,
-                                     &new_rate, &probation_arg))
+    if (read_constants() < 0)
+        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "dd|ndOO", names, &rate, &burst, &size,
+                                     &new_rate, &probation_arg, &trial_arg))
         return -1;
     if (!(rate > 0))
         return bad_setting("rate must be more than 0, not %U", rate);
@@ -160,44 +352,42 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
     }
     if (!(new_rate >= 0))
         return bad_setting("new_rate must be 0 or more, not %U", new_rate);
-    if (probation_arg == Py_None) {
-        probation = 4 * (size < (1 << 20) ? size : (1 << 20)); /* ratelimit.probation_size */
-        probation = probation < (1 << 18) ? (1 << 18) : probation > (1 << 20) ? (1 << 20) : probation;
-    } else {
-        probation = PyLong_AsSsize_t(probation_arg);
-        if (probation == -1 && PyErr_Occurred())
-            return -1;
-        if (probation < 1) {
-            PyErr_Format(PyExc_ValueError, "probation must be 1 or more, not %zd", probation);
-            return -1;
-        }
-    }
+    probation = 4 * (size < (1 << 20) ? size : (1 << 20)); /* ratelimit.probation_size */
+    probation = probation < (1 << 18) ? (1 << 18) : probation > (1 << 20) ? (1 << 20) : probation;
+    if (count_argument(probation_arg, probation, "probation", &probation) < 0
+        || count_argument(trial_arg, size < (Py_ssize_t)TRIAL_MEMORY ? size
+                                                                      : (Py_ssize_t)TRIAL_MEMORY,
+                          "trial", &trial) < 0)
+        return -1;
     if ((capacity = table_shape_init(&shape, size, sizeof(slot), self)) < 0
+        || (trial_capacity = table_shape_init(&trial_shape, trial, sizeof(trial_slot),
+                                              self)) < 0
         || (seen_capacity = table_shape_init(&seen_shape, probation, sizeof(uint64_t), self)) < 0)
         return -1;
-    /* All four freed and set together: never one table of a generation
-     * without the other (allow() checks `recent` alone). */
-    PyMem_RawFree(self->recent);
-    PyMem_RawFree(self->older);
-    PyMem_RawFree(self->seen);
-    PyMem_RawFree(self->seen_before);
-    self->recent = self->older = NULL;
-    self->seen = self->seen_before = NULL;
+    /* All freed and set together: never one table of a generation without
+     * the other (allow() checks `recent` alone). */
+    free_tables(self);
     {
         slot *recent = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
         slot *older = PyMem_RawCalloc((size_t)capacity, sizeof(slot));
+        trial_slot *trial_recent = PyMem_RawCalloc((size_t)trial_capacity, sizeof(trial_slot));
+        trial_slot *trial_older = PyMem_RawCalloc((size_t)trial_capacity, sizeof(trial_slot));
         uint64_t *seen = PyMem_RawCalloc((size_t)seen_capacity, sizeof(uint64_t));
         uint64_t *seen_before_ = PyMem_RawCalloc((size_t)seen_capacity, sizeof(uint64_t));
 
-        if (!recent || !older || !seen || !seen_before_) {
+        if (!recent || !older || !trial_recent || !trial_older || !seen || !seen_before_) {
             PyMem_RawFree(recent);
             PyMem_RawFree(older);
+            PyMem_RawFree(trial_recent);
+            PyMem_RawFree(trial_older);
             PyMem_RawFree(seen);
             PyMem_RawFree(seen_before_);
             PyErr_NoMemory();
             return -1;
         }
         self->older = older;
+        self->trial_recent = trial_recent;
+        self->trial_older = trial_older;
         self->seen = seen;
         self->seen_before = seen_before_;
         self->recent = recent;
@@ -210,10 +400,15 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
     self->depth = burst * self->interval;
     self->limit = self->depth - self->interval * 0.999;
     self->new_interval = new_rate ? 1.0 / new_rate : 0.0;
-    self->new_limit = 1.0 - self->new_interval * 0.999;
-    self->new_full_at = self->promoted_full_at = 0.0;
+    self->new_depth = self->new_interval > 1.0 ? self->new_interval : 1.0; /* gate_depth */
+    self->settle_interval = SETTLE_TIME / (double)size;
+    self->settle_depth = self->settle_interval > 1.0 ? self->settle_interval : 1.0;
+    self->new_full_at = self->settled_full_at = 0.0;
     self->recent_count = self->older_count = self->copied = 0;
     self->shape = shape;
+    self->trial = trial;
+    self->trial_recent_count = self->trial_older_count = 0;
+    self->trial_shape = trial_shape;
     self->probation = probation;
     self->seen_count = 0;
     self->seen_since = 0.0;
@@ -223,10 +418,7 @@ static int limiter_init(Limiter *self, PyObject *args, PyObject *kwargs)
 
 static void limiter_dealloc(Limiter *self)
 {
-    PyMem_RawFree(self->recent);
-    PyMem_RawFree(self->older);
-    PyMem_RawFree(self->seen);
-    PyMem_RawFree(self->seen_before);
+    free_tables(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -283,62 +475,26 @@ static PyObject *limiter_allow(Limiter *self, PyObject *const *given, Py_ssize_t
         if (old->hash == hash) {
             full_at = old->full_at; /* copied; the old copy goes with its generation */
             self->copied++;
-        } else if (!args[2]) {
-            if (!gate(self, &self->new_full_at, now))
-                Py_RETURN_NONE;
-            full_at = now; /* a new key has a full bucket */
-        } else {
+        } else if (args[2]) {
             uint64_t sender = table_hash(args[2], &error);
 
             if (error)
                 return NULL;
-            double elapsed = now - self->seen_since; /* ratelimit.py's _age_probation */
-            if (!(0.0 <= elapsed && elapsed < PROBATION_TIME)) {
-                next_generation(self, now);
-                if (!(elapsed < 2 * PROBATION_TIME))
-                    next_generation(self, now);
-            }
-            if (!on_probation(self, sender)) {
-                put_on_probation(self, sender, now);
-                if (!on_probation(self, hash)) {
-                    if (!gate(self, &self->new_full_at, now))
-                        Py_RETURN_NONE;
-                    put_on_probation(self, hash, now);
-                    Py_RETURN_TRUE; /* answered; the key is not taken in */
-                }
-            }
-            /* The address asks again, or the key does: taken in. */
-            if (!gate(self, &self->promoted_full_at, now))
+            return on_trial(self, hash, sender, now);
+        } else {
+            if (!new_key(self, now))
                 Py_RETURN_NONE;
-            /* Taken in, less the token its first reply took. */
-            full_at = now + (self->interval < self->limit ? self->interval : self->limit);
+            full_at = now; /* a new key has a full bucket */
         }
-        if (self->recent_count >= self->size) {
-            /* A generation is full: the one before it is forgotten. */
-            slot *cleared = self->older;
-            memset(cleared, 0, (size_t)(self->shape.mask + 1) * sizeof(slot));
-            self->older = self->recent;
-            self->older_count = self->recent_count;
-            self->recent = cleared;
-            self->recent_count = self->copied = 0;
-            found = find(self, self->recent, hash);
-        }
-        found->hash = hash;
-        self->recent_count++;
+        found = take_in(self, hash);
     }
-    if (full_at < now)
-        full_at = now; /* full: tokens beyond the burst are not kept */
-    else if (full_at > now + self->depth)
-        full_at = now + self->depth; /* the clock stepped back: empty, from now */
-    if (full_at - now > self->limit) {
-        found->full_at = full_at;
-        Py_RETURN_FALSE; /* less than one token left */
-    }
-    found->full_at = full_at + self->interval;
-    Py_RETURN_TRUE;
+    int allowed = spend(self, &full_at, now);
+    found->full_at = full_at;
+    return Py_NewRef(allowed ? Py_True : Py_False);
 }
 
-static int limiter_contains(Limiter *self, PyObject *key)
+/* 0: unknown; 1: on trial; 2: in the table.  -1: an error. */
+static int where_of(Limiter *self, PyObject *key)
 {
     int error;
     uint64_t hash = table_hash(key, &error);
@@ -347,18 +503,38 @@ static int limiter_contains(Limiter *self, PyObject *key)
         return -1;
     if (!self->recent)
         return 0;
-    return find(self, self->recent, hash)->hash == hash
-           || find(self, self->older, hash)->hash == hash;
+    if (find(self, self->recent, hash)->hash == hash
+        || find(self, self->older, hash)->hash == hash)
+        return 2;
+    return self->trial_recent[find_on_trial(self, self->trial_recent, hash)].hash == hash
+           || self->trial_older[find_on_trial(self, self->trial_older, hash)].hash == hash;
+}
+
+static PyObject *limiter_where(Limiter *self, PyObject *key)
+{
+    int where = where_of(self, key);
+
+    return where < 0 ? NULL : PyLong_FromLong(where);
+}
+
+static int limiter_contains(Limiter *self, PyObject *key)
+{
+    int where = where_of(self, key);
+
+    return where < 0 ? -1 : where != 0;
 }
 
 static Py_ssize_t limiter_length(Limiter *self)
 {
-    return self->recent_count + self->older_count - self->copied;
+    return self->recent_count + self->older_count - self->copied + self->trial_recent_count
+           + self->trial_older_count;
 }
 
 static PyMethodDef limiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow(key, now, sender=None) -> True, False, or None for a new key beyond the new keys' rate"},
+    {"where", (PyCFunction)limiter_where, METH_O,
+     "where(key) -> 0: not known; 1: on trial; 2: in the table"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -370,6 +546,8 @@ static PyMemberDef limiter_members[] = {
      "new keys taken in a second, all together (0: no limit)"},
     {"probation", T_PYSSIZET, offsetof(Limiter, probation), READONLY,
      "senders on probation a generation holds"},
+    {"trial", T_PYSSIZET, offsetof(Limiter, trial), READONLY,
+     "keys on trial a generation holds"},
     {NULL, 0, 0, 0, NULL},
 };
 

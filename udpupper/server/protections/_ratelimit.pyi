@@ -8,6 +8,7 @@ class RateLimiter:
     size: int
     new_rate: float
     probation: int
+    trial: int
     def __init__(
         self,
         rate: float,
@@ -15,7 +16,9 @@ class RateLimiter:
         size: int = ...,
         new_rate: float = ...,
         probation: int | None = ...,
+        trial: int | None = ...,
     ) -> None: ...
     def allow(self, key: Hashable, now: float, sender: Hashable = ...) -> bool | None: ...
+    def where(self, key: Hashable, /) -> int: ...
     def __contains__(self, key: Hashable) -> bool: ...
     def __len__(self) -> int: ...

@@ -75,6 +75,31 @@ static inline uint64_t table_find(const table_shape *shape, const void *slots, s
     }
 }
 
+/* Empties slot `at` of an array of slots of `stride` bytes (each beginning
+ * with its uint64_t hash), moving back the slots after it whose run it
+ * would otherwise break (backward-shift deletion): no tombstones. */
+static inline void table_remove(const table_shape *shape, void *slots, size_t stride,
+                                uint64_t at)
+{
+    char *base = slots;
+    uint64_t hole = at, next = at, stored, home;
+
+    for (;;) {
+        next = table_next(shape, next);
+        memcpy(&stored, base + next * stride, sizeof(stored));
+        if (!stored)
+            break;
+        home = table_start(shape, stored);
+        /* It stays where it is when its first slot lies after the hole,
+         * up to itself, going round. */
+        if (hole <= next ? (hole < home && home <= next) : (hole < home || home <= next))
+            continue;
+        memcpy(base + hole * stride, base + next * stride, stride);
+        hole = next;
+    }
+    memset(base + hole * stride, 0, stride);
+}
+
 /* A key's Python hash, plus one: never 0, as a Python hash is never -1.
  * Sets *error (and the exception) where the key cannot be hashed. */
 static inline uint64_t table_hash(PyObject *key, int *error)

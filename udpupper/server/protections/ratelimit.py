@@ -24,23 +24,33 @@ starved until the old time comes back.
 
 Keys not in the table may also have a rate of their own, all together
 (``new_rate`` a second, a second's worth at once): beyond it a new key is
-refused and not remembered.  A flood from spoofed sources, each one new,
-then neither pushes the keys that talk out of the table nor has each of its
-datagrams answered.
+refused and not remembered.
 
-Given the ``sender`` too (the source address), a key not in the table is
-on probation first.  Spoofed sources rarely send twice from one address;
-real clients ask again.  Every address not in the table is remembered, and
-a key's first datagram is answered within ``new_rate`` (the key remembered
-too), but the key is not taken in.  The next datagram from an address or a
-key remembered takes the key in (within a rate of its own, ``new_rate``
-too), with a full bucket less the token of the first reply: a key not in
-the table gets one reply, then its rate.  Probation is short and bounded:
-two generations of PROBATION_TIME seconds and at most ``probation``
-entries each.  So a flood of new sources, however fast, neither fills the
-table (a quiet client stays known: only a key answered before, or an
-address that asks again, gets in) nor shuts out a new client that asks
-twice.
+Given the ``sender`` too (the source address), a key not in the table goes
+through a *trial* first, as a cache keeps its regulars from a scan
+(segmented LRU, 2Q, TinyLFU's admission).  Spoofed sources rarely send
+twice from one address, and never three times; real clients ask again.
+So:
+
+- An address not on probation, asking for a key not in the table, is
+  answered within ``new_rate`` (shared by all of them) and the key's
+  bucket; the key is put on trial: a table of its own, ``trial`` keys a
+  generation, with a bucket each, the same rate and burst.
+- An address that asks again (remembered on probation, two generations of
+  PROBATION_TIME seconds and at most ``probation`` each) puts its key on
+  trial whatever ``new_rate`` says: a client refused at its first try gets
+  in at its second, however many new keys a flood brings.
+- A key on trial that two datagrams from addresses that asked before reach
+  *settles*: it moves to the table proper, at most ``size`` / SETTLE_TIME a
+  second all together.
+
+A flood of spoofed sources, each sending once or twice, from a large space
+or a small one that recurs, fills the trial and the probation, never the
+table: a known key, quiet, is kept for ``size`` keys settled after it, at
+least SETTLE_TIME seconds whatever the flood.  Every key keeps its own
+bucket wherever it is, so its rate holds, but across a trial that a flood
+turns over before the key comes back: that key starts again from a full
+bucket.
 
 ``RateLimiter`` is the same class in C (``_ratelimit.c``) where it could be
 built: under a flood from 65,536 prefixes a dict's look-up is a chain of
@@ -54,17 +64,31 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-# How long a generation of probation lasts: an address or a key is on
-# probation for two to four seconds (less under a flood that fills a
+# How long a generation of probation lasts: an address is on probation for
+# two to four seconds after it last asked (less under a flood that fills a
 # generation first), and a client asks again after one.
 PROBATION_TIME = 2.0
+# A key settles after this many datagrams on trial from addresses that asked
+# before (a client's second and third: one more than a source spoofed twice).
+SETTLE_HITS = 2
+# The table takes in at most ``size`` settled keys in this many seconds: a
+# known key is kept at least that long, whatever a flood does.
+SETTLE_TIME = 120.0
+TRIAL_MEMORY = 65_536  # keys on trial a generation, at most
+
+
+def gate_depth(interval: float) -> float:
+    """How deep a gate of one key per ``interval`` seconds is: a second's
+    worth, at least one key (a rate below one a second still lets one by)."""
+    return max(1.0, interval)
 
 
 class PythonRateLimiter:
     """Decides, key by key, whether one more token may be spent now."""
 
     __slots__ = ("rate", "burst", "size", "recent", "older", "interval", "depth", "limit",
-                 "new_interval", "new_limit", "new_full_at", "promoted_full_at",
+                 "new_interval", "new_depth", "new_full_at", "settle_interval",
+                 "settle_depth", "settled_full_at", "trial", "trial_recent", "trial_older",
                  "probation", "seen", "seen_before", "seen_since")
 
     def __init__(
@@ -74,6 +98,7 @@ class PythonRateLimiter:
         size: int = 65_536,
         new_rate: float = 0.0,
         probation: int | None = None,
+        trial: int | None = None,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be more than 0, not {rate:g}")
@@ -87,6 +112,10 @@ class PythonRateLimiter:
             probation = probation_size(size)
         if probation < 1:
             raise ValueError(f"probation must be 1 or more, not {probation}")
+        if trial is None:
+            trial = min(size, TRIAL_MEMORY)
+        if trial < 1:
+            raise ValueError(f"trial must be 1 or more, not {trial}")
         self.rate = rate
         self.burst = burst
         self.size = size
@@ -100,12 +129,19 @@ class PythonRateLimiter:
         # that have not been seen again since.
         self.recent: dict[Hashable, float] = {}
         self.older: dict[Hashable, float] = {}
-        # The same algorithm for new keys, all together: one bucket of a
-        # second's worth (0: no limit on new keys).
+        # The same algorithm for new keys, all together (0: no limit), and
+        # for the keys that settle.
         self.new_interval = 1.0 / new_rate if new_rate else 0.0
-        self.new_limit = 1.0 - self.new_interval * 0.999
+        self.new_depth = gate_depth(self.new_interval)
         self.new_full_at = 0.0
-        self.promoted_full_at = 0.0  # the same, for keys that come back
+        self.settle_interval = SETTLE_TIME / size
+        self.settle_depth = gate_depth(self.settle_interval)
+        self.settled_full_at = 0.0
+        # The keys on trial: key -> (when its bucket is full again, its
+        # datagrams from addresses that asked before), in two generations.
+        self.trial = trial
+        self.trial_recent: dict[Hashable, tuple[float, int]] = {}
+        self.trial_older: dict[Hashable, tuple[float, int]] = {}
         # The senders of keys not in the table, in two generations of up to
         # ``probation``, as the table's keys are.
         self.probation = probation
@@ -118,33 +154,18 @@ class PythonRateLimiter:
 
         True: it had one.  False: its bucket is empty.  None: the key is new,
         and so many new keys came this second that it is not taken in.  With
-        ``sender``, a new key is on probation: its sender's first datagram is
-        answered (True) within the new keys' rate and the key not taken in.
+        ``sender``, a key not in the table goes through its trial instead.
         """
         recent = self.recent
         full_at = recent.get(key)  # the hot path: one look-up, one store
         if full_at is None:
             full_at = self.older.pop(key, None)
             if full_at is None:
-                if sender is None:
-                    if not self._new_key(now):
-                        return None
-                    full_at = now  # a new key has a full bucket
-                else:
-                    self._age_probation(now)
-                    if not self._on_probation(sender):
-                        self._put_on_probation(sender, now)
-                        if not self._on_probation(key):
-                            if not self._new_key(now):
-                                return None
-                            self._put_on_probation(key, now)
-                            return True  # answered; the key is not taken in
-                    # The address asks again, or the key does (another of its
-                    # addresses, after its first reply): taken in.
-                    if not self._comes_back(now):
-                        return None
-                    # Taken in, less the token its first reply took.
-                    full_at = now + min(self.interval, self.limit)
+                if sender is not None:
+                    return self._on_trial(key, now, sender)
+                if not self._new_key(now):
+                    return None
+                full_at = now  # a new key has a full bucket
             if len(recent) >= self.size:
                 # A generation is full: the one before it, the keys not seen
                 # for ``size`` others, is forgotten, all at once.
@@ -160,28 +181,62 @@ class PythonRateLimiter:
         recent[key] = full_at + self.interval
         return True
 
-    def _new_key(self, now: float) -> bool:
-        """Whether one more new key may be answered this second."""
-        self.new_full_at, allowed = self._gate(self.new_full_at, now)
+    def _on_trial(self, key: Hashable, now: float, sender: Hashable) -> bool | None:
+        """:meth:`allow` for a key not in the table, from ``sender``."""
+        self._age_probation(now)
+        asked_before = self._recall(sender, now)
+        if not asked_before and not self._new_key(now):
+            return None  # a stranger beyond the strangers' rate
+        trial = self.trial_recent
+        entry = trial.get(key)
+        in_recent = entry is not None
+        if entry is None:
+            entry = self.trial_older.pop(key, None)
+            if entry is None:
+                entry = (now, 0)  # on trial, with a full bucket
+        full_at, hits = entry
+        if asked_before:
+            hits += 1
+        full_at, allowed = self._spend(full_at, now)
+        if hits >= SETTLE_HITS and self._settles(now):
+            if in_recent:
+                del trial[key]
+            recent = self.recent
+            if len(recent) >= self.size:
+                self.older = recent
+                self.recent = recent = {}
+            recent[key] = full_at
+        else:
+            if not in_recent and len(trial) >= self.trial:
+                self.trial_older = trial
+                self.trial_recent = trial = {}
+            trial[key] = (full_at, hits)
         return allowed
 
-    def _comes_back(self, now: float) -> bool:
-        """Whether one more key on probation may be taken in this second."""
-        self.promoted_full_at, allowed = self._gate(self.promoted_full_at, now)
-        return allowed
-
-    def _gate(self, full_at: float, now: float) -> tuple[float, bool]:
-        """One bucket of a second's worth for keys together: its new state,
-        and whether one more may pass (always, with no ``new_rate``)."""
-        if not self.new_interval:
-            return full_at, True
+    def _spend(self, full_at: float, now: float) -> tuple[float, bool]:
+        """A bucket full again at ``full_at``, at ``now``: its new state, and
+        whether it had a token to spend (as :meth:`allow`'s hot path)."""
         if full_at < now:
             full_at = now
-        elif full_at > now + 1.0:
-            full_at = now + 1.0  # the clock stepped back
-        if full_at - now > self.new_limit:
+        elif full_at > now + self.depth:
+            full_at = now + self.depth
+        if full_at - now > self.limit:
             return full_at, False
-        return full_at + self.new_interval, True
+        return full_at + self.interval, True
+
+    def _new_key(self, now: float) -> bool:
+        """Whether one more new key may be answered this second."""
+        if not self.new_interval:
+            return True
+        self.new_full_at, allowed = gate(self.new_full_at, now, self.new_interval,
+                                         self.new_depth)
+        return allowed
+
+    def _settles(self, now: float) -> bool:
+        """Whether one more key may settle in the table now."""
+        self.settled_full_at, allowed = gate(self.settled_full_at, now,
+                                             self.settle_interval, self.settle_depth)
+        return allowed
 
     def _age_probation(self, now: float) -> None:
         """A new generation every PROBATION_TIME (or when the clock steps back);
@@ -197,20 +252,44 @@ class PythonRateLimiter:
         self.seen = set()
         self.seen_since = now
 
-    def _on_probation(self, item: Hashable) -> bool:
-        return item in self.seen or item in self.seen_before
-
-    def _put_on_probation(self, item: Hashable, now: float) -> None:
+    def _recall(self, sender: Hashable, now: float) -> bool:
+        """Whether ``sender`` asked before (while on probation); either way it
+        is on probation, in the recent generation, from now."""
+        if sender in self.seen:
+            return True
+        asked_before = sender in self.seen_before
         if len(self.seen) >= self.probation:
             self._next_generation(now)
-        self.seen.add(item)
+        self.seen.add(sender)
+        return asked_before
+
+    def where(self, key: Hashable) -> int:
+        """0: ``key`` is not known; 1: it is on trial; 2: in the table."""
+        if key in self.recent or key in self.older:
+            return 2
+        return 1 if key in self.trial_recent or key in self.trial_older else 0
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self.recent or key in self.older
+        return self.where(key) != 0
 
     def __len__(self) -> int:
-        """How many keys the table holds now: at most twice ``size``."""
-        return len(self.recent) + len(self.older)
+        """How many keys are known now, in the table and on trial: at most
+        twice ``size`` and twice ``trial``."""
+        return (len(self.recent) + len(self.older) + len(self.trial_recent)
+                + len(self.trial_older))
+
+
+def gate(full_at: float, now: float, interval: float, depth: float) -> tuple[float, bool]:
+    """One bucket for keys together, one key per ``interval`` seconds and
+    ``depth`` seconds' worth at once: its new state, and whether one more
+    may pass at ``now``."""
+    if full_at < now:
+        full_at = now
+    elif full_at > now + depth:
+        full_at = now + depth  # the clock stepped back
+    if full_at - now > depth - interval * 0.999:
+        return full_at, False
+    return full_at + interval, True
 
 
 def probation_size(size: int) -> int:
