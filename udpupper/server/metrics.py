@@ -72,7 +72,7 @@ def gauge(name: str, documentation: str, value: float):
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-PREFIXES = "Source prefixes in the rate limiter's table."
+PREFIXES = "Source prefixes the rate limiter knows: settled in its table, or on trial."
 
 
 class StatsCollector:

@@ -92,12 +92,13 @@ class Options(OneLineUsageErrors, usage.Options):
          "Replies a second per source /24 (IPv4) or /56 (IPv6); 0: no limit."],
         ["burst", None, None, "Replies a prefix may get at once [default: 2 x rate]."],
         ["rate-table", None, DEFAULT_RATE_TABLE,
-         "Prefixes the rate limiter remembers at least (the most recent; it "
-         "holds at most twice as many)."],
+         "Prefixes the rate limiter's table keeps at least (the most recent to "
+         "settle; it holds at most twice as many, and takes in at most as many "
+         "in 120 s)."],
         ["new-prefix-rate", None, DEFAULT_NEW_PREFIX_RATE,
-         "Prefixes not in that table taken in a second, all together; beyond it "
-         "their datagrams get no reply and are not remembered (a spoofed-source "
-         "flood); 0: no limit."],
+         "Strangers answered a second, all together (addresses not heard from "
+         "in seconds, of prefixes not in that table); beyond it no reply, but an "
+         "address that asks again gets one (a spoofed-source flood); 0: no limit."],
         ["loop-budget", None, DEFAULT_LOOP_BUDGET,
          "Each loop through an echo service (a request that is its own upper case "
          "and echoes a reply sent to its address, exactly or with a few bytes "
