@@ -7,7 +7,15 @@ import sys
 
 from twisted.trial import unittest
 
-from udpupper.kernel import proc_socket_drops, set_receive_buffer, socket_drops
+from udpupper.kernel import (
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_OMIT,
+    IPV6_MTU_DISCOVER,
+    prepare_server_socket,
+    proc_socket_drops,
+    set_receive_buffer,
+    socket_drops,
+)
 
 LINUX = None if sys.platform.startswith("linux") else "Linux only"
 
@@ -20,6 +28,20 @@ class KernelTests(unittest.TestCase):
         self.addCleanup(sock.close)
         sock.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
         return sock
+
+    def test_server_sockets_are_deaf_to_path_mtu(self) -> None:
+        """Both stacks of a dual-stack socket, and an IPv4 one: replies leave
+        at the interface's MTU, whatever a stranger's ICMP says of the path
+        (tests/test_netns.py sends one)."""
+        for family in (socket.AF_INET, socket.AF_INET6):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            self.addCleanup(sock.close)
+            prepare_server_socket(sock, destinations=True)
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER),
+                             IP_PMTUDISC_OMIT)
+            if family == socket.AF_INET6:
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER),
+                                 IP_PMTUDISC_OMIT)
 
     def test_receive_buffer_is_granted_something(self) -> None:
         granted = set_receive_buffer(self.socket(), 1 << 20)

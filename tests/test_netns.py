@@ -104,6 +104,28 @@ class SmallMTUTests(NetnsTestCase):
         self.assertEqual((counters["received"], counters["replied"]), (80, 80))
 
 
+class SpoofedPathMtuTests(NetnsTestCase):
+    """A stranger's ICMP "fragmentation needed" (MTU 552) or "packet too
+    big" (1280) toward a client does not make the daemon's large replies to
+    it leave in more fragments than before (2.8 times the packets, 125 for
+    45, before IP_PMTUDISC_OMIT)."""
+
+    options = ("--exempt", "10.77.0.0/24,2001:db8:77::/64")  # 64 KiB replies, no cap
+
+    def test_large_replies_keep_their_fragments(self) -> None:
+        if spoof.why_not():
+            raise unittest.SkipTest(spoof.why_not())
+        for host, mtu in (("10.77.0.1", 552), ("2001:db8:77::1", 1280)):
+            run = subprocess.run(
+                ["ip", "netns", "exec", self.link.client, sys.executable, "-m", "tests.pmtu",
+                 host, str(self.port), "--mtu", str(mtu)],
+                capture_output=True, check=True, timeout=60, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": ROOT})
+            before, after = json.loads(run.stdout)["fragments"]
+            self.assertGreater(before, 40, host)  # 65,000 bytes over 1,500
+            self.assertEqual(after, before, host)
+
+
 class LoopBetweenHostsTests(unittest.TestCase):
     """Two daemons on two hosts, neither exempt for the other: one spoofed
     datagram from one daemon's address and port to the other starts a loop

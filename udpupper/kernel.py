@@ -10,6 +10,9 @@ import sys
 # Linux values that Python's socket module does not name on every version.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IP_PMTUDISC_OMIT = 5  # and IPV6_PMTUDISC_OMIT: <linux/in.h>, <linux/in6.h>
 
 
 def prepare_server_socket(
@@ -23,7 +26,14 @@ def prepare_server_socket(
     bytes of receive buffer (0: the kernel's default, and None is returned);
     ``reuse_port``: other sockets may bind the same address (SO_REUSEPORT).
     The daemon's port and ``--workers``' group both prepare theirs here.
+
+    Replies leave at the interface's MTU whatever path MTU the kernel has
+    learnt for their destination (IP_PMTUDISC_OMIT, as Unbound and Knot
+    set): a spoofed ICMP "fragmentation needed" or "packet too big" toward
+    a client would otherwise have each large reply leave in many more
+    fragments than its request came in.
     """
+    omit_path_mtu(sock)
     if destinations:
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         if sock.family == socket.AF_INET6:
@@ -32,6 +42,15 @@ def prepare_server_socket(
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     return granted
+
+
+def omit_path_mtu(sock: socket.socket) -> None:
+    """Send at the interface's MTU, deaf to ICMP about the path's (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_OMIT)
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IP_PMTUDISC_OMIT)
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
