@@ -27,6 +27,7 @@ TWISTD = command("twistd", ["-c", "from twisted.scripts.twistd import run; run()
 CLIENT = command("udpupper-client", ["-m", "udpupper.client.cli"])
 
 LISTENING = re.compile(r"udpupper listening on (\S+):(\d+)/udp")
+METRICS_AT = r"udpupper serving metrics at http://\S+:(\d+)/metrics"  # its port
 SUMMARY_FIELD = re.compile(r"(\w+)=(\d+)")
 
 

@@ -25,7 +25,7 @@ from udpupper.server.protections.policy import DEFAULT_LOOP_BUDGET
 
 from tests import spoof
 from tests.netns import ROOT, Link, why_not
-from tests.processes import Daemon
+from tests.processes import Daemon, METRICS_AT
 from tests.server.protections.test_loops import scrape
 from tests.support import NO_IPV6, free_port, long_run
 
@@ -145,7 +145,7 @@ class NginxLoopTests(NginxCase):
         for daemon in daemons:
             self.addCleanup(daemon.stop)
         backends = [daemon.start() for daemon in daemons]
-        pages = [int(daemon.find(r"Site starting on (\d+)").group(1)) for daemon in daemons]
+        pages = [int(daemon.find(METRICS_AT).group(1)) for daemon in daemons]
         front = free_port()
         self.start_nginx(front, backends, ipv6=True)
         spoof.send_spoofed(("::1", front), ("::1", front), b"LOOP")

@@ -11,7 +11,7 @@ import subprocess
 from twisted.trial import unittest
 
 from tests.bench.test_load import BENCH
-from tests.processes import Daemon, hiding, run_bench_script
+from tests.processes import Daemon, METRICS_AT, hiding, run_bench_script
 from tests.support import free_port, long_run
 from udpupper.bench.flood import FloodResult, socket_drops, sources
 from udpupper.server import metrics
@@ -79,7 +79,7 @@ class FloodRunTests(unittest.TestCase):
                         "--metrics", "tcp:0:interface=127.0.0.1")
         self.addCleanup(daemon.stop)
         port = daemon.start()
-        page = int(daemon.find(r"Site starting on (\d+)").group(1))
+        page = int(daemon.find(METRICS_AT).group(1))
         result = subprocess.run(
             [*BENCH, "--port", str(port), "--flood", "random", "--flood-rate", "20000",
              "--duration", "1", "--json", "--metrics",

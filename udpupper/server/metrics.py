@@ -2,7 +2,9 @@
 
 Needs ``prometheus_client`` (the ``metrics`` extra).  The
 collector reads the counters at scrape time; nothing is added to the hot
-path.  Served by twisted.web on any Twisted server endpoint, at /metrics.
+path.  Served by :mod:`udpupper.scrape` on any Twisted server endpoint, at
+/metrics: whatever an HTTP client sends, the datagrams go first, and the
+connections it may hold leave the process descriptors of its own.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from udpupper.options import exit_with
+from udpupper.scrape import MAX_CONNECTIONS, Request, Response, ScrapeFactory
 from udpupper.server.droplog import LOG_PERIOD, Throttle
 from udpupper.server.stats import Stats
 from udpupper.twisted_privates import EMFILE_RECOVERY, observe_accept_log
@@ -132,30 +133,35 @@ class WorkersCollector:
         yield per_worker
 
 
-class MetricsPage(Resource):
+# Descriptors the HTTP connections leave free: what a --workers parent needs
+# to start a worker (its pipes, its socket), and the daemon for its own.
+RESERVED_DESCRIPTORS = 32
+
+
+def connection_cap(limit: int = MAX_CONNECTIONS) -> int:
+    """How many HTTP connections at once: ``limit``, or fewer where the
+    process's descriptor limit would leave fewer than RESERVED_DESCRIPTORS."""
+    import os
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 16
+    if soft == resource.RLIM_INFINITY:
+        return limit
+    return max(1, min(limit, soft - in_use - RESERVED_DESCRIPTORS))
+
+
+def exposition_page(registry):
     """GET /metrics: the registry in Prometheus's text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    isLeaf = True
+    def page(request: Request) -> Response:
+        return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
 
-    def __init__(self, registry) -> None:
-        super().__init__()
-        self.registry = registry
-
-    def render_GET(self, request) -> bytes:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self.registry)
-
-
-class QuietSite(Site):
-    """A site that writes no access-log line: a scrape every few seconds
-    would otherwise fill the daemon's log with them."""
-
-    noisy = False
-
-    def log(self, request) -> None:
-        pass
+    return page
 
 
 class AcceptLog:
@@ -224,6 +230,8 @@ class MetricsService(service.Service):
     traceback.  (tcp and unix endpoints listen at once: their Deferred has
     fired when ``listen`` returns.)"""
 
+    log = Logger()
+
     def __init__(self, description: str, factory, reactor=None) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -255,6 +263,11 @@ class MetricsService(service.Service):
     def _listening(self, port: IListeningPort) -> None:
         """Give the listener (a tcp or unix Port) an :class:`AcceptLog`."""
         self.port = port
+        address = port.getHost()
+        host = getattr(address, "host", None)
+        where = (f"http://{'[' + host + ']' if ':' in host else host}:{address.port}/metrics"
+                 if host is not None else f"{self.description} (/metrics)")
+        self.log.info("udpupper serving metrics at {where}", where=where)
 
         def wrap(observer):
             self.accept_log = AcceptLog(observer, self.reactor)
@@ -278,6 +291,6 @@ def metrics_service(
 
     registry = CollectorRegistry()
     registry.register(collector)
-    root = Resource()
-    root.putChild(b"metrics", MetricsPage(registry))
-    return MetricsService(endpoint, QuietSite(root), reactor)
+    factory = ScrapeFactory({"/metrics": exposition_page(registry)}, reactor,
+                            max_connections=connection_cap())
+    return MetricsService(endpoint, factory, reactor)

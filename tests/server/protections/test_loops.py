@@ -18,7 +18,7 @@ from twisted.trial import unittest
 
 from tests import spoof
 from tests.bench.test_load import BENCH
-from tests.processes import Daemon, run_client
+from tests.processes import Daemon, METRICS_AT, run_client
 from tests.support import NO_IPV6, long_run
 from udpupper.server import metrics
 from udpupper.server.protections import loops
@@ -209,7 +209,7 @@ class RealLoopTests(unittest.TestCase):
         daemon = Daemon("--port", "0", *options, "--metrics", "tcp:0:interface=127.0.0.1")
         self.addCleanup(daemon.stop)
         port = daemon.start()
-        return port, int(daemon.find(r"Site starting on (\d+)").group(1))
+        return port, int(daemon.find(METRICS_AT).group(1))
 
     def wait_for_withheld(self, loops: int, metrics_ports: list[int]) -> list[dict]:
         """The daemons' counters once ``loops`` replies in all were withheld
@@ -277,7 +277,7 @@ class RealLoopTests(unittest.TestCase):
                         "--metrics", "tcp:0:interface=127.0.0.1")
         self.addCleanup(second.stop)
         second.start()
-        metrics_port = int(second.find(r"Site starting on (\d+)").group(1))
+        metrics_port = int(second.find(METRICS_AT).group(1))
         self.assert_loop_dies("127.0.0.1", first, (first[0], metrics_port), "127.0.0.2")
 
 
@@ -416,7 +416,7 @@ class ReflectorLoopTests(unittest.TestCase):
         daemon = Daemon("--port", "0", *options, "--metrics", "tcp:0:interface=127.0.0.1")
         self.addCleanup(daemon.stop)
         port = daemon.start()
-        metrics_port = int(daemon.find(r"Site starting on (\d+)").group(1))
+        metrics_port = int(daemon.find(METRICS_AT).group(1))
         self.addCleanup(reflector.stop)
         for payload in payloads:
             reflector.sock.sendto(payload, (reflector.address[0], port))

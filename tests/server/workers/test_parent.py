@@ -15,7 +15,7 @@ import time
 
 from twisted.trial import unittest
 
-from tests.processes import LISTENING, TWISTD, Daemon
+from tests.processes import Daemon, LISTENING, METRICS_AT, TWISTD
 from tests.server.test_metrics import parse
 from tests.support import CapturedStderr, exchange, long_run
 from udpupper.kernel import set_receive_buffer
@@ -124,7 +124,7 @@ class WorkersTests(unittest.TestCase):
     def scrape(self) -> dict:
         import urllib.request
 
-        http_port = int(self.daemon.find(r"Site starting on (\d+)").group(1))
+        http_port = int(self.daemon.find(METRICS_AT).group(1))
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as page:
             return parse_workers(page.read().decode())
 
