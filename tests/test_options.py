@@ -5,6 +5,7 @@ import subprocess
 from twisted.trial import unittest
 
 from udpupper import __version__
+from udpupper import options
 from udpupper.options import bounded, count, one_line, peer_port, port_number, positive_float
 
 
@@ -73,3 +74,49 @@ class OneLineTests(unittest.TestCase):
         text = one_line("a\x1eb\nc\rd\u2028e\x85f\x0bg\x1bh é 日本")
         self.assertEqual(text.splitlines(), [text])
         self.assertEqual(text, "a\\x1eb\\nc\\rd\\u2028e\\x85f\\x0bg\\x1bh é 日本")
+
+
+class ExitWithTests(unittest.TestCase):
+    """How a start that fails ends: in the foreground, one line and a status;
+    in twistd's daemon, an exception twistd reports (a SystemExit there
+    left twistd's first process waiting for ever)."""
+
+    def setUp(self) -> None:
+        self.patch(options, "_foreground", None)
+        self.patch(options, "_log_file", None)
+
+    def test_in_the_foreground(self) -> None:
+        from tests.support import CapturedStderr
+
+        with CapturedStderr() as stderr, self.assertRaises(SystemExit) as exited:
+            options.exit_with("udpupper: no\nway")
+        self.assertEqual(exited.exception.code, 1)
+        self.assertEqual(stderr.text, "udpupper: no\\nway\n")
+
+    def test_before_forking_the_line_goes_to_the_log_too(self) -> None:
+        import os
+        import tempfile
+
+        from tests.support import CapturedStderr
+
+        log = os.path.join(tempfile.mkdtemp(), "twistd.log")
+        options.expect_background(log)
+        with CapturedStderr(), self.assertRaises(SystemExit):
+            options.exit_with("udpupper: cannot listen")
+        with open(log) as written:
+            self.assertRegex(written.read(), r"^\S+ \[udpupper#error\] udpupper: cannot listen\n$")
+
+    def test_in_the_daemon(self) -> None:
+        import os
+
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(options, "_foreground", os.getpid() + 1)  # forked since
+        with self.assertRaises(RuntimeError) as raised:
+            options.exit_with("udpupper: cannot serve metrics on tcp:1: Permission denied")
+        self.assertEqual(str(raised.exception), "cannot serve metrics on tcp:1: Permission denied")
+        self.assertEqual([event["line"] for event in events if "line" in event],
+                         ["udpupper: cannot serve metrics on tcp:1: Permission denied"])

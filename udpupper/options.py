@@ -136,17 +136,59 @@ def one_line(text: str) -> str:
     )
 
 
+# The process twistd runs in the foreground when it is to fork the daemon
+# into the background, and the log file the daemon will write: set by
+# ``twistd udpupper``'s makeService.
+_foreground: int | None = None
+_log_file: str | None = None
+
+
+def expect_background(log_file: str | None = None) -> None:
+    """twistd will fork the daemon: in any other process than this one,
+    :func:`exit_with` fails twistd's start instead of exiting.
+
+    twistd without ``-n`` forks the daemon, and its first process waits for
+    the daemon to write to a pipe that the start succeeded or failed, which
+    it does for an ``Exception`` but not for ``SystemExit``; and the waiting
+    process holds the pipe's other end itself, so it then waits for ever
+    (Twisted 22.10 to 26.10).  An ``Exception`` is written there: the first
+    process says it and exits 1, and the daemon removes its pidfile.
+
+    Until then, in the foreground, :func:`exit_with` writes its line to
+    ``log_file`` too, where the daemon would have logged it.
+    """
+    global _foreground, _log_file
+    _foreground = os.getpid()
+    _log_file = log_file
+
+
 def exit_with(line: str, status: int = 1) -> NoReturn:
     """End the program with ``line`` on standard error, and ``status``.
 
     Written to file descriptor 2 itself: once twistd logs, ``sys.stderr`` is
     its log (stdout with -n), not the terminal or the journal where a user
-    looks for why the daemon did not start.
+    looks for why the daemon did not start.  In the background (see
+    :func:`expect_background`), logged, and raised for twistd to report.
     """
+    line = one_line(line)
+    if _foreground is not None and os.getpid() != _foreground:
+        from twisted.logger import Logger
+
+        Logger(namespace="udpupper").error("{line}", line=line)
+        # A builtin type: twistd passes on "RuntimeError: <line>", 100 bytes.
+        raise RuntimeError(line.removeprefix("udpupper: "))
     try:
-        os.write(2, one_line(line).encode("utf-8", "replace") + b"\n")
+        os.write(2, line.encode("utf-8", "replace") + b"\n")
     except OSError:
         pass  # no standard error to say it on: the status still says it
+    if _log_file:
+        import time
+
+        try:
+            with open(_log_file, "a", encoding="utf-8") as log:
+                log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} [udpupper#error] {line}\n")
+        except OSError:
+            pass
     raise SystemExit(status)
 
 

@@ -57,6 +57,23 @@ def observe_accept_log(listening_port: object,
 
 
 
+def tcp_listening_address(endpoint: object) -> tuple[str, int] | None:
+    """The interface and port a TCP server endpoint (``tcp:``, ``tcp6:``,
+    ``ssl:``) would listen on, or None for any other.
+
+    To try a port before twistd forks into the background: listening with
+    the endpoint itself, then stopping, lets the socket go only once the
+    reactor runs, in the daemon, which then finds its port taken.  Reads the
+    endpoints' ``_interface`` and ``_port``.  Checked 22.10 to 26.10; no
+    upstream ticket.
+    """
+    interface = getattr(endpoint, "_interface", None)
+    port = getattr(endpoint, "_port", None)
+    if not isinstance(interface, str) or not isinstance(port, int):
+        return None
+    return interface, port
+
+
 def queue_stop_signals(reactor) -> None:
     """Have SIGINT and SIGTERM only queue ``reactor``'s stop, and say so
     from the reactor's loop, not from inside the signal handler.

@@ -33,11 +33,13 @@ def cannot_listen(interface: str, port: int, reason: str) -> NoReturn:
     exit_with(f"udpupper: cannot listen on {format_endpoint(interface, port)}: {reason}")
 
 
-def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
+def reserve_port(interface: str | None, port: int, reuse_port: bool = False
+                 ) -> tuple[str, int]:
     """Check that nothing serves ``port`` yet (pick one when 0); the address.
 
     Exits with one line, as the single-process daemon does, when the port is
-    taken, by a socket that does not share it or by another group of workers.
+    taken, by a socket that does not share it or by another group of workers;
+    or, ``reuse_port``, by one that does not share it (SO_REUSEPORT).
     """
     candidates = interfaces_to_try(interface)
     for candidate in candidates:
@@ -49,6 +51,8 @@ def reserve_port(interface: str | None, port: int) -> tuple[str, int]:
         with probe:
             # Bound without SO_REUSEPORT: a port that anything serves already,
             # another --workers group included, is in use, not joined.
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind((candidate, port))
             except OSError as error:

@@ -21,7 +21,11 @@ from udpupper.options import exit_with
 from udpupper.scrape import MAX_CONNECTIONS, Request, Response, ScrapeFactory
 from udpupper.server.droplog import LOG_PERIOD, Throttle
 from udpupper.server.stats import Stats
-from udpupper.twisted_privates import EMFILE_RECOVERY, observe_accept_log
+from udpupper.twisted_privates import (
+    EMFILE_RECOVERY,
+    observe_accept_log,
+    tcp_listening_address,
+)
 
 MISSING = (
     "needs prometheus_client: in a checkout, pip install '.[metrics]'; "
@@ -245,15 +249,19 @@ class MetricsService(service.Service):
 
     def privilegedStartService(self) -> None:
         self.asked = True
+        self.listen(self._listening)
+        super().privilegedStartService()
+
+    def listen(self, then) -> None:
         failures: list[Failure] = []
-        self.endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        self.endpoint.listen(self.factory).addCallbacks(then, failures.append)
         if failures:
             error = failures[0].value
             # An OSError comes from a UNIX socket's lock file, before any bind.
             cause = getattr(error, "socketError", error)
             reason = getattr(cause, "strerror", None) or cause
             exit_with(f"udpupper: cannot serve metrics on {self.description}: {reason}")
-        super().privilegedStartService()
+
 
     def startService(self) -> None:
         if not self.asked:  # started without twistd's privileged step
@@ -281,6 +289,26 @@ class MetricsService(service.Service):
             self.accept_log.stop()
         port, self.port = self.port, None
         return None if port is None else port.stopListening()
+
+
+def try_endpoint(description: str, reactor) -> None:
+    """Whether a TCP endpoint's port can be had now: exits with one line, as
+    the service would, where it cannot (other endpoints are tried when the
+    service starts)."""
+    import socket
+
+    address = tcp_listening_address(serverFromString(reactor, description))
+    if address is None:
+        return
+    interface, port = address
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted's
+            probe.bind((interface, port))
+    except OSError as error:
+        exit_with(f"udpupper: cannot serve metrics on {description}: "
+                  f"{error.strerror or error}")
 
 
 def metrics_service(

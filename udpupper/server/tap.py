@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.application import service
 from twisted.python import usage
 
@@ -11,6 +13,7 @@ from udpupper.options import (
     bounded,
     count,
     exit_with,
+    expect_background,
     non_negative_float,
     port_number,
     positive_float,
@@ -166,6 +169,8 @@ def makeService(config: Options, reactor=None) -> service.IService:
 
         use_monotonic_clock(reactor)  # the timers: a wall-clock step changes nothing
     die_with_parent()  # when this is one of --workers' processes
+    if will_daemonize(config):
+        check_before_forking(config, reactor)
     daemon: service.IService
     collector: metrics.StatsCollector | metrics.WorkersCollector
     if config["workers"] > 1:
@@ -214,6 +219,31 @@ def makeService(config: Options, reactor=None) -> service.IService:
     daemon.setServiceParent(both)
     metrics.metrics_service(config["metrics"], collector, reactor).setServiceParent(both)
     return both
+
+
+def will_daemonize(config: Options) -> bool:
+    """Whether twistd runs without ``-n``: it forks the daemon into the
+    background once this makeService has returned."""
+    parent = getattr(config, "parent", None)
+    return parent is not None and not parent.get("nodaemon", True)
+
+
+def check_before_forking(config: Options, reactor) -> None:
+    """What can make a start fail, tried while twistd is still in the
+    foreground: a port in use, an address not on the host.  Each exits with
+    its one line on the terminal, before a pidfile is written; what fails
+    later, in the background, twistd reports (:func:`exit_with`)."""
+    parent = config.parent
+    log_file = parent.get("logfile") or "twistd.log"  # twistd's, in the background
+    if parent.get("syslog") or log_file == "-":
+        log_file = None
+    else:  # where twistd will open it: after changing to --rundir
+        log_file = os.path.join(parent.get("rundir") or ".", log_file)
+    expect_background(log_file)
+    if config["workers"] == 1 and "LISTEN_FDS" not in os.environ:
+        reserve_port(config["interface"], config["port"], bool(config["reuse-port"]))
+    if config["metrics"] is not None:
+        metrics.try_endpoint(config["metrics"], reactor)
 
 
 def table_mib(rate_table: int) -> int:
