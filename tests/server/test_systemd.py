@@ -143,7 +143,8 @@ class InstalledRecipeTests(unittest.TestCase):
 
 
 class NotifyTests(unittest.TestCase):
-    def test_ready_then_stopping(self) -> None:
+    def listener(self) -> tuple[socket.socket, str]:
+        """A notify socket, as systemd's: bound, read by the test."""
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder)
         path = os.path.join(folder, "notify")
@@ -151,20 +152,71 @@ class NotifyTests(unittest.TestCase):
         listener.bind(path)
         listener.settimeout(15)
         self.addCleanup(listener.close)
+        return listener, path
+
+    def daemon(self, path: str, *options: str) -> Daemon:
         old = os.environ.get("NOTIFY_SOCKET")
         os.environ["NOTIFY_SOCKET"] = path
         try:
-            daemon = Daemon("--port", "0")
+            daemon = Daemon("--port", "0", *options)
         finally:
             if old is None:
                 del os.environ["NOTIFY_SOCKET"]
             else:
                 os.environ["NOTIFY_SOCKET"] = old
         self.addCleanup(daemon.stop)
+        return daemon
+
+    def fill(self, path: str) -> None:
+        """Fill the notify socket's queue, as a stalled systemd would leave it."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+            filler.setblocking(False)
+            filler.connect(path)
+            try:
+                while True:
+                    filler.send(b"X=1")
+            except BlockingIOError:
+                pass
+
+    def test_ready_then_stopping(self) -> None:
+        listener, path = self.listener()
+        daemon = self.daemon(path)
         daemon.start()
         self.assertEqual(listener.recv(100), b"READY=1")
         daemon.stop()
         self.assertEqual(listener.recv(100), b"STOPPING=1")
+
+    def test_workers_ready_then_stopping_from_the_parent(self) -> None:
+        listener, path = self.listener()
+        daemon = self.daemon(path, "--workers", "2")
+        daemon.find(r"workers all serving")
+        self.assertEqual(listener.recv(100), b"READY=1")
+        self.assertEqual(daemon.stop(), -signal.SIGTERM)  # as twistd ends on it
+        self.assertEqual(listener.recv(100), b"STOPPING=1")
+        listener.setblocking(False)
+        with self.assertRaises(BlockingIOError):  # nothing from the workers
+            listener.recv(100)
+
+    def test_a_stalled_notify_socket_is_never_waited_on(self) -> None:
+        """Its queue full: the notification is dropped, at once."""
+        listener, path = self.listener()
+        self.fill(path)
+        started = time.monotonic()
+        self.assertFalse(systemd.notify("READY=1", {"NOTIFY_SOCKET": path}))
+        self.assertLess(time.monotonic() - started, 5)  # only a wait reaches it
+
+    def test_a_stalled_notify_socket_neither_stops_serving_nor_stopping(self) -> None:
+        """Before: the lone daemon never served and SIGTERM did not stop it;
+        a --workers parent hung at SIGTERM."""
+        for options in ((), ("--workers", "2")):
+            with self.subTest(options=options):
+                listener, path = self.listener()
+                self.fill(path)
+                daemon = self.daemon(path, *options)
+                port = daemon.start() if not options else int(
+                    daemon.find(r"starting 2 workers on \S+:(\d+)/udp").group(1))
+                self.assertEqual(exchange("127.0.0.1", port, b"served")[0], b"SERVED")
+                self.assertEqual(daemon.stop(signal.SIGTERM, timeout=30), -signal.SIGTERM)
 
     def test_no_notify_socket(self) -> None:
         self.assertFalse(systemd.notify("READY=1", {}))

@@ -71,7 +71,12 @@ def inherited_descriptors(environ: MutableMapping[str, str] | None = None) -> li
 
 
 def notify(state: str, environ: MutableMapping[str, str] | None = None) -> bool:
-    """Tell systemd ``state`` (``READY=1``, ``STOPPING=1``); whether it was sent."""
+    """Tell systemd ``state`` (``READY=1``, ``STOPPING=1``); whether it was sent.
+
+    Never waited on: a notification that the socket cannot take at once
+    (its queue full: a stalled or hostile listener) is dropped, so neither
+    serving nor stopping depends on whoever reads it.
+    """
     path = (os.environ if environ is None else environ).get("NOTIFY_SOCKET")
     if not path:
         return False
@@ -79,8 +84,9 @@ def notify(state: str, environ: MutableMapping[str, str] | None = None) -> bool:
         path = "\0" + path[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notifier:
+            notifier.setblocking(False)
             notifier.connect(path)
-            notifier.sendall(state.encode())
-    except OSError:
+            notifier.send(state.encode())
+    except OSError:  # BlockingIOError included: the queue is full
         return False
     return True

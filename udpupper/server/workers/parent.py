@@ -22,7 +22,7 @@ on the reactor's clock:
   cannot start (its tables do not fit in memory, say): the parent says why
   in one line and exits 1, as a lone daemon would;
 - once every worker serves, the parent (the main PID) tells systemd
-  ``READY=1``; the workers do not;
+  ``READY=1``, and ``STOPPING=1`` as it stops; the workers do not;
 - stopping the parent (SIGTERM) stops them all and waits for their last
   counters; a parent killed outright takes them with it (PR_SET_PDEATHSIG).
 """
@@ -349,6 +349,7 @@ class Workers(service.Service):
         summaries, reported their last counters and exited.
         """
         self.stopping = True
+        systemd.notify("STOPPING=1")  # from the main PID, as a lone daemon does
         super().stopService()
         if self.watchdog.running:
             self.watchdog.stop()
