@@ -33,6 +33,38 @@ def cannot_listen(interface: str, port: int, reason: str) -> NoReturn:
     exit_with(f"udpupper: cannot listen on {format_endpoint(interface, port)}: {reason}")
 
 
+def group_name(port: int) -> str:
+    """The abstract socket a ``--workers`` parent holds for its ``port``."""
+    return f"\0udpupper-workers:{port}"
+
+
+def claim_for_group(port: int) -> socket.socket | None:
+    """In a ``--workers`` parent: say, while the socket returned stays open,
+    that a group serves ``port`` on this host (an abstract UNIX socket: per
+    network namespace, gone with the process)."""
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        claim.bind(group_name(port))
+    except OSError:
+        claim.close()
+        return None
+    return claim
+
+
+def refuse_to_join_a_group(interface: str, port: int) -> None:
+    """A lone ``--reuse-port`` daemon would join a group's port and answer
+    nothing (the group's steering never picks it): exit with one line."""
+    if port == 0 or not hasattr(socket, "AF_UNIX"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(group_name(port))
+        except OSError:
+            cannot_listen(interface, port, "a --workers group serves this port, and its "
+                          "steering would give this process nothing; stop the group, or "
+                          "give another --port")
+
+
 def reserve_port(interface: str | None, port: int, reuse_port: bool = False
                  ) -> tuple[str, int]:
     """Check that nothing serves ``port`` yet (pick one when 0); the address.
@@ -52,6 +84,7 @@ def reserve_port(interface: str | None, port: int, reuse_port: bool = False
             # Bound without SO_REUSEPORT: a port that anything serves already,
             # another --workers group included, is in use, not joined.
             if reuse_port:
+                refuse_to_join_a_group(candidate, port)
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind((candidate, port))

@@ -21,6 +21,7 @@ from udpupper.server.listening import (
     cannot_listen,
     format_endpoint,
     interfaces_to_try,
+    refuse_to_join_a_group,
 )
 from udpupper.server.port import DEFAULT_BUSY_POLL, ServerPort
 from udpupper.server.protections import loops
@@ -125,6 +126,8 @@ class UpperService(service.MultiService):
         return port
 
     def _listen(self) -> ServerPort:
+        if self.reuse_port:
+            refuse_to_join_a_group(self.interface or DUAL_STACK, self.port_number)
         for interface in interfaces_to_try(self.interface):
             port = ServerPort(
                 self.port_number,
@@ -200,9 +203,11 @@ class UpperService(service.MultiService):
             )
 
     def log_counters(self) -> None:
-        """SIGHUP: say every counter, as the summary at shutdown does, and go on."""
+        """SIGHUP: say every counter, as the summary at shutdown does, and go on;
+        as a worker, report them at once too (the parent then says the totals)."""
         self.update_kernel_drops()
         self.log.info("udpupper counters: {summary}", summary=self.stats.summary())
+        self.report(hangup=True)
 
     def update_kernel_drops(self) -> None:
         """Read how many datagrams the kernel dropped on our socket."""
@@ -216,9 +221,14 @@ class UpperService(service.MultiService):
         worker, report the counters to the parent."""
         self.update_kernel_drops()
         self.drop_log.check(self.protocol.clock.seconds())
+        self.report()
+
+    def report(self, hangup: bool = False) -> None:
+        """As a worker, send the parent the counters."""
         if self.reporter is not None:
             limiter = self.protocol.limiter
-            self.reporter.report(self.stats, len(limiter) if limiter is not None else 0)
+            self.reporter.report(self.stats, len(limiter) if limiter is not None else 0,
+                                 hangup)
 
     def stopService(self):
         systemd.notify("STOPPING=1")

@@ -226,6 +226,16 @@ class WorkersTests(unittest.TestCase):
             self.assertEqual(result.stderr.decode(),
                              f"udpupper: cannot listen on 127.0.0.1:{port}/udp: "
                              "Address already in use\n")
+        # A lone daemon that would share the port (before: it said it
+        # listened, and the group's steering gave it nothing, 0 of 20,000).
+        result = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
+             "--port", str(port), "--reuse-port"], capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.decode(),
+                         f"udpupper: cannot listen on 127.0.0.1:{port}/udp: a --workers group "
+                         "serves this port, and its steering would give this process "
+                         "nothing; stop the group, or give another --port\n")
         self.assertEqual(len(children(self.daemon.process.pid)), 2)
 
     def test_sighup_makes_each_worker_say_its_counters(self) -> None:
@@ -236,6 +246,10 @@ class WorkersTests(unittest.TestCase):
         said = [int(self.daemon.wait_for(r"udpupper counters: received=(\d+)").group(1))
                 for _ in range(2)]
         self.assertEqual(sum(said), 10)
+        # The parent's line waits for what the workers said (before: received=0).
+        totals = self.daemon.find(r"udpupper workers' counters: received=(\d+)")
+        self.assertEqual(int(totals.group(1)), 10)
+        self.assertNotIn("did not answer", totals.string)
         self.assertEqual(exchange("127.0.0.1", port, b"on")[0], b"ON")
         self.assertEqual(len(children(self.daemon.process.pid)), 2)
 

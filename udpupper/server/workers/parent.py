@@ -49,7 +49,7 @@ import udpupper
 from udpupper.kernel import socket_memory
 from udpupper.options import one_line
 from udpupper.server import systemd
-from udpupper.server.listening import cannot_listen, format_endpoint
+from udpupper.server.listening import cannot_listen, claim_for_group, format_endpoint
 from udpupper.server.signals import on_hangup, stop_once
 from udpupper.server.stats import Stats
 from udpupper.server.workers.counters import WorkerCounters
@@ -73,6 +73,7 @@ MAX_RESTART_DELAY = 4.0  # a crash-looping worker is back within this long
 YOUNG = 5.0  # a worker that lived less than this died young
 GIVE_UP = 3  # ends in a row without a single report: it cannot start
 KILL_TIME = 5.0  # seconds between SIGTERM and SIGKILL when stopping
+HANGUP_WAIT = 2.0  # seconds the parent waits for its workers' counters at SIGHUP
 class WorkerProtocol(ProcessProtocol):
     """One worker process: its output lines, logged as the parent's with
     the worker's name, and its counter reports, read from descriptor 4."""
@@ -134,6 +135,7 @@ class Workers(service.Service):
         self.env.update({PARENT: str(os.getpid()), SOCKET: str(SOCKET_FD),
                          REPORT: str(REPORT_FD)})
         self.sockets: list[socket.socket] = []
+        self.claim: socket.socket | None = None  # says a group serves the port
         # What each worker read and sent, counted in shared memory.
         self.shared = {name: SharedCounts.for_worker(name) for name in self.names}
         self.steered = False
@@ -147,6 +149,8 @@ class Workers(service.Service):
         self.ready = False
         self.stopping = False
         self.failure: str | None = None
+        self.hangup_waiting: set[str] = set()  # workers whose SIGHUP counters are due
+        self.hangup_timer: IDelayedCall | None = None
         self.watchdog = LoopingCall(self.watch)
         self.watchdog.clock = reactor
         self.all_ended: Deferred[None] | None = None
@@ -160,6 +164,7 @@ class Workers(service.Service):
                                       rcvbuf=self.rcvbuf)
         except OSError as error:
             cannot_listen(self.interface, self.port, strerror(error.errno or 0))
+        self.claim = claim_for_group(self.sockets[0].getsockname()[1])
         refused = attach(self.sockets[0], len(self.sockets))
         self.steered = refused is None
         if refused is not None:
@@ -218,12 +223,17 @@ class Workers(service.Service):
     def reported(self, name: str, line: bytes) -> None:
         """A worker's counters: it serves."""
         try:
-            self.counters.update(name, json.loads(line))
+            report = json.loads(line)
+            self.counters.update(name, report)
         except (ValueError, TypeError, AttributeError):
             self.log.warn("udpupper {name} sent a report that is not its counters",
                           name=name)
             return
         self.reported_at[name] = self.reactor.seconds()
+        if report.get("hangup") and name in self.hangup_waiting:
+            self.hangup_waiting.discard(name)
+            if not self.hangup_waiting:
+                self.say_hangup_totals()
         self.failed_starts[name] = 0
         if not self.ready and all(self.reported_at[n] is not None for n in self.names):
             self.ready = True
@@ -334,10 +344,26 @@ class Workers(service.Service):
             pass
 
     def pass_hangup_on(self) -> None:
-        """SIGHUP: each worker logs its counters, and the parent the totals."""
+        """SIGHUP: each worker logs its counters and reports them at once;
+        once they all have (HANGUP_WAIT at most), the parent logs the totals."""
+        self.hangup_waiting.update(self.protocols)
         for protocol in self.protocols.values():
             self.send_signal(protocol, signal.SIGHUP)
-        self.log.info("udpupper workers' counters: {summary}", summary=self.totals().summary())
+        if self.hangup_timer is None or not self.hangup_timer.active():
+            self.hangup_timer = self.reactor.callLater(HANGUP_WAIT, self.say_hangup_totals)
+        if not self.hangup_waiting:
+            self.say_hangup_totals()
+
+    def say_hangup_totals(self) -> None:
+        if self.hangup_timer is not None and self.hangup_timer.active():
+            self.hangup_timer.cancel()
+        self.hangup_timer = None
+        late = sorted(self.hangup_waiting & set(self.protocols))
+        self.hangup_waiting.clear()
+        self.log.info("udpupper workers' counters: {summary}{late}",
+                      summary=self.totals().summary(),
+                      late=f" ({', '.join(late)} did not answer: their last report)"
+                      if late else "")
 
     # -- stopping ---------------------------------------------------------
 
@@ -351,6 +377,8 @@ class Workers(service.Service):
         self.stopping = True
         systemd.notify("STOPPING=1")  # from the main PID, as a lone daemon does
         super().stopService()
+        if self.hangup_timer is not None and self.hangup_timer.active():
+            self.hangup_timer.cancel()
         if self.watchdog.running:
             self.watchdog.stop()
         for call in self.restarts.values():
@@ -380,6 +408,8 @@ class Workers(service.Service):
                       summary=self.totals().summary(), count=len(self.names))
         for sock in self.sockets:
             sock.close()
+        if self.claim is not None:
+            self.claim.close()
         for shared in self.shared.values():
             if shared is not None:
                 shared.close()

@@ -114,8 +114,13 @@ class Reporter:
         self.fd = fd
         os.set_blocking(fd, False)
 
-    def report(self, stats: Stats, prefixes: int = 0) -> None:
-        line = json.dumps({**stats.as_dict(), "prefixes": prefixes}) + "\n"
+    def report(self, stats: Stats, prefixes: int = 0, hangup: bool = False) -> None:
+        """``hangup``: this report answers a SIGHUP, which the parent waits
+        for before it says the totals."""
+        report = {**stats.as_dict(), "prefixes": prefixes}
+        if hangup:
+            report["hangup"] = True
+        line = json.dumps(report) + "\n"
         try:
             os.write(self.fd, line.encode())
         except (BlockingIOError, BrokenPipeError, OSError):
