@@ -216,6 +216,38 @@ class WorkersTests(unittest.TestCase):
         for number in range(20):
             self.assertEqual(exchange("127.0.0.1", port, b"x%d" % number)[0], b"X%d" % number)
 
+    def test_held_metrics_connections_do_not_keep_a_worker_from_coming_back(self) -> None:
+        """The parent at its descriptor limit (ulimit -n 128) with 200 idle
+        metrics connections held: a killed worker is replaced and every
+        prefix answered (before: 12 "cannot start" lines, and 32 of 64
+        prefixes unanswered for 10 s and more)."""
+        import resource
+
+        if not metrics.available():
+            raise unittest.SkipTest(metrics.MISSING)
+
+        def descriptors() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
+                             "--metrics", "tcp:0:interface=127.0.0.1", preexec=descriptors)
+        self.addCleanup(self.daemon.stop)
+        port = self.daemon.start()
+        self.daemon.wait_for(LISTENING)
+        http_port = int(self.daemon.find(METRICS_AT).group(1))
+        held = []
+        self.addCleanup(lambda: [connection.close() for connection in held])
+        for _ in range(200):
+            held.append(socket.create_connection(("127.0.0.1", http_port), timeout=10))
+        before = children(self.daemon.process.pid)
+        os.kill(min(before), signal.SIGKILL)
+        self.daemon.wait_for(LISTENING, timeout=30)  # its successor
+        for number in range(64):  # a prefix each: both workers
+            reply, _ = exchange("127.0.0.1", port, b"p%d" % number,
+                                source=f"127.{number + 1}.0.1")
+            self.assertEqual(reply, b"P%d" % number)
+        self.assertEqual([line for line in self.daemon.log if "cannot start" in line], [])
+
     def test_a_second_group_on_the_same_port_is_refused(self) -> None:
         port = self.start(2)
         for extra in (["--workers", "2"], []):  # another group; a plain daemon
