@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -314,8 +314,14 @@ class ScrapeProtocol(protocol.Protocol):
             self.read_on()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ScrapeFactory(protocol.Factory):
-    """Serves ``routes`` (path -> handler) on whatever endpoint listens with it."""
+    """Serves ``routes`` (path -> handler) on whatever endpoint listens with it.
+
+    Over TLS it says, by ALPN, that it speaks HTTP/1.1: a client that offers
+    ALPN (curl, Prometheus) gets no handshake at all from a factory that
+    does not say.
+    """
 
     protocol = ScrapeProtocol
     noisy = False
@@ -344,6 +350,9 @@ class ScrapeFactory(protocol.Factory):
         self.alive = 0  # connections not let go of yet, closing ones included
         self.requests = 0
         self.evicted = 0
+
+    def acceptableProtocols(self) -> list[bytes]:
+        return [b"http/1.1"]
 
     def buildProtocol(self, addr):
         if self.alive >= self.max_connections + SLACK:

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from errno import ECONNREFUSED, EINTR
 
 from twisted.internet import udp
+from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from udpupper.dscp import arrived_with, receive_marking
 
@@ -30,8 +32,18 @@ MARKING_SPACE = socket.CMSG_SPACE(4) * 2
 READ_BUDGET = 256
 
 
+@implementer(IHalfCloseableDescriptor)
 class UDPPort(udp.Port):
-    """A UDP port that reads whole datagrams and writes them directly."""
+    """A UDP port that reads whole datagrams and writes them directly.
+
+    Its socket may be connected (:meth:`connect_socket`).  The kernel then
+    keeps an ICMP error about what it sent (a port unreachable) as the
+    socket's error, which epoll reports as a hang-up; Twisted's reactor
+    closes a descriptor that hangs up, unless it takes a half-close
+    (``IHalfCloseableDescriptor``): this port does, takes the error, says
+    it to the protocol where it listens (``socketError(errno)``) and reads
+    on.
+    """
 
     log = Logger()
 
@@ -45,6 +57,29 @@ class UDPPort(udp.Port):
             # ::ffff:a.b.c.d, whatever net.ipv6.bindv6only says.
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         return skt
+
+    def connect_socket(self, address: tuple[str, int]) -> None:
+        """Have the kernel take datagrams from ``address`` alone (and say
+        where it sends).  The socket is connected, not the port: Twisted's
+        own ``connect`` would have the epoll reactor close the port at the
+        first ICMP port unreachable; this port reads on past it."""
+        host, port = address
+        if self.addressFamily == socket.AF_INET6 and ":" not in host:
+            host = "::ffff:" + host
+        self.socket.connect((host, port))
+
+    def readConnectionLost(self, reason) -> None:
+        """The reactor's "hang-up": a socket error pending, not an end."""
+        if self.socket is None or not self.connected:
+            return
+        error = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # and clears it
+        told = getattr(self.protocol, "socketError", None)
+        if error and told is not None:
+            told(error)
+        self.startReading()
+
+    def writeConnectionLost(self, reason) -> None:
+        """Never: a UDP port's writes do not hang up."""
 
     # Twisted's udp.Port.write takes (datagram, addr) where FileDescriptor's
     # takes (data); this one needs the address (the port is not connected).

@@ -24,12 +24,22 @@ SERVER = ("127.0.0.1", 12000)
 
 class ProbeTests(unittest.TestCase):
     def test_size_and_sequence_number(self) -> None:
-        self.assertEqual(probe(3, 12), b"3 udpupper p")
-        self.assertEqual(probe(1234567, MIN_SIZE), b"1234567 ")
-        self.assertEqual(probe(10**7 + 5, 8), b"5 udpupp")  # modulo 10**7 on the wire
+        token = b"ABCDEFGHIJKLMNOP"
+        self.assertEqual(probe(3, 29, token), b"3 ABCDEFGHIJKLMNOP udpupper p")
+        self.assertEqual(probe(1234567, MIN_SIZE, token), b"1234567 ABCDEFGHIJKLMNOP")
+        self.assertEqual(probe(10**7 + 5, 24, token), b"5 ABCDEFGHIJKLMNOP udpup")
         for size in (MIN_SIZE, 32, 1000, 65527):
-            self.assertEqual(len(probe(9999999, size)), size)
-        self.assertNotEqual(probe(1, 32), probe(1, 32).upper())  # upper-casing shows
+            self.assertEqual(len(probe(9999999, size, token)), size)
+        self.assertNotEqual(probe(1, 32, token), probe(1, 32, token).upper())  # upper-casing
+        self.assertEqual(probe(3, 12), b"3 udpupper p")  # no token: no room for one
+
+    def test_a_token_a_run_that_upper_casing_keeps(self) -> None:
+        from udpupper.client.ping import TOKEN_LENGTH, new_token
+
+        tokens = {new_token() for _ in range(100)}
+        self.assertEqual(len(tokens), 100)
+        for token in tokens:
+            self.assertEqual((len(token), token.upper()), (TOKEN_LENGTH, token))
 
 
 class PingTests(unittest.TestCase):
@@ -50,7 +60,7 @@ class PingTests(unittest.TestCase):
         return [datagram for datagram, addr in pinger.transport.written]
 
     def answer(self, pinger: Ping, seq: int, mangle=bytes.upper, addr=SERVER) -> None:
-        pinger.datagramReceived(mangle(probe(seq, pinger.size)), addr)
+        pinger.datagramReceived(mangle(probe(seq, pinger.size, pinger.token)), addr)
 
     def test_every_reply_answered(self) -> None:
         pinger = self.make(count=3)
@@ -58,7 +68,7 @@ class PingTests(unittest.TestCase):
             self.clock.advance(0.25)
             self.answer(pinger, seq)
             self.clock.advance(0.75)
-        self.assertEqual(self.sent(pinger), [probe(seq, 16) for seq in range(3)])
+        self.assertEqual(self.sent(pinger), [probe(seq, 16, pinger.token) for seq in range(3)])
         self.assertEqual(self.lines, [f"24 bytes from 127.0.0.1: seq={seq} time=250 ms"
                                       for seq in range(3)])
         self.assertEqual(self.statuses, [0])
@@ -71,7 +81,7 @@ class PingTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_loss_late_duplicate_and_wrong(self) -> None:
-        pinger = self.make(count=4)
+        pinger = self.make(count=4, size=32)  # lower-case filler after the token
         self.clock.advance(0.5)
         self.answer(pinger, 0)  # seq 0: 0.5 s
         self.answer(pinger, 0)  # and again: a duplicate
@@ -87,14 +97,14 @@ class PingTests(unittest.TestCase):
         self.answer(pinger, 3)  # at 4.5: 1.5 s
         self.clock.advance(5)
         self.assertEqual(self.lines, [
-            "24 bytes from 127.0.0.1: seq=0 time=500 ms",
-            "24 bytes from 127.0.0.1: seq=0 time=500 ms (DUP!)",
-            "24 bytes from 127.0.0.1: seq=1 wrong reply, not this probe upper-cased",
+            "40 bytes from 127.0.0.1: seq=0 time=500 ms",
+            "40 bytes from 127.0.0.1: seq=0 time=500 ms (DUP!)",
+            "40 bytes from 127.0.0.1: seq=1 wrong reply, not this probe upper-cased",
             "28 bytes from 127.0.0.1: wrong reply, not this probe upper-cased",
             "no answer yet for seq=1",
-            "24 bytes from 127.0.0.1: seq=1 time=2500 ms (late)",
+            "40 bytes from 127.0.0.1: seq=1 time=2500 ms (late)",
             "no answer yet for seq=2",
-            "24 bytes from 127.0.0.1: seq=3 time=1500 ms",
+            "40 bytes from 127.0.0.1: seq=3 time=1500 ms",
         ])
         self.assertEqual(self.statuses, [0])
         stats = pinger.stats
@@ -108,6 +118,15 @@ class PingTests(unittest.TestCase):
         self.assertAlmostEqual(stats.jitter, 2.0)
         self.assertTrue(pinger.summary("h")[3].endswith(
             "ms, 0 reordered, 1 duplicates, 1 late, 2 wrong"))
+
+    def test_a_reply_without_the_run_s_token_is_wrong(self) -> None:
+        """A forger who knows the format but not the token: every guess wrong."""
+        pinger = self.make(count=1, size=32)
+        for guess in (b"", b"AAAAAAAAAAAAAAAA", pinger.token[:-1] + b"X"):
+            pinger.datagramReceived(probe(0, 32, guess).upper(), SERVER)
+        self.assertEqual((pinger.stats.received, pinger.stats.wrong), (0, 3))
+        self.answer(pinger, 0)
+        self.assertEqual(pinger.stats.received, 1)
 
     def test_a_path_slower_than_the_timeout_loses_nothing(self) -> None:
         """Every reply 1.5 s late with --timeout 1: each probe is said to have
@@ -227,8 +246,9 @@ class PingTests(unittest.TestCase):
                 if seq % 3 != 1 and seq * 1.0 + 0.25 == tick * 0.125:
                     self.answer(pinger, seq)
         self.assertEqual([[probe_ for probe_, _ in t.written] for t in transports],
-                         [[probe(0, 16), probe(3, 16)], [probe(1, 16), probe(4, 16)],
-                          [probe(2, 16), probe(5, 16)]])
+                         [[probe(n, 16, pinger.token) for n in (0, 3)],
+                          [probe(n, 16, pinger.token) for n in (1, 4)],
+                          [probe(n, 16, pinger.token) for n in (2, 5)]])
         summary = pinger.summary("h")
         self.assertEqual(summary[1], "6 packets transmitted, 4 received, "
                                      "33.3333% packet loss, time 5250ms")
@@ -248,7 +268,7 @@ class PingTests(unittest.TestCase):
         pinger = self.make(count=3, dscp=46)
         for seq, tos in ((0, 46 << 2), (1, 0), (2, 46 << 2 | 2)):
             self.clock.advance(0.25)
-            pinger.datagramReceived(probe(seq, 16).upper(), SERVER, tos)
+            pinger.datagramReceived(probe(seq, 16, pinger.token).upper(), SERVER, tos)
             self.clock.advance(0.75)
         self.assertEqual(self.lines, [
             "24 bytes from 127.0.0.1: seq=0 time=250 ms",
@@ -347,7 +367,7 @@ class RealPingTests(unittest.TestCase):
     def test_ipv6_and_sizes(self) -> None:
         if NO_IPV6:
             raise unittest.SkipTest(NO_IPV6)
-        for size in ("8", "1400", "65527"):
+        for size in ("24", "1400", "65527"):
             result = self.ping("--host", "::1", "--port", str(self.port), "--count", "2",
                                "--size", size)
             self.check_answered(result, "::1", 2, int(size))

@@ -102,7 +102,7 @@ class SweepTests(unittest.TestCase):
         fake = FakePath(clock, 65_536, 0, False)
         sweep.transport = fake  # type: ignore[assignment]
         sweep.start()
-        sweep.datagramReceived(probe(1, 65_507)[:2048].upper(), SERVER)
+        sweep.datagramReceived(probe(1, 65_507, sweep.token)[:2048].upper(), SERVER)
         self.assertEqual(lines, [
             "65507 bytes: answered (with its first 2048 bytes: the server reads no more)",
             "largest answered with the DF bit set: 65507 bytes "
@@ -111,7 +111,7 @@ class SweepTests(unittest.TestCase):
     def test_nothing_answers(self) -> None:
         lines, statuses, _ = self.run_sweep(local=65_536, path=0, fragments=False)
         self.assertEqual(statuses, [1])
-        self.assertEqual(lines[-1], "no probe answered, from 8 to 65507 bytes")
+        self.assertEqual(lines[-1], "no probe answered, from 24 to 65507 bytes")
 
     def test_late_and_wrong_replies_are_not_answers(self) -> None:
         clock = task.Clock()
@@ -120,12 +120,12 @@ class SweepTests(unittest.TestCase):
         fake = FakePath(clock, 100, 0, False)  # answers nothing by itself
         sweep.transport = fake  # type: ignore[assignment]
         sweep.start()
-        sweep.datagramReceived(probe(1, 100), SERVER)  # not upper-cased
-        sweep.datagramReceived(probe(1, 100).upper(), ("192.0.2.9", 12000))  # a stranger
-        sweep.datagramReceived(probe(2, 100).upper(), SERVER)  # another probe
+        sweep.datagramReceived(probe(1, 100, sweep.token), SERVER)  # not upper-cased
+        sweep.datagramReceived(probe(1, 100, sweep.token).upper(), ("192.0.2.9", 12000))  # a stranger
+        sweep.datagramReceived(probe(2, 100, sweep.token).upper(), SERVER)  # another probe
         sweep.datagramReceived(b"", SERVER)  # nothing of it
         self.assertEqual(lines, [])
-        sweep.datagramReceived(probe(1, 100).upper(), SERVER)
+        sweep.datagramReceived(probe(1, 100, sweep.token).upper(), SERVER)
         self.assertEqual(lines[0], "100 bytes: answered")
 
 

@@ -19,12 +19,13 @@ from udpupper.client.options import (
     Options,
 )
 from udpupper.client.ping import UDP_HEADER, Forward, Ping
-from udpupper.client.prober import Limits, run_prober
+from udpupper.client.prober import limits_for, run_prober
 from udpupper.client.protocol import PROMPT, UpperClient
 from udpupper.client.sweep import run_sweep
 from udpupper.clock import use_monotonic_clock
 from udpupper.dscp import mark
 from udpupper.options import one_line
+from udpupper.passwords import checker
 from udpupper.transform import max_payload
 from udpupper.udp import MarkedPort, UDPPort
 
@@ -158,6 +159,7 @@ def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int
     for index in range(options["ports"]):
         port = MarkedPort(0, pinger if index == 0 else Forward(pinger), interface, reactor)
         port.startListening()
+        port.connect_socket(server)  # a stranger's forged reply never reaches it
         if options["dscp"] is not None:
             mark(port.socket, options["dscp"])
         pinger.transports.append(port)
@@ -167,16 +169,43 @@ def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int
     return outcome.get("status", pinger.status)
 
 
+def hash_password_mode() -> int:
+    """``--hash-password``: a password in, its hash out (not echoed on a terminal)."""
+    import getpass
+
+    from udpupper.passwords import hash_password
+
+    if os.isatty(0):
+        password = getpass.getpass("Password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print(f"{COMMAND}: no password given", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     options = Options()
     options.parseOptions(sys.argv[1:] if argv is None else argv)
+    if options["hash-password"]:
+        raise SystemExit(hash_password_mode())
     if options["serve-probes"]:
         from twisted.internet import reactor
 
-        limits = Limits(tuple(options["probe-networks"]), options["max-probes"],
-                        options["max-count"])
-        raise SystemExit(run_prober(reactor, options["serve-probes"], limits))
+        limits = limits_for(options["probe-networks"], options.exposed,
+                            max_probes=options["max-probes"], max_count=options["max-count"],
+                            max_duration=options["max-duration"],
+                            max_scrape_bytes=options["max-scrape-bytes"],
+                            byte_rate=options["probe-byte-rate"])
+        users = options["probe-auth"]
+        check = checker(users) if users else None
+        if options.exposed and check is None and not options["serve-probes"].startswith("ssl:"):
+            print(f"{COMMAND}: serving probes beyond this host without TLS or "
+                  "--probe-auth: anyone who reaches it may have it probe", file=sys.stderr)
+        raise SystemExit(run_prober(reactor, options["serve-probes"], limits, check))
     try:
         family, server = resolve(options["host"], options["port"])
     except (OSError, UnicodeError) as error:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from udpupper.client.ping import MIN_SIZE
+from udpupper.passwords import read_users
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,
@@ -27,6 +29,35 @@ EXIT_OK, EXIT_UNANSWERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_OUTPUT_CLOSED = -1  # end as cat does when nobody reads: by SIGPIPE
 
 
+def prober_endpoint(description: str) -> tuple[str, bool]:
+    """``--serve-probes``' endpoint, a bare port bound to loopback, and
+    whether it listens beyond this host.  ValueError where it is not an
+    endpoint Twisted can listen on."""
+    from udpupper.twisted_privates import tcp_listening_address
+
+    if description.startswith("ssl:"):
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            raise usage.UsageError("--serve-probes: ssl: endpoints need pyOpenSSL: pip "
+                                   "install 'udpupper[tls]' (Twisted's tls extra)") from None
+    try:
+        address = tcp_listening_address(serverFromString(None, description))
+    except Exception as error:  # Twisted's parser raises whatever it meets
+        raise usage.UsageError(f"--serve-probes: not a server endpoint "
+                               f"({error or type(error).__name__})") from None
+    if address is None:  # unix: this host's alone
+        return description, False
+    interface, _ = address
+    if "interface=" not in description:  # a bare port: loopback, not every interface
+        loopback = "\\:\\:1" if description.startswith("tcp6:") else "127.0.0.1"
+        return f"{description}:interface={loopback}", False
+    try:
+        return description, not ipaddress.ip_address(interface.partition("%")[0]).is_loopback
+    except ValueError:
+        return description, True
+
+
 class Options(OneLineUsageErrors, usage.Options):
     """Options of ``udpupper-client``."""
 
@@ -40,7 +71,9 @@ class Options(OneLineUsageErrors, usage.Options):
         "[--quiet] [--json]\n"
         f"       {COMMAND} --ping --sweep [--host HOST] [--port PORT] [--timeout SECONDS]\n"
         f"       {COMMAND} --serve-probes ENDPOINT [--probe-networks CIDR,...] "
-        "[--max-probes N] [--max-count N]"
+        "[--max-probes N] [--max-count N] [--max-duration SECONDS] [--max-scrape-bytes N] "
+        "[--probe-byte-rate N] [--probe-auth FILE]\n"
+        f"       {COMMAND} --hash-password"
     )
     longdesc = (
         "Send each line of standard input (without its line ending) to a "
@@ -59,6 +92,8 @@ class Options(OneLineUsageErrors, usage.Options):
          "(the path's MTU), and whether larger ones get through fragmented."],
         ["json", "j", "With --ping: one JSON object a line, for the start, each probe "
          "event and the summary (JSON Lines), instead of ping's text."],
+        ["hash-password", None, "Instead: read a password on standard input and print "
+         "its hash, for --probe-auth's file."],
     ]
     optParameters = [
         ["host", "H", "localhost", "Server name or IPv4/IPv6 address (a name is "
@@ -80,14 +115,23 @@ class Options(OneLineUsageErrors, usage.Options):
         ["dscp", "Q", None, "With --ping: mark the probes with this DSCP, 0 to 63, and "
          "say what the replies came back with."],
         ["serve-probes", None, None, "Instead: serve a UDP prober for Prometheus, "
-         "GET /probe?target=IP:PORT, on this Twisted endpoint, e.g. "
-         "tcp:9813:interface=127.0.0.1."],
+         "GET /probe?target=IP:PORT, on this Twisted endpoint: tcp:9813 listens on "
+         "127.0.0.1; tcp:9813:interface=0.0.0.0 beyond this host; ssl:... with TLS."],
         ["probe-networks", None, None, "With --serve-probes: networks a target may be in "
-         "(default 127.0.0.0/8,::1/128)."],
+         "(default 127.0.0.0/8,::1/128; required when listening beyond this host, "
+         "where loopback targets are refused unless named here)."],
         ["max-probes", None, None, "With --serve-probes: probes running at once, 1 to 64; "
          "a scrape beyond gets 503 (default 4)."],
         ["max-count", None, None, "With --serve-probes: probes one scrape may ask for, "
          "1 to 1000 (default 10)."],
+        ["max-duration", None, None, "With --serve-probes: seconds a probe may last, "
+         "0.1 to 60, and less than the scrape's own timeout (default 10)."],
+        ["max-scrape-bytes", None, None, "With --serve-probes: payload bytes one scrape "
+         "may send, 24 to 1048576 (default 16384)."],
+        ["probe-byte-rate", None, None, "With --serve-probes: payload bytes a second all "
+         "scrapes together may send, 1 to 1e9 (default 8192)."],
+        ["probe-auth", None, None, "With --serve-probes: a file of user:hash lines "
+         "(--hash-password): scrapes must give one's password (HTTP basic auth)."],
     ]
     checks = {
         "port": peer_port,
@@ -108,6 +152,10 @@ class Options(OneLineUsageErrors, usage.Options):
         "probe-networks": (parse_networks, "127.0.0.0/8,::1/128"),
         "max-probes": (bounded(count, 1, 64), "4"),
         "max-count": (bounded(count, 1, 1000), "10"),
+        "max-duration": (bounded(positive_float, 0.1, 60), "10"),
+        "max-scrape-bytes": (bounded(count, MIN_SIZE, 1 << 20), "16384"),
+        "probe-byte-rate": (bounded(positive_float, 1, 1e9), "8192"),
+        "probe-auth": (read_users, ""),
     }
 
     def parseArgs(self, *args: str) -> None:
@@ -127,19 +175,25 @@ class Options(OneLineUsageErrors, usage.Options):
             raise usage.UsageError(f"--{sorted(probing)[0]} is only for --serve-probes")
         if self["serve-probes"] and (given or self["ping"]):
             raise usage.UsageError("--serve-probes is not for --ping")
+        if self["hash-password"] and (given or self["ping"] or self["serve-probes"]):
+            raise usage.UsageError("--hash-password is a mode of its own")
         for name, (check, default) in self.ping_checks.items():
             try:
                 self[name] = default if self[name] is None else check(self[name])
             except ValueError as error:
                 raise usage.UsageError(f"--{name}: {error}") from None
+        self.networks_given = self["probe-networks"] is not None
         for option, (parse, fallback) in self.probe_checks.items():
+            if option == "probe-auth" and self[option] is None:
+                continue
             try:
                 self[option] = parse(fallback if self[option] is None else self[option])
-            except ValueError as error:
-                raise usage.UsageError(f"--{option}: {error}") from None
+            except (ValueError, OSError) as error:
+                reason = getattr(error, "strerror", None) or error
+                raise usage.UsageError(f"--{option}: {reason}") from None
         if self["serve-probes"]:
-            try:
-                serverFromString(None, self["serve-probes"])
-            except Exception as error:  # Twisted's parser raises whatever it meets
-                raise usage.UsageError(f"--serve-probes: not a server endpoint "
-                                       f"({error or type(error).__name__})") from None
+            self["serve-probes"], self.exposed = prober_endpoint(self["serve-probes"])
+            if self.exposed and not self.networks_given:
+                raise usage.UsageError(
+                    "--serve-probes listens beyond this host: give --probe-networks, the "
+                    "networks its scrapers may probe (loopback only where named there)")

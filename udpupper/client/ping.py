@@ -1,8 +1,10 @@
 """``udpupper-client --ping``: probe a server's path as ``ping`` does.
 
-Each probe carries its sequence number in decimal, then lower-case filler to
-the size asked for; the reply must be that probe upper-cased, so a server
-that only echoes (or mangles) is seen.  Lines and summary are ``ping``'s own,
+Each probe carries its sequence number in decimal, a token drawn at random
+for the run (upper case, so upper-casing leaves it as it is), then lower-case
+filler to the size asked for; the reply must be that probe upper-cased, so a
+server that only echoes (or mangles) is seen, and a stranger who cannot read
+the probes cannot forge a reply.  Lines and summary are ``ping``'s own,
 so that people and scripts that read ``ping`` read this too; a third summary
 line says what irtt and sockperf do: jitter (IPDV, the mean absolute
 difference of the round trips of consecutive probes), percentiles, and
@@ -14,7 +16,9 @@ line instead (docs/client.md has the schema).
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +31,8 @@ from udpupper.client.summary import PingStats, format_ms
 
 WIRE_SEQ = 10**7  # sequence numbers on the wire are modulo this: 7 digits
 SLOTS = 100_000  # probes remembered for late and duplicate replies; divides WIRE_SEQ
-MIN_SIZE = 8  # seven digits and a space
+TOKEN_LENGTH = 16  # characters of base32: 80 bits
+MIN_SIZE = 8 + TOKEN_LENGTH  # seven digits, a space and the token
 FILLER = b" udpupper ping probe"  # lower case: the reply shows the upper-casing
 UDP_HEADER = 8
 # After the last probe, once every probe is answered, wait this long at least
@@ -35,9 +40,15 @@ UDP_HEADER = 8
 DUPLICATE_GRACE = 0.01
 
 
-def probe(seq: int, size: int) -> bytes:
-    """The probe with sequence number ``seq``, ``size`` bytes long."""
-    head = b"%d" % (seq % WIRE_SEQ)
+def new_token() -> bytes:
+    """A run's token: 80 random bits in base32, all upper case."""
+    return base64.b32encode(os.urandom(TOKEN_LENGTH * 5 // 8))
+
+
+def probe(seq: int, size: int, token: bytes = b"") -> bytes:
+    """The probe with sequence number ``seq``, ``size`` bytes long, carrying
+    ``token`` after the number."""
+    head = b"%d" % (seq % WIRE_SEQ) + (b" " + token if token else b"")
     return (head + FILLER * (size // len(FILLER) + 1))[:size]
 
 
@@ -77,8 +88,10 @@ class Ping(DatagramProtocol):
         ports: int = 1,
         dscp: int | None = None,
         now: Callable[[], float] = time.perf_counter,
+        token: bytes | None = None,
     ) -> None:
         self.server = server
+        self.token = new_token() if token is None else token
         self.clock = clock
         self.say = say
         self.count = count
@@ -134,7 +147,7 @@ class Ping(DatagramProtocol):
             self.by_port[seq % self.ports].transmitted += 1
             transport = self.transports[seq % self.ports] if self.transports else transport
         try:
-            transport.write(probe(seq, self.size), self.server)
+            transport.write(probe(seq, self.size, self.token), self.server)
         except OSError as error:  # e.g. no route: it will time out too
             self._event(f"seq={seq}: cannot send: {error.strerror or error}", "send_error",
                         seq=seq, error=str(error.strerror or error))
@@ -178,7 +191,7 @@ class Ping(DatagramProtocol):
             return
         digits = datagram[:7].split(b" ", 1)[0]
         sent = self.probes.get(int(digits)) if digits.isdigit() else None
-        if sent is None or datagram != probe(sent.seq, self.size).upper():
+        if sent is None or datagram != probe(sent.seq, self.size, self.token).upper():
             self.stats.wrong += 1
             which = f"seq={sent.seq} " if sent is not None else ""
             self._event(f"{size} bytes from {host}: {which}wrong reply, not this probe upper-cased",

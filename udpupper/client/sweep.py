@@ -21,7 +21,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 
-from udpupper.client.ping import MIN_SIZE, probe
+from udpupper.client.ping import MIN_SIZE, new_token, probe
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT, IP_PMTUDISC_DO = 0, 2
@@ -53,6 +53,7 @@ class Sweep(DatagramProtocol):
         self.server, self.clock, self.say = server, clock, say
         self.fragmenting = fragmenting
         self.maximum, self.timeout, self.tries, self.header = maximum, timeout, tries, header
+        self.token = new_token()
         self.answered = 0  # the largest size answered whole
         self.refused = maximum + 1  # the smallest size not
         self.seq = 0
@@ -74,7 +75,7 @@ class Sweep(DatagramProtocol):
     def _send(self) -> None:
         self.sent += 1
         try:
-            self.transport.write(probe(self.seq, self.size), self.server)
+            self.transport.write(probe(self.seq, self.size, self.token), self.server)
         except OSError as error:
             if error.errno != errno.EMSGSIZE:
                 raise
@@ -94,7 +95,7 @@ class Sweep(DatagramProtocol):
             self._settle(False)
 
     def datagramReceived(self, datagram: bytes, addr: tuple, tos: int | None = None) -> None:
-        expected = probe(self.seq, self.size).upper()
+        expected = probe(self.seq, self.size, self.token).upper()
         if (self.timer is None or tuple(addr[:2]) != tuple(self.server) or not datagram
                 or not expected.startswith(datagram)):
             return  # a stranger's, a late one of a size already settled, or wrong
@@ -169,6 +170,7 @@ def run_sweep(reactor, host: str, server: tuple[str, int], family: int, timeout:
     say(f"SWEEP {host} ({server[0]}) port {server[1]}: the largest probe answered with the "
         f"DF bit set, {MIN_SIZE} to {maximum} bytes.")
     port.startListening()
+    port.connect_socket(server)
     reactor.callWhenRunning(sweep.start)
     reactor.run()
     sweep.stop()
