@@ -449,9 +449,10 @@ class RealPrometheusTests(unittest.TestCase):
 class ExposureTests(unittest.TestCase):
     """What is open, as the command line says it."""
 
-    def serve(self, *options: str) -> tuple[subprocess.Popen, str]:
+    def serve(self, *options: str, preexec=None) -> tuple[subprocess.Popen, str]:
         prober = subprocess.Popen([*CLIENT, "--serve-probes", *options],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  preexec_fn=preexec)
         self.addCleanup(prober.wait, 10)
         self.addCleanup(prober.terminate)
         line = prober.stdout.readline().decode()
@@ -476,6 +477,31 @@ class ExposureTests(unittest.TestCase):
         self.serve(f"tcp:{port}:interface=0.0.0.0", "--probe-networks", "127.0.0.1/32")
         status, text = fetch(f"http://127.0.0.1:{port}/probe?target={target}")
         self.assertEqual((status, metrics(text)["probe_success"]), (200, 1))
+
+    def test_a_scrape_gets_in_past_held_connections_at_the_descriptor_limit(self) -> None:
+        """1,100 idle connections under ``ulimit -n 1024`` (before: every scrape
+        reset for as long as they were held)."""
+        import resource
+
+        from tests.server.test_metrics_attacks import scrape_url
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 1500:
+            raise unittest.SkipTest("this test holds 1,100 connections")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1500), hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        daemon = Daemon("--port", "0")
+        self.addCleanup(daemon.stop)
+        target = f"127.0.0.1:{daemon.start()}"
+        port = free_port(socket.SOCK_STREAM)
+        self.serve(f"tcp:{port}",
+                   preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+        held = []
+        self.addCleanup(lambda: [connection.close() for connection in held])
+        for _ in range(1100):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        text = scrape_url(f"http://127.0.0.1:{port}/probe?target={target}").decode()
+        self.assertEqual(metrics(text)["probe_success"], 1)
 
     def test_basic_auth(self) -> None:
         directory = tempfile.mkdtemp()

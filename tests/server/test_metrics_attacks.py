@@ -28,12 +28,16 @@ def rss_kib(pid: int) -> int:
 
 
 def scrape(port: int) -> bytes:
-    """One scrape, retried while the kernel still hands the daemon
+    return scrape_url(f"http://127.0.0.1:{port}/metrics")
+
+
+def scrape_url(url: str) -> bytes:
+    """One scrape, retried while the kernel still hands the server
     connections queued before it (a storm's may close a newcomer)."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            with urllib.request.urlopen(url, timeout=10) as page:
                 return page.read()
         except (ConnectionError, urllib.error.URLError):
             if time.monotonic() > deadline:
