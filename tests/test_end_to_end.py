@@ -166,7 +166,7 @@ class ServerTests(DaemonTestCase):
         self.assertEqual(
             result.stderr.decode(),
             "udpupper: not enough memory for the tables of --rate-table 16777216 "
-            "(up to 1,056 MiB); give a smaller --rate-table\n")
+            "(up to 1,062 MiB); give a smaller --rate-table\n")
         self.assertNotIn(b"Traceback", result.stdout)
 
     def test_just_too_little_memory_fails_the_start_never_the_first_datagram(self) -> None:

@@ -12,7 +12,7 @@ from udpupper.options import bounded, count, one_line, peer_port, port_number, p
 class ChecksTests(unittest.TestCase):
     def test_port_number(self) -> None:
         self.assertEqual([port_number(v) for v in ("0", "12000", "65535")], [0, 12000, 65535])
-        for bad in ("-1", "65536", "abc", "1.5", ""):
+        for bad in ("-1", "65536", "abc", "1.5", "", "-0", "+5", "1_2", " 12", "١٢", "１２"):
             self.assertRaises(ValueError, port_number, bad)
 
     def test_positive_float(self) -> None:
@@ -22,7 +22,7 @@ class ChecksTests(unittest.TestCase):
 
     def test_count(self) -> None:
         self.assertEqual(count("0"), 0)
-        for bad in ("-1", "x", "2.0"):
+        for bad in ("-1", "x", "2.0", "-0", "+2", "1_000", "٣"):
             self.assertRaises(ValueError, count, bad)
 
     def test_peer_port(self) -> None:

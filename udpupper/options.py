@@ -20,9 +20,19 @@ def _convert(value: str, kind: type, what: str):
         raise ValueError(f"not {what}: {value!r}") from None
 
 
+def _whole(value: str | int, what: str) -> int:
+    """``value`` in plain ASCII digits, no sign: ``-0``, ``+5``, ``1_000`` and
+    other scripts' digits are not the numbers a user meant to type."""
+    if isinstance(value, int):
+        return value
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"not {what}: {value!r}")
+    return int(value)
+
+
 def port_number(value: str, lowest: int = 0) -> int:
     """A UDP port number, ``lowest`` (0: pick one) to 65535."""
-    number = _convert(value, int, "a port number")
+    number = _whole(value, "a port number")
     if not lowest <= number <= 65535:
         raise ValueError(f"must be {lowest} to 65535, not {number}")
     return number
@@ -87,11 +97,11 @@ def unicast_interface(value: str | None) -> str | None:
 
 
 def count(value: str) -> int:
-    """A whole number, zero or more."""
-    number = _convert(value, int, "a whole number")
-    if number < 0:
-        raise ValueError(f"must be 0 or more, not {number}")
-    return number
+    """A whole number, zero or more, in plain digits."""
+    if isinstance(value, str) and value.startswith("-") and value[1:].isascii() \
+            and value[1:].isdigit() and int(value[1:]):
+        raise ValueError(f"must be 0 or more, not {value}")
+    return _whole(value, "a whole number")
 
 
 def _finite(value: str) -> float | None:

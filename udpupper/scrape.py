@@ -31,19 +31,24 @@ cancelled.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from urllib.parse import parse_qs
-
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-MAX_HEAD = 8192  # bytes of a request line and its headers
-MAX_FIELDS = 32  # query parameters
+from udpupper.httpwire import (
+    MAX_HEAD,
+    BadRequest,
+    Check,
+    Handler,
+    Request,
+    Response,
+    credentials,
+    has_body,
+    parse_head,
+    text,
+)
+
 MAX_CONNECTIONS = 64
 HEAD_TIMEOUT = 10.0  # seconds for a request's head, from its first byte
 IDLE_TIMEOUT = 60.0  # seconds with no request, or with the client not reading
@@ -52,97 +57,6 @@ GRACE = 1.0  # seconds a new or answered connection is not closed for a newer on
 # next turn) that a burst of accepts may add to the cap before new ones are
 # closed as they come: the descriptors HTTP holds are at most the cap and this.
 SLACK = 8
-
-REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Content Too Large", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 503: "Service Unavailable",
-}
-TEXT = "text/plain; charset=utf-8"
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a handler is told of a request."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # names in lower case; repeated ones joined by ", "
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = TEXT
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def text(status: int, message: str) -> Response:
-    """A plain-text answer of one line."""
-    return Response(status, f"{message}\n".encode())
-
-
-Handler = Callable[[Request], "Response | defer.Deferred[Response]"]
-Check = Callable[[str, str], bool]  # (user, password) -> may they?
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def parse_head(head: bytes) -> tuple[Request, bool]:
-    """The request in ``head`` (its line and headers, without the blank line
-    that ends them), and whether the connection stays open after it."""
-    try:
-        lines = head.decode("latin-1").split("\r\n")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-        raise BadRequest(400, "not a request") from None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise BadRequest(400, "not an HTTP/1.x request line")
-    method, target, version = parts
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or line[0] in " \t":
-            raise BadRequest(400, "a malformed header")
-        name = name.lower()
-        value = value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    path, _, query_text = target.partition("?")
-    try:
-        query = parse_qs(query_text, keep_blank_values=True, max_num_fields=MAX_FIELDS,
-                         errors="strict")
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(400, f"a query of at most {MAX_FIELDS} fields, in UTF-8") from None
-    connection = headers.get("connection", "").lower()
-    keep_alive = ("close" not in connection if version == "HTTP/1.1"
-                  else "keep-alive" in connection)
-    return Request(method, path, query, headers), keep_alive
-
-
-def has_body(headers: dict[str, str]) -> bool:
-    if "transfer-encoding" in headers:
-        return True
-    length = headers.get("content-length", "0").strip()
-    return not (length.isascii() and length.isdigit() and int(length) == 0)
-
-
-def credentials(headers: dict[str, str]) -> tuple[str, str] | None:
-    """The user and password of a basic ``Authorization`` header, if any."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, colon, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if colon else None
 
 
 @implementer(IPushProducer)
@@ -296,13 +210,7 @@ class ScrapeProtocol(protocol.Protocol):
         """Write ``response``; then read on, or close."""
         if self.closing:
             return
-        lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}",
-                 f"Content-Type: {response.content_type}",
-                 f"Content-Length: {len(response.body)}"]
-        lines += [f"{name}: {value}" for name, value in response.headers.items()]
-        if not keep_alive:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = response.head(keep_alive)
         self.transport.write(head if head_only else head + response.body)
         self.busy = False
         self.last_active = self.factory.clock.seconds()

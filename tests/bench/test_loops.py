@@ -17,7 +17,7 @@ class LoopsScriptTests(unittest.TestCase):
             raise unittest.SkipTest(metrics.MISSING)
         result = run_bench_script("loops", "--scenario", "itself")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertRegex(result.stdout, r"^itself +1 datagrams in +[\d.]+ ms "
+        self.assertRegex(result.stdout, r"^itself +1 loop\(s\): +1 datagrams in +[\d.]+ ms "
                                         r"\(at most 10 ms more\); ended by \{'loop': 1\}\n$")
 
     def test_without_prometheus_client(self) -> None:

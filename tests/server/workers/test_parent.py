@@ -462,6 +462,25 @@ class DependableWorkersTests(unittest.TestCase):
             source = f"127.0.{number}.1"
             self.assertEqual(exchange("127.0.0.1", port, b"x", source=source)[0], b"X")
 
+    def test_a_paused_parent_or_group_kills_no_worker(self) -> None:
+        """The parent stopped for 1.5 s, the whole group for 3 s (Ctrl-Z, a
+        cgroup freeze): no worker is killed (before: both, in all three
+        tries).  Checked once both have reported since, at a SIGHUP."""
+        port = self.start(2)
+        parent = self.daemon.process.pid
+        workers = children(parent)
+        for pause, group in ((1.5, False), (3.0, True)):
+            (os.killpg if group else os.kill)(parent, signal.SIGSTOP)
+            time.sleep(pause)  # the pause is the test, not a wait for something
+            (os.killpg if group else os.kill)(parent, signal.SIGCONT)
+            self.daemon.process.send_signal(signal.SIGHUP)
+            line = self.daemon.wait_for(r"udpupper workers' counters: ")
+            self.assertNotIn("did not answer", line.string)
+        self.assertEqual(children(parent), workers)
+        self.assertEqual([line for line in self.daemon.log if "killed, to be replaced" in line],
+                         [])
+        self.assertEqual(exchange("127.0.0.1", port, b"on")[0], b"ON")
+
     @long_run
     def test_a_crash_looping_worker_is_back_within_5_s(self) -> None:
         port = self.start(2)

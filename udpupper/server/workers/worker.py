@@ -79,6 +79,10 @@ class SharedCounts:
         """Before a new worker starts: it counts from 0."""
         self.view[0] = self.view[1] = self.view[2] = self.view[3] = 0
 
+    def received(self) -> int:
+        """What the worker has read so far."""
+        return self.view[0]
+
     def stats(self) -> Stats:
         """What the worker read and sent: received, replied, bytes_in, bytes_out."""
         counted = Stats()
