@@ -91,6 +91,24 @@ class SocketActivateToolTests(unittest.TestCase):
         self.assertEqual(exchange("127.0.0.1", port, b"wake up", timeout=15)[0], b"WAKE UP")
         self.assertIn("(socket from systemd)", daemon.find(r"udpupper listening on .*").group(0))
 
+    def test_workers_refuse_an_activated_socket(self) -> None:
+        """Before: the activated socket held and never read, nothing said; or,
+        on --port's own port, "Address already in use" and a restart loop."""
+        port = free_port()
+        daemon = Daemon("--workers", "2", "--port", str(port),
+                        prefix=("systemd-socket-activate", "--datagram",
+                                "--listen", f"127.0.0.1:{port}"))
+        self.addCleanup(daemon.stop)
+        daemon.wait_for("Listening on")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as wake:
+            wake.sendto(b"wake up", ("127.0.0.1", port))
+        self.assertEqual(daemon.process.wait(30), 1)
+        daemon.stop()
+        self.assertIn("udpupper: --workers binds a group of sockets of its own and cannot "
+                      "serve the socket systemd passed: run udpupper-workers.service, "
+                      "without a .socket unit (contrib/systemd), or drop --workers",
+                      daemon.log)
+
 
 class InstalledRecipeTests(unittest.TestCase):
     """The systemd recipe of docs/operations.md, word for word but for the folder: a venv,
@@ -246,7 +264,7 @@ class UnitFileTests(unittest.TestCase):
     def test_units_verify(self) -> None:
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder)
-        for name in ("udpupper.socket", "udpupper.service"):
+        for name in ("udpupper.socket", "udpupper.service", "udpupper-workers.service"):
             with open(os.path.join(ROOT, "contrib", "systemd", name)) as unit:
                 text = unit.read()
             # ExecStart must name a program that exists: this test's twistd.
@@ -255,7 +273,8 @@ class UnitFileTests(unittest.TestCase):
                 copy.write(text)
         result = subprocess.run(
             ["systemd-analyze", "verify", "--man=no",
-             os.path.join(folder, "udpupper.socket"), os.path.join(folder, "udpupper.service")],
+             os.path.join(folder, "udpupper.socket"), os.path.join(folder, "udpupper.service"),
+             os.path.join(folder, "udpupper-workers.service")],
             capture_output=True, text=True, timeout=120,
         )
         problems = [line for line in (result.stdout + result.stderr).splitlines()

@@ -19,7 +19,7 @@ from udpupper.options import (
     positive_float,
     unicast_interface,
 )
-from udpupper.server import metrics
+from udpupper.server import metrics, systemd
 from udpupper.server.listening import reserve_port
 from udpupper.server.port import DEFAULT_BUSY_POLL
 from udpupper.server.protections.policy import (
@@ -174,6 +174,10 @@ def makeService(config: Options, reactor=None) -> service.IService:
     daemon: service.IService
     collector: metrics.StatsCollector | metrics.WorkersCollector
     if config["workers"] > 1:
+        if systemd.inherited_descriptors():
+            exit_with("udpupper: --workers binds a group of sockets of its own and cannot "
+                      "serve the socket systemd passed: run udpupper-workers.service, "
+                      "without a .socket unit (contrib/systemd), or drop --workers")
         interface, port = reserve_port(config["interface"], config["port"])
         workers = Workers(config["workers"], interface, port, worker_options(config),
                           rcvbuf=config["rcvbuf"], reactor=reactor)
