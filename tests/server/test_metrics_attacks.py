@@ -109,7 +109,16 @@ class MetricsAttackTests(unittest.TestCase):
         """Eight connections each write 8,000 requests (2.2 MB in all) and
         read nothing (before: 0 of 64 prefixes answered within 0.5 s for 16
         of 20 s, RSS 54 to 185 MiB)."""
-        daemon, port, http_port = self.daemon()
+        self.pipelined()
+
+    def test_pipelined_scrapes_at_a_workers_parent(self) -> None:
+        """The same at a --workers parent (before: the parent stalled, its
+        watchdog killed both healthy workers, and nothing answered for 22 s)."""
+        daemon = self.pipelined("--workers", "2", "--interface", "127.0.0.1")
+        self.assertEqual([line for line in daemon.log if "killed, to be replaced" in line], [])
+
+    def pipelined(self, *options: str) -> Daemon:
+        daemon, port, http_port = self.daemon(*options)
         before = rss_kib(daemon.process.pid)
         pinger = self.pinger(port)
         request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -136,6 +145,7 @@ class MetricsAttackTests(unittest.TestCase):
         self.assertGreater(len(pinger.round_trips), 20)
         self.assertLess(rss_kib(daemon.process.pid) - before, 16 * 1024)
         self.assertIn(b"udpupper_datagrams_received_total", scrape(http_port))
+        return daemon
 
     def test_a_body_is_refused_before_it_is_read(self) -> None:
         """POST /metrics with a 512 MiB body: answered 413 at once, nothing
