@@ -16,17 +16,16 @@ from setuptools import Extension, setup
 
 extensions = []
 if sys.platform.startswith("linux"):
-    extensions.append(
-        Extension("udpupper._batch", ["udpupper/_batch.c"], optional=True)
-    )
-extensions.append(
-    Extension("udpupper._transform", ["udpupper/_transform.c"], optional=True)
-)
+    extensions.append(Extension("udpupper._batch", ["udpupper/_batch.c"], optional=True))
+extensions.append(Extension("udpupper._transform", ["udpupper/_transform.c"], optional=True))
 for helper in ("_ratelimit", "_sources", "_loops"):
     extensions.append(
-        Extension(f"udpupper.server.protections.{helper}",
-                  [f"udpupper/server/protections/{helper}.c"],
-                  depends=["udpupper/server/protections/_table.h"], optional=True)
+        Extension(
+            f"udpupper.server.protections.{helper}",
+            [f"udpupper/server/protections/{helper}.c"],
+            depends=["udpupper/server/protections/_table.h"],
+            optional=True,
+        )
     )
 
 setup(ext_modules=extensions)

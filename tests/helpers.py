@@ -28,6 +28,8 @@ def banner() -> str:
     version = ".".join(map(str, sys.version_info[:2]))
     if not absent:
         return f"udpupper C helpers: all built for Python {version}"
-    return (f"udpupper C helpers NOT BUILT for Python {version}: {', '.join(absent)}; "
-            f"these tests run the pure-Python paths in their place "
-            f"(python setup.py build_ext --inplace builds them)")
+    return (
+        f"udpupper C helpers NOT BUILT for Python {version}: {', '.join(absent)}; "
+        f"these tests run the pure-Python paths in their place "
+        f"(python setup.py build_ext --inplace builds them)"
+    )

@@ -70,18 +70,43 @@ class Link:
         """The command prefix that runs a program on the server host."""
         return ["ip", "netns", "exec", self.server]
 
-    def ask(self, host: str, port: int, payload: str, broadcast: bool = False,
-            timeout: float = 2.0, burst: int = 0) -> dict:
+    def ask(
+        self,
+        host: str,
+        port: int,
+        payload: str,
+        broadcast: bool = False,
+        timeout: float = 2.0,
+        burst: int = 0,
+    ) -> dict:
         """Send one datagram (or ``burst`` at once) from the client host; the
         reply and its source (the replies)."""
-        command = ["ip", "netns", "exec", self.client, sys.executable, "-m", "tests.peer",
-                   host, str(port), payload, "--timeout", str(timeout)]
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            self.client,
+            sys.executable,
+            "-m",
+            "tests.peer",
+            host,
+            str(port),
+            payload,
+            "--timeout",
+            str(timeout),
+        ]
         if broadcast:
             command.append("--broadcast")
         if burst:
             command += ["--burst", str(burst)]
-        result = subprocess.run(command, capture_output=True, check=True, timeout=60,
-                                cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            check=True,
+            timeout=60,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
         return json.loads(result.stdout)
 
     def remove(self) -> None:

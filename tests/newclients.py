@@ -52,8 +52,9 @@ def flood_source(family: int, number: int, small: bool = False) -> bytes:
     if small:
         if family == socket.AF_INET:
             return ((33 << 24) + ((draw >> 48) << 8) + 1 + draw % 254).to_bytes(4, "big")
-        return (V6_BASE + ((draw >> 40) << 72)
-                + (draw * 2654435761) % (1 << 64)).to_bytes(16, "big")
+        return (V6_BASE + ((draw >> 40) << 72) + (draw * 2654435761) % (1 << 64)).to_bytes(
+            16, "big"
+        )
     prefix = (number * 0x9E3779B1) % FLOOD_PREFIXES  # each prefix once
     if family == socket.AF_INET:
         return ((32 << 24) + (prefix << 8) + 1 + number % 254).to_bytes(4, "big")
@@ -68,8 +69,17 @@ def client_source(family: int, number: int, known: bool) -> str:
     return f"2001:db8:f00{block}:{number:x}00::1"
 
 
-def flood(family: int, host: str, port: int, rate: float, seconds: float, sent,
-          small: bool = False, sends: int = 1, spacing: float = 0.0) -> None:
+def flood(
+    family: int,
+    host: str,
+    port: int,
+    rate: float,
+    seconds: float,
+    sent,
+    small: bool = False,
+    sends: int = 1,
+    spacing: float = 0.0,
+) -> None:
     """In a process and on a core of its own: a flood that pauses while the
     clients ask (a thread, or a process on their core) favours them.  Each
     source sends ``sends`` times, ``spacing`` seconds apart."""
@@ -161,8 +171,10 @@ def main() -> None:
     args = parser.parse_args()
     pin(CLIENTS_CORE)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    known = [Client(family, client_source(family, n, True), args.host, args.port,
-                    b"known client %d" % n) for n in range(args.known)]
+    known = [
+        Client(family, client_source(family, n, True), args.host, args.port, b"known client %d" % n)
+        for n in range(args.known)
+    ]
     for client in known:  # asked three times: in the table
         for _ in range(3):
             client.ask(0.0)
@@ -173,40 +185,64 @@ def main() -> None:
     settled = sum(client.answered_at is not None for client in known)
     sent = multiprocessing.Value("q", 0, lock=False)
     process = multiprocessing.get_context("fork").Process(
-        target=flood, args=(family, args.host, args.port, args.rate, args.seconds, sent,
-                            args.space == "small", args.sends, args.spacing))
+        target=flood,
+        args=(
+            family,
+            args.host,
+            args.port,
+            args.rate,
+            args.seconds,
+            sent,
+            args.space == "small",
+            args.sends,
+            args.spacing,
+        ),
+    )
     began = time.perf_counter()
     process.start()
-    new = [Client(family, client_source(family, n, False), args.host, args.port,
-                  b"new client %d" % n) for n in range(args.clients)]
+    new = [
+        Client(family, client_source(family, n, False), args.host, args.port, b"new client %d" % n)
+        for n in range(args.clients)
+    ]
     window = max(args.seconds - 1.0 - TRIES * RETRY, 0.5)
     starts = [began + 1.0 + window * n / max(args.clients, 1) for n in range(args.clients)]
     for client in known:  # quiet, then once more
         client.answered_at, client.tries = None, 0
-    serve_clients(new + known, starts + [began + args.quiet] * len(known),
-                  began + args.seconds + 0.5)
+    serve_clients(
+        new + known, starts + [began + args.quiet] * len(known), began + args.seconds + 0.5
+    )
     process.join()
     elapsed = time.perf_counter() - began
     within_two = sum(1 for client in new if client.answered_at in (1, 2))
     within_four = sum(1 for client in new if client.answered_at is not None)
-    print(json.dumps({
-        "family": 6 if family == socket.AF_INET6 else 4,
-        "flood_sent": sent.value,
-        "flood_rate": round(sent.value / min(elapsed, args.seconds), 1),
-        "new_clients": len(new),
-        "answered_by_try": [sum(client.answered_at == k for client in new)
-                            for k in range(1, TRIES + 1)],
-        "never_answered": sum(client.answered_at is None for client in new),
-        "answered_within_two_pct": round(100 * within_two / max(len(new), 1), 2),
-        "answered_within_four_pct": round(100 * within_four / max(len(new), 1), 2),
-        # When the clients not answered by their second try first asked, in
-        # seconds from the flood's start: together, a moment the daemon lost
-        # what came (a stall); spread out, its decisions.
-        "late_first_tries": [round(client.first_try - began, 3) for client in new
-                             if client.answered_at not in (1, 2)],
-        "known_settled": settled,
-        "known_answered_first_try_after_quiet": sum(client.answered_at == 1 for client in known),
-    }))
+    print(
+        json.dumps(
+            {
+                "family": 6 if family == socket.AF_INET6 else 4,
+                "flood_sent": sent.value,
+                "flood_rate": round(sent.value / min(elapsed, args.seconds), 1),
+                "new_clients": len(new),
+                "answered_by_try": [
+                    sum(client.answered_at == k for client in new) for k in range(1, TRIES + 1)
+                ],
+                "never_answered": sum(client.answered_at is None for client in new),
+                "answered_within_two_pct": round(100 * within_two / max(len(new), 1), 2),
+                "answered_within_four_pct": round(100 * within_four / max(len(new), 1), 2),
+                # When the clients not answered by their second try first asked, in
+                # seconds from the flood's start: together, a moment the daemon lost
+                # what came (a stall); spread out, its decisions.
+                "late_first_tries": [
+                    round(client.first_try - began, 3)
+                    for client in new
+                    if client.answered_at not in (1, 2)
+                ],
+                "known_settled": settled,
+                "known_answered_first_try_after_quiet": sum(
+                    client.answered_at == 1 for client in known
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def reflect(args: argparse.Namespace, family: int) -> dict:
             if args.stamp_at is not None:
                 mark = b"%06d" % (reflected % 1_000_000)
                 at = args.stamp_at % max(1, len(datagram) - len(mark) + 1)
-                datagram = datagram[:at] + mark + datagram[at + len(mark):]
+                datagram = datagram[:at] + mark + datagram[at + len(mark) :]
             peer.sendto(datagram, source)
     return {"reflected": reflected, "lifetime": last, "ended": ended}
 

@@ -24,8 +24,9 @@ from tests.spoof import send_too_big
 def fragments_reassembled(ipv6: bool) -> int:
     if ipv6:
         with open("/proc/net/snmp6") as counters:
-            return next(int(line.split()[1]) for line in counters
-                        if line.startswith("Ip6ReasmReqds"))
+            return next(
+                int(line.split()[1]) for line in counters if line.startswith("Ip6ReasmReqds")
+            )
     with open("/proc/net/snmp") as counters:
         names, values = [line.split() for line in counters if line.startswith("Ip:")][:2]
     return int(values[names.index("ReasmReqds")])
@@ -51,8 +52,9 @@ def main() -> None:
             before = fragments_reassembled(ipv6)
             peer.send(b"x" * args.size)
             reply = peer.recv(65_535)
-            counts.append(fragments_reassembled(ipv6) - before if reply == b"X" * args.size
-                          else None)
+            counts.append(
+                fragments_reassembled(ipv6) - before if reply == b"X" * args.size else None
+            )
     print(json.dumps({"fragments": counts}))
 
 

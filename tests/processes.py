@@ -139,9 +139,7 @@ class Daemon:
 
 def run_client(*options: str, stdin: bytes = b"", timeout: float = 60.0):
     """Run ``udpupper-client`` with ``stdin`` piped in; a CompletedProcess."""
-    return subprocess.run(
-        [*CLIENT, *options], input=stdin, capture_output=True, timeout=timeout
-    )
+    return subprocess.run([*CLIENT, *options], input=stdin, capture_output=True, timeout=timeout)
 
 
 class Terminal:
@@ -189,11 +187,17 @@ class Terminal:
         return code
 
 
-def run_bench_script(name: str, *options: str, timeout: float = 120.0,
-                     env: dict[str, str] | None = None):
+def run_bench_script(
+    name: str, *options: str, timeout: float = 120.0, env: dict[str, str] | None = None
+):
     """Run ``bench/NAME`` with this Python; a CompletedProcess, text."""
-    return subprocess.run([sys.executable, os.path.join(BENCH_DIR, name), *options],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, os.path.join(BENCH_DIR, name), *options],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def hiding(test, module: str, program: str = "") -> dict[str, str]:

@@ -79,8 +79,9 @@ class Relay:
             self.counts["passed"] += 1
         for copy in range(copies):
             self.sequence += 1
-            heapq.heappush(self.pending, (now + wait + copy * 0.001, self.sequence,
-                                          sock, datagram, to))
+            heapq.heappush(
+                self.pending, (now + wait + copy * 0.001, self.sequence, sock, datagram, to)
+            )
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()

@@ -58,16 +58,33 @@ def send_too_big(server: tuple[str, int], client: tuple[str, int], mtu: int) -> 
     (server_host, server_port), (client_host, client_port) = server, client
     udp = struct.pack("!HHHH", server_port, client_port, 1480, 0)
     if ":" in server_host:
-        quoted = struct.pack("!IHBB16s16s", 6 << 28, 1480, socket.IPPROTO_UDP, 64,
-                             socket.inet_pton(socket.AF_INET6, server_host),
-                             socket.inet_pton(socket.AF_INET6, client_host))
+        quoted = struct.pack(
+            "!IHBB16s16s",
+            6 << 28,
+            1480,
+            socket.IPPROTO_UDP,
+            64,
+            socket.inet_pton(socket.AF_INET6, server_host),
+            socket.inet_pton(socket.AF_INET6, client_host),
+        )
         # Type 2, code 0; the kernel fills in an ICMPv6 checksum.
         message = struct.pack("!BBHI", 2, 0, 0, mtu) + quoted + udp
         with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as raw:
             raw.sendto(message, (server_host, 0))
         return
-    quoted = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1500, 0, 0x4000, 64, socket.IPPROTO_UDP,
-                         0, socket.inet_aton(server_host), socket.inet_aton(client_host))
+    quoted = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        1500,
+        0,
+        0x4000,
+        64,
+        socket.IPPROTO_UDP,
+        0,
+        socket.inet_aton(server_host),
+        socket.inet_aton(client_host),
+    )
     body = quoted + udp
     header = struct.pack("!BBHHH", 3, 4, 0, 0, mtu)  # destination unreachable, frag needed
     message = struct.pack("!BBHHH", 3, 4, _checksum(header + body), 0, mtu) + body

@@ -31,21 +31,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 NO_IPV6 = None if can_bind("::1") else "this host has no IPv6 loopback"
 
-# The long runs (many seconds each of real processes under load, or of a
-# peer's setup) are the same whichever runner or version runs them: run
-# again, they add minutes, not coverage.  Where UDPUPPER_SKIP_LONG is set
-# they skip: under trial in `make test` (they run under pytest after it)
-# and in .ci/matrix (the oldest and newest Python and Twisted).
-LONG_RUN = ("a long run, run once, under pytest in `make test` "
-            "(UDPUPPER_SKIP_LONG is set here)"
-            if os.environ.get("UDPUPPER_SKIP_LONG") else None)
-
-
-def long_run(test):
-    """Mark ``test`` as one of the long runs (see LONG_RUN)."""
-    if LONG_RUN is not None:  # trial takes the method's skip, None too, over its class's
-        test.skip = LONG_RUN
-    return test
+from tests.tiers import long_run  # noqa: E402,F401  (where the tests found it)
 
 
 def exchange(
@@ -76,7 +62,6 @@ def exchange_in_thread(*args, **kwargs):
     return threads.deferToThread(exchange, *args, **kwargs)
 
 
-
 def can_bind_low_ports() -> bool:
     """Whether this process may bind a port below 1024 (root may)."""
     return can_bind("127.0.0.1", 1000)
@@ -86,7 +71,6 @@ class CapturedStderr:
     """File descriptor 2, captured: what ``options.exit_with`` writes there."""
 
     def __enter__(self) -> CapturedStderr:
-        import os
         import tempfile
 
         self.file = tempfile.TemporaryFile()
@@ -95,7 +79,6 @@ class CapturedStderr:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        import os
 
         os.dup2(self.saved, 2)
         os.close(self.saved)
@@ -117,7 +100,7 @@ class StoppingReactor:
         if self.stops > 1:
             raise ReactorNotRunning("Can't stop reactor that isn't running.")
 
-    def callFromThread(self, f, *args) -> None:  # noqa: N802 - Twisted's name
+    def callFromThread(self, f, *args) -> None:
         self.queued.append((f, args))
 
     def run_queued(self) -> None:

@@ -9,6 +9,7 @@ import struct
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import NO_IPV6
 from udpupper.kernel import IP_PKTINFO
 
@@ -18,6 +19,7 @@ except ImportError:
     _batch = None
 
 
+@tiers.loopback
 class BatchTests(unittest.TestCase):
     skip = None if _batch is not None else "the C helper is not built here"
 
@@ -61,13 +63,12 @@ class BatchTests(unittest.TestCase):
             self.assertLessEqual(len(batch), _batch.BATCH)
             received.extend(batch)
         self.assertEqual([datagram for datagram, *_ in received], payloads)
-        _, addr, route = received[0]
+        _, addr, _route = received[0]
         self.assertEqual(addr, client.getsockname())
         sent, sent_bytes, errors = _batch.send_batch(
             server.fileno(), [(datagram.upper(), route) for datagram, _, route in received]
         )
-        self.assertEqual((sent, sent_bytes, errors),
-                         (len(payloads), sum(map(len, payloads)), []))
+        self.assertEqual((sent, sent_bytes, errors), (len(payloads), sum(map(len, payloads)), []))
         self.assertEqual(client.recv(65_535), b"ONE")
         self.assertEqual(client.recv(65_535), b"")
         self.assertEqual(client.recv(65_535), b"X" * 65_507)
@@ -105,10 +106,13 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(_batch.route("::1", 1)[0], 28)
         for host, source in (("127.0.0.1", "127.1.2.3"), ("::1", "::1")):
             with_source = _batch.route(host, 1, source)
-            control = with_source[1 + with_source[0]:]
-            length, level, kind = struct.unpack_from("@Nii", control)
-            expected = ((socket.IPPROTO_IP, IP_PKTINFO) if ":" not in host
-                        else (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO))
+            control = with_source[1 + with_source[0] :]
+            _length, level, kind = struct.unpack_from("@Nii", control)
+            expected = (
+                (socket.IPPROTO_IP, IP_PKTINFO)
+                if ":" not in host
+                else (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO)
+            )
             self.assertEqual((level, kind), expected)
         for bad in (("nonsense", 1), ("127.0.0.1", 70000), ("127.0.0.1", 1, "::1")):
             self.assertRaises(ValueError, _batch.route, *bad)
@@ -116,12 +120,14 @@ class BatchTests(unittest.TestCase):
     def test_a_route_from_a_source_leaves_from_it(self) -> None:
         server, _ = self.pair()
         sent, _, errors = _batch.send_batch(
-            server.fileno(), [(b"from elsewhere", _batch.route(
-                "127.0.0.1", server.getsockname()[1], "127.1.2.3"))])
+            server.fileno(),
+            [(b"from elsewhere", _batch.route("127.0.0.1", server.getsockname()[1], "127.1.2.3"))],
+        )
         self.assertEqual((sent, errors), (1, []))
         select.select([server], [], [], 5)
-        self.assertEqual(server.recvfrom(100), (b"from elsewhere", ("127.1.2.3",
-                                                                   server.getsockname()[1])))
+        self.assertEqual(
+            server.recvfrom(100), (b"from elsewhere", ("127.1.2.3", server.getsockname()[1]))
+        )
 
     def test_counts_into_shared_memory(self) -> None:
         import mmap
@@ -138,7 +144,7 @@ class BatchTests(unittest.TestCase):
             received += _batch.recv_batch(server.fileno(), 64, False)
         replies = [(datagram.upper(), route) for datagram, _, route in received]
         replies.append((b"x" * 70_000, replies[0][1]))
-        sent, sent_bytes, errors = _batch.send_batch(server.fileno(), replies)
+        sent, _sent_bytes, errors = _batch.send_batch(server.fileno(), replies)
         self.assertEqual((sent, len(errors)), (3, 1))  # too large for UDP: not counted
         self.assertEqual(memoryview(counts).cast("Q").tolist(), [3, 3, 6, 6])
         with self.assertRaises(ValueError):
@@ -150,7 +156,7 @@ class BatchTests(unittest.TestCase):
         server, client = self.pair("::", pktinfo=True)
         port = server.getsockname()[1]
         client.sendto(b"hello", ("127.1.0.1", port))
-        (datagram, addr, route), = self.wait_batch(server, True)
+        ((datagram, addr, route),) = self.wait_batch(server, True)
         # An IPv4 sender is given as IPv4, on an IPv6 socket too.
         self.assertEqual((datagram, addr), (b"hello", client.getsockname()))
         self.assertEqual(_batch.send_batch(server.fileno(), [(b"HELLO", route)])[0], 1)
@@ -159,7 +165,7 @@ class BatchTests(unittest.TestCase):
     def test_refused_replies_are_listed(self) -> None:
         server, client = self.pair()
         client.sendto(b"big", server.getsockname())
-        (_, _, route), = self.wait_batch(server, False)
+        ((_, _, route),) = self.wait_batch(server, False)
         sent, sent_bytes, errors = _batch.send_batch(
             server.fileno(), [(b"ok", route), (b"x" * 70_000, route), (b"ok", route)]
         )
@@ -172,14 +178,17 @@ class BatchTests(unittest.TestCase):
         the peer still gets one datagram per reply, in order."""
         server, client = self.pair()
         client.sendto(b"hi", server.getsockname())
-        (_, _, route), = self.wait_batch(server, False)
-        replies = ([b"%04d" % n for n in range(70)]  # more than a batch
-                   + [b"x" * 1400] * 5 + [b"yy"]  # a shorter one ends a run
-                   + [b"", b"zz", b"z" * 2000, b"zz"])  # empty and big: alone
+        ((_, _, route),) = self.wait_batch(server, False)
+        replies = (
+            [b"%04d" % n for n in range(70)]  # more than a batch
+            + [b"x" * 1400] * 5
+            + [b"yy"]  # a shorter one ends a run
+            + [b"", b"zz", b"z" * 2000, b"zz"]
+        )  # empty and big: alone
         sent, sent_bytes, errors = _batch.send_batch(
-            server.fileno(), [(reply, route) for reply in replies])
-        self.assertEqual((sent, sent_bytes, errors),
-                         (len(replies), sum(map(len, replies)), []))
+            server.fileno(), [(reply, route) for reply in replies]
+        )
+        self.assertEqual((sent, sent_bytes, errors), (len(replies), sum(map(len, replies)), []))
         self.assertEqual([client.recv(65_535) for _ in replies], replies)
 
     def test_runs_across_two_senders(self) -> None:
@@ -196,8 +205,9 @@ class BatchTests(unittest.TestCase):
                 received += _batch.recv_batch(server.fileno(), 64, False)
             (_, _, to_client), (_, _, to_other) = received
             order = [to_client, to_client, to_other, to_client, to_other, to_other]
-            _batch.send_batch(server.fileno(),
-                              [(b"%d" % n, route) for n, route in enumerate(order)])
+            _batch.send_batch(
+                server.fileno(), [(b"%d" % n, route) for n, route in enumerate(order)]
+            )
             self.assertEqual([client.recv(100) for _ in range(3)], [b"0", b"1", b"3"])
             self.assertEqual([other.recv(100) for _ in range(3)], [b"2", b"4", b"5"])
 
@@ -205,9 +215,10 @@ class BatchTests(unittest.TestCase):
         """Asked for pktinfo, a socket that gives none fails closed."""
         server, client = self.pair()  # IP_PKTINFO not turned on
         client.sendto(b"hello", server.getsockname())
-        (datagram, addr, route), = self.wait_batch(server, True)
-        self.assertEqual((datagram, addr, route),
-                         (b"hello", client.getsockname(), _batch.NO_DESTINATION))
+        ((datagram, addr, route),) = self.wait_batch(server, True)
+        self.assertEqual(
+            (datagram, addr, route), (b"hello", client.getsockname(), _batch.NO_DESTINATION)
+        )
 
     def test_ipv6_sender_stays_ipv6(self) -> None:
         if NO_IPV6:
@@ -216,7 +227,7 @@ class BatchTests(unittest.TestCase):
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
             client.bind(("::1", 0))
             client.sendto(b"six", ("::1", server.getsockname()[1]))
-            (datagram, addr, route), = self.wait_batch(server, True)
+            ((datagram, addr, route),) = self.wait_batch(server, True)
             self.assertEqual((datagram, addr), (b"six", client.getsockname()[:2]))
             self.assertIsInstance(route, bytes)
 
@@ -231,26 +242,26 @@ class BatchTests(unittest.TestCase):
         seen = []
         for _ in range(3):
             client.sendto(b"one", ("127.0.0.1", port))
-            (_, addr, route), = self.wait_batch(server, True)
+            ((_, addr, route),) = self.wait_batch(server, True)
             seen.append((addr, route))
         self.assertEqual(seen[0][0], client.getsockname())
         self.assertTrue(all(addr is seen[0][0] and route is seen[0][1] for addr, route in seen))
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as six:
             six.bind(("::1", 0))
             six.sendto(b"two", ("::1", port))
-            (_, addr, route), = self.wait_batch(server, True)
+            ((_, addr, route),) = self.wait_batch(server, True)
             self.assertEqual(addr, six.getsockname()[:2])
             self.assertNotEqual(route, seen[0][1])
         client.sendto(b"three", ("127.0.0.1", port))
-        (_, addr, _), = self.wait_batch(server, True)
+        ((_, addr, _),) = self.wait_batch(server, True)
         self.assertEqual(addr, client.getsockname())
         # The same datagram read without pktinfo has a route without it.
         client.sendto(b"four", ("127.0.0.1", port))
-        (_, addr, route), = self.wait_batch(server, False)
+        ((_, addr, route),) = self.wait_batch(server, False)
         self.assertEqual(addr, client.getsockname())
         self.assertLess(len(route), len(seen[0][1]))
         client.sendto(b"five", ("127.0.0.1", port))
-        (_, _, route), = self.wait_batch(server, True)
+        ((_, _, route),) = self.wait_batch(server, True)
         self.assertEqual(route, seen[0][1])
 
     def test_bad_arguments(self) -> None:
@@ -260,8 +271,14 @@ class BatchTests(unittest.TestCase):
         self.assertRaises(OSError, _batch.recv_batch, -1, 64, False)
         # The two hot calls parse their own arguments: as "iip|ip" and "iO!" did.
         fd = server.fileno()
-        for bad in ((), (fd, 64), (fd, 64, False, 0, False, 0), (str(fd), 64, False),
-                    (fd, 1.5, False), (fd, 64, False, "50")):
+        for bad in (
+            (),
+            (fd, 64),
+            (fd, 64, False, 0, False, 0),
+            (str(fd), 64, False),
+            (fd, 1.5, False),
+            (fd, 64, False, "50"),
+        ):
             self.assertRaises(TypeError, _batch.recv_batch, *bad)
         self.assertRaises(OverflowError, _batch.recv_batch, 1 << 40, 64, False)
         self.assertRaises(OverflowError, _batch.recv_batch, fd, 64, False, -(1 << 40))

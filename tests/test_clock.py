@@ -7,9 +7,11 @@ import time
 from twisted.internet import task
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.clock import use_monotonic_clock
 
 
+@tiers.unit
 class MonotonicClockTests(unittest.TestCase):
     def test_a_reactor_with_no_timer_yet_is_made_monotonic(self) -> None:
         clock = task.Clock()

@@ -13,6 +13,7 @@ import re
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.netns import ROOT
 from udpupper.bench.cli import Options as BenchOptions
 from udpupper.client.options import Options as ClientOptions
@@ -45,6 +46,7 @@ def declared(options: type) -> dict[str, tuple[str | None, object]]:
     return found
 
 
+@tiers.unit
 class OptionDocsTests(unittest.TestCase):
     def test_every_option_documented_and_nothing_more(self) -> None:
         for page, options in PAGES:
@@ -66,12 +68,16 @@ class OptionDocsTests(unittest.TestCase):
                 self.assertIn(shown, (given, given.replace(",", "")), f"{page}: {name}")
 
 
+@tiers.unit
 class PagesTests(unittest.TestCase):
     def markdown(self) -> list[str]:
         pages = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "NEWS.md")]
         folder = os.path.join(ROOT, "docs")
-        pages += [os.path.join(folder, name) for name in sorted(os.listdir(folder))
-                  if name.endswith(".md")]
+        pages += [
+            os.path.join(folder, name)
+            for name in sorted(os.listdir(folder))
+            if name.endswith(".md")
+        ]
         return pages
 
     def test_the_readme_is_a_front_page(self) -> None:

@@ -7,6 +7,7 @@ import sys
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import NO_IPV6
 from udpupper.dscp import IP_TOS, IPV6_TCLASS, arrived_with, mark, receive_marking, reflected
 
@@ -14,6 +15,7 @@ V4 = socket.IPPROTO_IP, IP_TOS
 V6 = socket.IPPROTO_IPV6, IPV6_TCLASS
 
 
+@tiers.loopback
 class MarkingTests(unittest.TestCase):
     def test_arrived_with(self) -> None:
         self.assertEqual(arrived_with([(*V4, bytes([0xB9]))]), 0xB9)
@@ -22,18 +24,23 @@ class MarkingTests(unittest.TestCase):
         self.assertIsNone(arrived_with([(*V4, b"")]))
 
     def test_reflected_without_ecn(self) -> None:
-        self.assertEqual(reflected([(*V4, bytes([0xBB]))]),
-                         [(*V4, (0xB8).to_bytes(4, sys.byteorder))])
-        self.assertEqual(reflected([(*V6, (0x03).to_bytes(4, sys.byteorder))]),
-                         [(*V6, (0).to_bytes(4, sys.byteorder))])
+        self.assertEqual(
+            reflected([(*V4, bytes([0xBB]))]), [(*V4, (0xB8).to_bytes(4, sys.byteorder))]
+        )
+        self.assertEqual(
+            reflected([(*V6, (0x03).to_bytes(4, sys.byteorder))]),
+            [(*V6, (0).to_bytes(4, sys.byteorder))],
+        )
         self.assertEqual(reflected([(socket.IPPROTO_IP, 8, bytes(12))]), [])
 
     def test_mark_and_read_back_over_loopback(self) -> None:
         hosts = ["127.0.0.1"] + ([] if NO_IPV6 else ["::1"])
         for host in hosts:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_DGRAM) as server, \
-                    socket.socket(family, socket.SOCK_DGRAM) as client:
+            with (
+                socket.socket(family, socket.SOCK_DGRAM) as server,
+                socket.socket(family, socket.SOCK_DGRAM) as client,
+            ):
                 server.bind((host, 0))
                 server.settimeout(5)
                 receive_marking(server)

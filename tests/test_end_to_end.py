@@ -13,12 +13,14 @@ import time
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import CLIENT, TWISTD, Daemon, Terminal, run_client
 from tests.support import NO_IPV6, exchange, long_run
 from udpupper.kernel import set_receive_buffer
 from udpupper.server import metrics
 
 
+@tiers.system
 class DaemonTestCase(unittest.TestCase):
     def start_daemon(self, *options: str) -> int:
         self.daemon = Daemon("--port", "0", *options)
@@ -26,6 +28,7 @@ class DaemonTestCase(unittest.TestCase):
         return self.daemon.start()
 
 
+@tiers.system
 class ServerTests(DaemonTestCase):
     def test_textbook_style_client(self) -> None:
         port = self.start_daemon()
@@ -142,14 +145,24 @@ class ServerTests(DaemonTestCase):
             taken.bind(("127.0.0.1", 0))
             port = taken.getsockname()[1]
             result = subprocess.run(
-                [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
-                 "--port", str(port)],
-                capture_output=True, timeout=60,
+                [
+                    *TWISTD,
+                    "-n",
+                    "--pidfile=",
+                    "udpupper",
+                    "--interface",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                capture_output=True,
+                timeout=60,
             )
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
             result.stderr.decode(),
-            f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use\n")
+            f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use\n",
+        )
         self.assertNotIn(b"Traceback", result.stdout)
 
     def test_tables_that_do_not_fit_in_memory_are_one_clear_line(self) -> None:
@@ -157,16 +170,28 @@ class ServerTests(DaemonTestCase):
         # tables of the largest --rate-table do not.
         limit = 800_000_000  # less than the 1 GiB table
         result = subprocess.run(
-            [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
-             "--port", "0", "--rate-table", "16777216"],
-            capture_output=True, timeout=60,
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "udpupper",
+                "--interface",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--rate-table",
+                "16777216",
+            ],
+            capture_output=True,
+            timeout=60,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
         )
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
             result.stderr.decode(),
             "udpupper: not enough memory for the tables of --rate-table 16777216 "
-            "(up to 1,062 MiB); give a smaller --rate-table\n")
+            "(up to 1,062 MiB); give a smaller --rate-table\n",
+        )
         self.assertNotIn(b"Traceback", result.stdout)
 
     def test_just_too_little_memory_fails_the_start_never_the_first_datagram(self) -> None:
@@ -175,8 +200,15 @@ class ServerTests(DaemonTestCase):
         never listens and then fails (or spins) at the first datagram."""
 
         def under(limit: int) -> Daemon:
-            return Daemon("--interface", "127.0.0.1", "--port", "0", "--rate-table", "1024",
-                          preexec=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+            return Daemon(
+                "--interface",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--rate-table",
+                "1024",
+                preexec=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+            )
 
         def listens(limit: int) -> bool:
             daemon = under(limit)
@@ -220,8 +252,11 @@ class ServerTests(DaemonTestCase):
                 self.assertNotIn("Traceback", "\n".join(below.log))
             else:
                 self.assertEqual(exchange("127.0.0.1", port, b"least")[0], b"LEAST")
-        self.assertIn("udpupper: not enough memory for the receive buffers (4 MiB); give the "
-                      "daemon more memory, or a smaller --rate-table", lines)
+        self.assertIn(
+            "udpupper: not enough memory for the receive buffers (4 MiB); give the "
+            "daemon more memory, or a smaller --rate-table",
+            lines,
+        )
 
     def test_metrics_endpoint_that_cannot_listen_is_one_clear_line(self) -> None:
         if not metrics.available():
@@ -236,21 +271,34 @@ class ServerTests(DaemonTestCase):
                 ("unix:/nonexistent/metrics.sock", "1", "No such file or directory"),
             ):
                 result = subprocess.run(
-                    [*TWISTD, "-n", "--pidfile=", "udpupper", "--port", "0",
-                     "--workers", workers, "--metrics", endpoint],
-                    capture_output=True, timeout=60,
+                    [
+                        *TWISTD,
+                        "-n",
+                        "--pidfile=",
+                        "udpupper",
+                        "--port",
+                        "0",
+                        "--workers",
+                        workers,
+                        "--metrics",
+                        endpoint,
+                    ],
+                    capture_output=True,
+                    timeout=60,
                 )
                 self.assertEqual(result.returncode, 1, endpoint)
                 self.assertEqual(
                     result.stderr.decode(),
-                    f"udpupper: cannot serve metrics on {endpoint}: {reason}\n")
+                    f"udpupper: cannot serve metrics on {endpoint}: {reason}\n",
+                )
                 self.assertNotIn(b"Traceback", result.stdout)
 
     def test_bad_options_exit_non_zero_without_traceback(self) -> None:
         for options in (["--port", "70000"], ["--port", "abc"], ["--interface", "nonsense"]):
             result = subprocess.run(
                 [*TWISTD, "-n", "--pidfile=", "udpupper", *options],
-                capture_output=True, timeout=60,
+                capture_output=True,
+                timeout=60,
             )
             self.assertEqual(result.returncode, 1, options)
             self.assertEqual(result.stdout, b"", options)
@@ -258,6 +306,7 @@ class ServerTests(DaemonTestCase):
             self.assertNotIn(b"Traceback", result.stderr)
 
 
+@tiers.system
 class ClientTests(DaemonTestCase):
     def test_piped_lines(self) -> None:
         port = self.start_daemon()
@@ -318,7 +367,9 @@ class ClientTests(DaemonTestCase):
                 reader, writer = os.pipe()
                 client = subprocess.Popen(
                     [*CLIENT, "--port", str(port)],
-                    stdin=lines, stdout=writer, stderr=subprocess.PIPE,
+                    stdin=lines,
+                    stdout=writer,
+                    stderr=subprocess.PIPE,
                 )
                 os.close(writer)
                 with os.fdopen(reader, "rb") as output:
@@ -330,8 +381,10 @@ class ClientTests(DaemonTestCase):
         port = self.start_daemon()
         for number, status, said in ((signal.SIGTERM, 143, b""), (signal.SIGINT, 130, b"\n")):
             client = subprocess.Popen(
-                [*CLIENT, "--port", str(port)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                [*CLIENT, "--port", str(port)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
             client.stdin.write(b"one\n")
@@ -349,6 +402,7 @@ class ClientTests(DaemonTestCase):
         self.assertEqual(terminal.process.wait(15), 0)
 
 
+@tiers.system
 class ClientWithoutServerTests(unittest.TestCase):
     def test_dead_port_gives_up_in_time(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
@@ -378,15 +432,17 @@ class ClientWithoutServerTests(unittest.TestCase):
 
         thread = threading.Thread(target=serve, args=(2,), daemon=True)
         thread.start()
-        result = run_client(
-            "--port", str(server.getsockname()[1]), stdin="hello\ngrüße\n".encode()
-        )
+        result = run_client("--port", str(server.getsockname()[1]), stdin="hello\ngrüße\n".encode())
         self.assertEqual((result.stdout, result.returncode), ("HELLO\nGRÜSSE\n".encode(), 0))
 
     def test_bad_options_and_hosts(self) -> None:
         for options in (
-            ["--port", "0"], ["--port", "x"], ["--timeout", "0"], ["--retries", "-1"],
-            ["--bogus"], ["--host", "no-such-host.invalid"],
+            ["--port", "0"],
+            ["--port", "x"],
+            ["--timeout", "0"],
+            ["--retries", "-1"],
+            ["--bogus"],
+            ["--host", "no-such-host.invalid"],
         ):
             result = run_client(*options, stdin=b"a\n")
             self.assertEqual(result.returncode, 2, options)
@@ -401,6 +457,7 @@ class ClientWithoutServerTests(unittest.TestCase):
             self.assertIn(option, result.stdout)
 
 
+@tiers.system
 class ClientOnABadPathTests(DaemonTestCase):
     """``udpupper-client`` through a relay that delays, duplicates and
     reorders datagrams both ways (:mod:`tests.relay`): never a wrong line."""
@@ -410,8 +467,7 @@ class ClientOnABadPathTests(DaemonTestCase):
         from tests.relay import Relay
 
         port = self.start_daemon()
-        relay = Relay(("127.0.0.1", port), late=0.003, delay=1.5, duplicate=0.01,
-                      reorder=0.05)
+        relay = Relay(("127.0.0.1", port), late=0.003, delay=1.5, duplicate=0.01, reorder=0.05)
         self.addCleanup(relay.stop)
         # Distinct lines, identical ones, upper-case ones and empty ones.
         lines = []
@@ -425,17 +481,26 @@ class ClientOnABadPathTests(DaemonTestCase):
                 lines.append(b"UPPER %d" % (number % 50))
             else:
                 lines.append(b"line %d of the run" % number)
-        result = run_client("--port", str(relay.port), "--window", "64",
-                            stdin=b"\n".join(lines) + b"\n", timeout=300)
+        result = run_client(
+            "--port",
+            str(relay.port),
+            "--window",
+            "64",
+            stdin=b"\n".join(lines) + b"\n",
+            timeout=300,
+        )
         self.assertGreater(relay.counts["late"], 300)
         self.assertGreater(relay.counts["duplicated"], 500)
         self.assertGreater(relay.counts["reordered"], 2000)
         printed = result.stdout.split(b"\n")[:-1]
-        unanswered = {int(line.split(b":")[1].split()[1])
-                      for line in result.stderr.splitlines()
-                      if line.startswith(b"udpupper-client: line ")}
-        expected = [line.upper() for number, line in enumerate(lines, 1)
-                    if number not in unanswered]
+        unanswered = {
+            int(line.split(b":")[1].split()[1])
+            for line in result.stderr.splitlines()
+            if line.startswith(b"udpupper-client: line ")
+        }
+        expected = [
+            line.upper() for number, line in enumerate(lines, 1) if number not in unanswered
+        ]
         wrong = sum(a != b for a, b in zip(printed, expected))
         self.assertEqual((len(printed), wrong), (len(expected), 0))
         self.assertEqual(result.returncode, 1 if unanswered else 0, result.stderr)
@@ -462,21 +527,32 @@ class ClientOnABadPathTests(DaemonTestCase):
         thread.start()
         self.addCleanup(thread.join)
         self.addCleanup(stop.set)
-        result = run_client("--port", str(server.getsockname()[1]), "--timeout", "0.2",
-                            "--retries", "1", stdin=b"Mixed Case\nLower\n123\n")
+        result = run_client(
+            "--port",
+            str(server.getsockname()[1]),
+            "--timeout",
+            "0.2",
+            "--retries",
+            "1",
+            stdin=b"Mixed Case\nLower\n123\n",
+        )
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stdout, b"123\n")  # the one line it answers rightly
         errors = result.stderr.decode().splitlines()
         self.assertIn("a reply matched no line sent (b'mIXED cASE')", errors[0])
-        self.assertEqual(errors[1:3], [
-            f"udpupper-client: line 1: no reply from 127.0.0.1:{server.getsockname()[1]} "
-            "after 2 tries",
-            f"udpupper-client: line 2: no reply from 127.0.0.1:{server.getsockname()[1]} "
-            "after 2 tries",
-        ])
+        self.assertEqual(
+            errors[1:3],
+            [
+                f"udpupper-client: line 1: no reply from 127.0.0.1:{server.getsockname()[1]} "
+                "after 2 tries",
+                f"udpupper-client: line 2: no reply from 127.0.0.1:{server.getsockname()[1]} "
+                "after 2 tries",
+            ],
+        )
         self.assertRegex(errors[-1], r"^udpupper-client: \d+ replies matched no line sent$")
 
 
+@tiers.system
 class WallClockStepTests(unittest.TestCase):
     """Timers run on a monotonic clock: the wall clock stepped back an hour
     (libfaketime, monotonic untouched) changes nothing."""
@@ -494,12 +570,21 @@ class WallClockStepTests(unittest.TestCase):
         step = os.path.join(folder, "step")
         with open(step, "w") as offset:
             offset.write("+0\n")
-        env = {**os.environ, "LD_PRELOAD": library, "FAKETIME_TIMESTAMP_FILE": step,
-               "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        env = {
+            **os.environ,
+            "LD_PRELOAD": library,
+            "FAKETIME_TIMESTAMP_FILE": step,
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
         started = time.monotonic()
-        client = subprocess.Popen([*CLIENT, "--port", str(port), "--retries", "3"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=env)
+        client = subprocess.Popen(
+            [*CLIENT, "--port", str(port), "--retries", "3"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         client.stdin.write(b"anyone there?\n")
         client.stdin.close()
         time.sleep(0.5)

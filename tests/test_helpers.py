@@ -6,9 +6,11 @@ import sys
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.helpers import banner, missing
 
 
+@tiers.unit
 class HelpersBuiltTests(unittest.TestCase):
     def test_built_for_this_python(self) -> None:
         """Skipped, with the reason in the runner's summary, where they are

@@ -7,6 +7,7 @@ import sys
 
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.kernel import (
     IP_MTU_DISCOVER,
     IP_PMTUDISC_OMIT,
@@ -20,6 +21,7 @@ from udpupper.kernel import (
 LINUX = None if sys.platform.startswith("linux") else "Linux only"
 
 
+@tiers.loopback
 class KernelTests(unittest.TestCase):
     skip = LINUX
 
@@ -37,11 +39,11 @@ class KernelTests(unittest.TestCase):
             sock = socket.socket(family, socket.SOCK_DGRAM)
             self.addCleanup(sock.close)
             prepare_server_socket(sock, destinations=True)
-            self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER),
-                             IP_PMTUDISC_OMIT)
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER), IP_PMTUDISC_OMIT)
             if family == socket.AF_INET6:
-                self.assertEqual(sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER),
-                                 IP_PMTUDISC_OMIT)
+                self.assertEqual(
+                    sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER), IP_PMTUDISC_OMIT
+                )
 
     def test_receive_buffer_is_granted_something(self) -> None:
         granted = set_receive_buffer(self.socket(), 1 << 20)
@@ -69,5 +71,5 @@ class KernelTests(unittest.TestCase):
         try:
             receiver = self.socket(socket.AF_INET6)
         except OSError:
-            raise unittest.SkipTest("no IPv6 loopback")
+            raise unittest.SkipTest("no IPv6 loopback") from None
         self.assertEqual(socket_drops(receiver), 0)

@@ -6,6 +6,7 @@ import random
 
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.bench.histogram import MARKS, Histogram, percentile
 from udpupper.latency import FOLD, GROWTH, Latencies, bucket_of, lower_edge
 
@@ -21,6 +22,7 @@ def sample(count: int, seed: int = 1) -> list[float]:
     return values
 
 
+@tiers.unit
 class LatenciesTests(unittest.TestCase):
     def record(self, values: list[float]) -> Latencies:
         latencies = Latencies()
@@ -56,12 +58,14 @@ class LatenciesTests(unittest.TestCase):
         values = sample(200_000, seed=3)
         latencies = self.record(values)
         exact = Histogram.of(sorted(value * 1e6 for value in values))
-        bounded = Histogram.of_weighted([(seconds * 1e6, count)
-                                         for seconds, count in latencies.weighted()])
+        bounded = Histogram.of_weighted(
+            [(seconds * 1e6, count) for seconds, count in latencies.weighted()]
+        )
         self.assertEqual(bounded.total, exact.total)
         for name, _ in MARKS:
-            self.assertLessEqual(abs(bounded.marks[name] - exact.marks[name])
-                                 / exact.marks[name], 0.005, name)
+            self.assertLessEqual(
+                abs(bounded.marks[name] - exact.marks[name]) / exact.marks[name], 0.005, name
+            )
         # Counts agree but for values within 1% of a display bucket's edge.
         moved = sum(abs(a - b) for a, b in zip(bounded.counts, exact.counts))
         self.assertLess(moved, exact.total * 0.05)

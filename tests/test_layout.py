@@ -9,6 +9,7 @@ import os
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.netns import ROOT
 
 PACKAGE = os.path.join(ROOT, "udpupper")
@@ -27,8 +28,12 @@ def imports_of(path: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] == "udpupper"
-            and (os.path.exists(module_path(name)) or name.count(".") <= 1)}
+    return {
+        name
+        for name in found
+        if name.split(".")[0] == "udpupper"
+        and (os.path.exists(module_path(name)) or name.count(".") <= 1)
+    }
 
 
 def module_path(name: str) -> str:
@@ -53,14 +58,17 @@ def program_of(name: str) -> str | None:
     return parts[1] if len(parts) > 2 and parts[1] in PROGRAMS else None
 
 
+@tiers.unit
 class LayoutTests(unittest.TestCase):
     def test_no_program_imports_another(self) -> None:
         for name, path in modules().items():
             own = program_of(name)
             for imported in imports_of(path):
                 other = program_of(imported) or (
-                    imported.split(".")[1] if imported.count(".") == 1
-                    and imported.split(".")[1] in PROGRAMS else None)
+                    imported.split(".")[1]
+                    if imported.count(".") == 1 and imported.split(".")[1] in PROGRAMS
+                    else None
+                )
                 if other is not None:
                     self.assertEqual(other, own, f"{name} imports {imported}")
 

@@ -16,7 +16,7 @@ import time
 
 from twisted.trial import unittest
 
-from tests import spoof
+from tests import spoof, tiers
 from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
 from tests.support import long_run
@@ -25,6 +25,7 @@ SERVER_ADDRESSES = ["10.77.0.1/24", "10.77.0.2/24", "2001:db8:77::1/64", "2001:d
 CLIENT_ADDRESSES = ["10.77.0.3/24", "2001:db8:77::3/64"]
 
 
+@tiers.system
 class NetnsTestCase(unittest.TestCase):
     skip = why_not()
     options: tuple[str, ...] = ()
@@ -32,9 +33,7 @@ class NetnsTestCase(unittest.TestCase):
     def setUp(self) -> None:
         self.link = Link(self.id()[-3:].replace(".", ""), SERVER_ADDRESSES, CLIENT_ADDRESSES)
         self.addCleanup(self.link.remove)
-        self.daemon = Daemon(
-            "--port", "0", *self.options, prefix=tuple(self.link.in_server())
-        )
+        self.daemon = Daemon("--port", "0", *self.options, prefix=tuple(self.link.in_server()))
         self.addCleanup(self.daemon.stop)
         self.port = self.daemon.start()
 
@@ -43,11 +42,11 @@ class NetnsTestCase(unittest.TestCase):
             self.link.ask("10.77.0.255", self.port, "subnet", broadcast=True, timeout=1),
             self.link.ask("255.255.255.255", self.port, "all", broadcast=True, timeout=1),
             self.link.ask("224.0.0.1", self.port, "all hosts", timeout=1),
-            self.link.ask(f"ff02::1%{self.link.client_device}", self.port, "all nodes",
-                          timeout=1),
+            self.link.ask(f"ff02::1%{self.link.client_device}", self.port, "all nodes", timeout=1),
         ]
 
 
+@tiers.system
 class ReplySourceTests(NetnsTestCase):
     def test_each_address_answers_from_itself(self) -> None:
         for address in ("10.77.0.1", "10.77.0.2", "2001:db8:77::1", "2001:db8:77::2"):
@@ -58,6 +57,7 @@ class ReplySourceTests(NetnsTestCase):
         self.assertEqual((counters["received"], counters["replied"]), (4, 4))
 
 
+@tiers.system
 class NoBroadcastTests(NetnsTestCase):
     def test_broadcast_and_multicast_get_no_reply(self) -> None:
         refused = self.ask_not_unicast()
@@ -72,6 +72,7 @@ class NoBroadcastTests(NetnsTestCase):
         self.assertEqual(counters["replied"], 1)
 
 
+@tiers.system
 class NoBroadcastIPv4Tests(NetnsTestCase):
     """An IPv4 wildcard socket receives multicast for the host's groups."""
 
@@ -87,16 +88,22 @@ class NoBroadcastIPv4Tests(NetnsTestCase):
         self.assertEqual((counters["received"], counters["replied"]), (4, 1))
 
 
+@tiers.system
 class SmallMTUTests(NetnsTestCase):
     """Replies to one client go out as one segmented (GSO) send; on a link
     whose MTU is smaller than a segment the kernel refuses that, and the
     replies go one by one, fragmented, as any UDP server's would."""
 
     def test_large_replies_in_a_run_over_a_small_mtu(self) -> None:
-        for namespace, device in ((self.link.server, self.link.server_device),
-                                  (self.link.client, self.link.client_device)):
-            subprocess.run(["ip", "-n", namespace, "link", "set", device, "mtu", "1280"],
-                           check=True, timeout=30)
+        for namespace, device in (
+            (self.link.server, self.link.server_device),
+            (self.link.client, self.link.client_device),
+        ):
+            subprocess.run(
+                ["ip", "-n", namespace, "link", "set", device, "mtu", "1280"],
+                check=True,
+                timeout=30,
+            )
         for host in ("10.77.0.1", "2001:db8:77::1"):
             answer = self.link.ask(host, self.port, "m" * 1400, burst=40, timeout=3)
             self.assertEqual(answer["replies"], ["M" * 1400] * 40, host)
@@ -104,6 +111,7 @@ class SmallMTUTests(NetnsTestCase):
         self.assertEqual((counters["received"], counters["replied"]), (80, 80))
 
 
+@tiers.system
 class SpoofedPathMtuTests(NetnsTestCase):
     """A stranger's ICMP "fragmentation needed" (MTU 552) or "packet too
     big" (1280) toward a client does not make the daemon's large replies to
@@ -117,15 +125,31 @@ class SpoofedPathMtuTests(NetnsTestCase):
             raise unittest.SkipTest(spoof.why_not())
         for host, mtu in (("10.77.0.1", 552), ("2001:db8:77::1", 1280)):
             run = subprocess.run(
-                ["ip", "netns", "exec", self.link.client, sys.executable, "-m", "tests.pmtu",
-                 host, str(self.port), "--mtu", str(mtu)],
-                capture_output=True, check=True, timeout=60, cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": ROOT})
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.link.client,
+                    sys.executable,
+                    "-m",
+                    "tests.pmtu",
+                    host,
+                    str(self.port),
+                    "--mtu",
+                    str(mtu),
+                ],
+                capture_output=True,
+                check=True,
+                timeout=60,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": ROOT},
+            )
             before, after = json.loads(run.stdout)["fragments"]
             self.assertGreater(before, 40, host)  # 65,000 bytes over 1,500
             self.assertEqual(after, before, host)
 
 
+@tiers.system
 class LoopBetweenHostsTests(unittest.TestCase):
     """Two daemons on two hosts, neither exempt for the other: one spoofed
     datagram from one daemon's address and port to the other starts a loop
@@ -142,10 +166,20 @@ class LoopBetweenHostsTests(unittest.TestCase):
             self.addCleanup(daemon.stop)
         here_port, there_port = here.start(), there.start()
         subprocess.run(
-            ["ip", "netns", "exec", link.client, sys.executable, "-c",
-             "from tests.spoof import send_spoofed; "
-             f"send_spoofed(('10.77.0.3', {there_port}), ('10.77.0.1', {here_port}), b'x')"],
-            check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60,
+            [
+                "ip",
+                "netns",
+                "exec",
+                link.client,
+                sys.executable,
+                "-c",
+                "from tests.spoof import send_spoofed; "
+                f"send_spoofed(('10.77.0.3', {there_port}), ('10.77.0.1', {here_port}), b'x')",
+            ],
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            timeout=60,
         )
         time.sleep(1.5)
         counters = [here.summary(), there.summary()]
@@ -154,6 +188,7 @@ class LoopBetweenHostsTests(unittest.TestCase):
         self.assertEqual(sum(counter.get("rate_limited", 0) for counter in counters), 1)
 
 
+@tiers.system
 class LocalSourceFromOutsideTests(NetnsTestCase):
     """A datagram from the wire whose source is one of the host's own
     addresses: Linux drops it for IPv4, not for IPv6; docs/protections.md's nftables
@@ -163,16 +198,30 @@ class LocalSourceFromOutsideTests(NetnsTestCase):
 
     def spoof_from_the_server_itself(self, host: str) -> None:
         subprocess.run(
-            ["ip", "netns", "exec", self.link.client, sys.executable, "-c",
-             "from tests.spoof import send_spoofed; "
-             f"send_spoofed(({host!r}, 40000), ({host!r}, {self.port}), b'loop?')"],
-            check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.link.client,
+                sys.executable,
+                "-c",
+                "from tests.spoof import send_spoofed; "
+                f"send_spoofed(({host!r}, 40000), ({host!r}, {self.port}), b'loop?')",
+            ],
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            timeout=60,
         )
 
     def nft(self, *commands: str) -> None:
         for command in commands:
-            subprocess.run(["ip", "netns", "exec", self.link.server, "nft", *command.split()],
-                           check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                ["ip", "netns", "exec", self.link.server, "nft", *command.split()],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
 
     def test_without_and_with_the_rule(self) -> None:
         if shutil.which("nft") is None:
@@ -184,9 +233,11 @@ class LocalSourceFromOutsideTests(NetnsTestCase):
         self.spoof_from_the_server_itself("10.77.0.1")  # a martian: dropped
         self.spoof_from_the_server_itself("2001:db8:77::1")  # delivered
         time.sleep(0.5)
-        self.nft("add table inet udpupper",
-                 "add chain inet udpupper input { type filter hook input priority 0 ; }",
-                 *self.RULE)
+        self.nft(
+            "add table inet udpupper",
+            "add chain inet udpupper input { type filter hook input priority 0 ; }",
+            *self.RULE,
+        )
         self.spoof_from_the_server_itself("2001:db8:77::1")  # dropped by the rule
         time.sleep(0.5)
         self.assertEqual(self.link.ask("2001:db8:77::1", self.port, "ok")["reply"], "OK")
@@ -199,6 +250,7 @@ class LocalSourceFromOutsideTests(NetnsTestCase):
 NEW_PREFIX_RATE = 5_000
 
 
+@tiers.system
 class NewClientsUnderAFloodTests(unittest.TestCase):
     """Floods of spoofed sources (150,000 datagrams a second asked; 94,000 to
     130,000 reached on CI hosts), IPv4 /24s and IPv6 /56s, from a host that
@@ -226,13 +278,25 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
             ["-6", "route", "add", "local", "2001:db8::/32", "dev", "lo"],
         ):
             subprocess.run(["ip", "-n", link.client, *command], check=True, timeout=30)
-        for command in (["route", "add", "32.0.0.0/3", "via", "10.99.0.2"],
-                        ["-6", "route", "add", "2001:db8::/32", "via", "fd00:99::2"]):
+        for command in (
+            ["route", "add", "32.0.0.0/3", "via", "10.99.0.2"],
+            ["-6", "route", "add", "2001:db8::/32", "via", "fd00:99::2"],
+        ):
             subprocess.run(["ip", "-n", link.server, *command], check=True, timeout=30)
         for family in ("ipv4", "ipv6"):  # sysctl net.*.ip_nonlocal_bind=1 there
-            subprocess.run(["ip", "netns", "exec", link.client, "sh", "-c",
-                            f"echo 1 > /proc/sys/net/{family}/ip_nonlocal_bind"],
-                           check=True, timeout=30)
+            subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    link.client,
+                    "sh",
+                    "-c",
+                    f"echo 1 > /proc/sys/net/{family}/ip_nonlocal_bind",
+                ],
+                check=True,
+                timeout=30,
+            )
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() > 1 else []
         # A table small enough that the 34 prefixes a second it settles
         # (4,096 in 120 s) would take a known one's place if a flood could
@@ -243,9 +307,17 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
         # and the first tries lost in the kernel made the clients' second
         # tries their first.  What is asked here is the daemon's decisions;
         # what a stall costs is the kernel-drops count below.
-        daemon = Daemon("--port", "0", "--rate-table", "4096", "--rcvbuf", str(64 << 20),
-                        "--new-prefix-rate", str(NEW_PREFIX_RATE),
-                        prefix=(*link.in_server(), *pin))
+        daemon = Daemon(
+            "--port",
+            "0",
+            "--rate-table",
+            "4096",
+            "--rcvbuf",
+            str(64 << 20),
+            "--new-prefix-rate",
+            str(NEW_PREFIX_RATE),
+            prefix=(*link.in_server(), *pin),
+        )
         self.addCleanup(daemon.stop)
         port = daemon.start()
         results = []
@@ -253,11 +325,29 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
             for host in ("10.99.0.1", "fd00:99::1"):
                 self.assertEqual(link.ask(host, port, "ready")["reply"], "READY")  # link up
                 run = subprocess.run(
-                    ["ip", "netns", "exec", link.client, sys.executable, "-m",
-                     "tests.newclients", host, str(port), "--space", space,
-                     "--sends", str(sends), "--spacing", str(spacing)],
-                    capture_output=True, check=True, timeout=120, cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": ROOT})
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        link.client,
+                        sys.executable,
+                        "-m",
+                        "tests.newclients",
+                        host,
+                        str(port),
+                        "--space",
+                        space,
+                        "--sends",
+                        str(sends),
+                        "--spacing",
+                        str(spacing),
+                    ],
+                    capture_output=True,
+                    check=True,
+                    timeout=120,
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": ROOT},
+                )
                 results.append((name, sends, json.loads(run.stdout)))
         counters = daemon.summary()
         for name, sends, result in results:
@@ -270,14 +360,15 @@ class NewClientsUnderAFloodTests(unittest.TestCase):
             # times the default rate would have needed.)
             self.assertGreaterEqual(result["flood_rate"], 10 * NEW_PREFIX_RATE, results)
             if sends == 1:
-                self.assertGreaterEqual(result["answered_within_two_pct"], 99.0,
-                                        (name, results, counters))
+                self.assertGreaterEqual(
+                    result["answered_within_two_pct"], 99.0, (name, results, counters)
+                )
             else:
-                self.assertGreaterEqual(result["answered_within_four_pct"], 90.0,
-                                        (name, results, counters))
+                self.assertGreaterEqual(
+                    result["answered_within_four_pct"], 90.0, (name, results, counters)
+                )
             self.assertEqual(result["known_settled"], 20, (name, results))
-            self.assertEqual(result["known_answered_first_try_after_quiet"], 20,
-                             (name, results))
+            self.assertEqual(result["known_answered_first_try_after_quiet"], 20, (name, results))
         # The clients share the daemon's core: some of the flood may wait too
         # long in its buffer (1.4% in a run on a loaded machine), never a
         # share that matters; what matters is above, the clients answered.

@@ -21,26 +21,32 @@ import time
 
 from twisted.trial import unittest
 
-from udpupper.server.protections.policy import DEFAULT_LOOP_BUDGET
-
-from tests import spoof
+from tests import spoof, tiers
 from tests.netns import ROOT, Link, why_not
-from tests.processes import Daemon, METRICS_AT
+from tests.processes import METRICS_AT, Daemon
 from tests.server.protections.test_loops import scrape
 from tests.support import NO_IPV6, free_port, long_run
+from udpupper.server.protections.policy import DEFAULT_LOOP_BUDGET
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
+@tiers.system
 class NginxCase(unittest.TestCase):
     """Starts nginx with the shipped configuration in front of daemons."""
 
     skip = None if NGINX else "nginx is not installed"
 
-    def start_nginx(self, front: int, backends: list[int], ipv6: bool = False,
-                    transparent: bool = False, prefix: tuple[str, ...] = (),
-                    front_host: str = "127.0.0.1") -> None:
+    def start_nginx(
+        self,
+        front: int,
+        backends: list[int],
+        ipv6: bool = False,
+        transparent: bool = False,
+        prefix: tuple[str, ...] = (),
+        front_host: str = "127.0.0.1",
+    ) -> None:
         """nginx with the recipe, ``front`` its port and ``backends`` the
         instances' (of both families); without ``transparent``, as the
         recipe's non-root variant: no proxy_bind, IPv4 only unless ``ipv6``."""
@@ -51,10 +57,13 @@ class NginxCase(unittest.TestCase):
         if not transparent:
             stream = stream.replace("        proxy_bind $remote_addr transparent;\n", "")
         if not ipv6 and not transparent:
-            stream = stream[:stream.index("    server {\n        listen [::]")] + "}\n"
+            stream = stream[: stream.index("    server {\n        listen [::]")] + "}\n"
         stream = stream.replace("12000", str(front))
-        stream = re.sub(r"(127\.0\.0\.1|\[::1\]):1200(\d)",
-                        lambda m: f"{m.group(1)}:{backends[int(m.group(2)) - 1]}", stream)
+        stream = re.sub(
+            r"(127\.0\.0\.1|\[::1\]):1200(\d)",
+            lambda m: f"{m.group(1)}:{backends[int(m.group(2)) - 1]}",
+            stream,
+        )
         with open(os.path.join(folder, "udpupper.conf"), "w") as out:
             out.write(stream)
         main = []
@@ -72,9 +81,20 @@ class NginxCase(unittest.TestCase):
         with open(os.path.join(folder, "nginx.conf"), "w") as out:
             out.write("\n".join(main) + "\n")
         nginx = subprocess.Popen(
-            [*prefix, NGINX, "-p", folder, "-c", os.path.join(folder, "nginx.conf"), "-e", "stderr",
-             "-g", "daemon off;"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                *prefix,
+                NGINX,
+                "-p",
+                folder,
+                "-c",
+                os.path.join(folder, "nginx.conf"),
+                "-e",
+                "stderr",
+                "-g",
+                "daemon off;",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
 
         def stop() -> None:
@@ -109,6 +129,7 @@ class NginxCase(unittest.TestCase):
         self.fail("nginx did not answer")
 
 
+@tiers.system
 class NginxTests(NginxCase):
     def test_balanced_across_two_daemons(self) -> None:
         daemons = [Daemon("--interface", "127.0.0.1", "--port", "0") for _ in range(2)]
@@ -131,6 +152,7 @@ class NginxTests(NginxCase):
         self.assertTrue(all(count > 10 for count in received), received)
 
 
+@tiers.system
 class NginxLoopTests(NginxCase):
     """One spoofed datagram from the front's own address and port starts a
     loop through nginx: the reply goes to the front, which takes it for a
@@ -140,8 +162,15 @@ class NginxLoopTests(NginxCase):
     skip = NginxCase.skip or spoof.why_not() or NO_IPV6
 
     def test_a_datagram_from_the_front_itself_dies(self) -> None:
-        daemons = [Daemon("--port", "0", "--metrics",  # IPv4 and IPv6: both upstreams
-                          "tcp:0:interface=127.0.0.1") for _ in range(2)]
+        daemons = [
+            Daemon(
+                "--port",
+                "0",
+                "--metrics",  # IPv4 and IPv6: both upstreams
+                "tcp:0:interface=127.0.0.1",
+            )
+            for _ in range(2)
+        ]
         for daemon in daemons:
             self.addCleanup(daemon.stop)
         backends = [daemon.start() for daemon in daemons]
@@ -163,11 +192,11 @@ class NginxLoopTests(NginxCase):
             last = now
         else:
             self.fail(f"still looping after 20 s: {last:.0f} datagrams")
-        loops = sum(scrape(page)[("udpupper_datagrams_dropped_total", "loop")]
-                    for page in pages)
+        loops = sum(scrape(page)[("udpupper_datagrams_dropped_total", "loop")] for page in pages)
         self.assertGreaterEqual(loops, 1)
 
 
+@tiers.system
 class TransparentNginxTests(NginxCase):
     """The recipe as shipped, as root, in network namespaces: nginx and four
     instances (two a family) on a server host, clients on another.  The
@@ -179,23 +208,36 @@ class TransparentNginxTests(NginxCase):
     skip = NginxCase.skip or why_not()
 
     def start(self, *options: str) -> None:
-        self.link = Link("ng", ["10.88.0.1/24", "fd00:88::1/64"],
-                         ["10.88.0.2/24", "fd00:88::2/64"])
+        self.link = Link("ng", ["10.88.0.1/24", "fd00:88::1/64"], ["10.88.0.2/24", "fd00:88::2/64"])
         self.addCleanup(self.link.remove)
-        subprocess.run([*self.link.in_server(), os.path.join(ROOT, "contrib", "nginx",
-                                                             "transparent-routing"),
-                        "12001-12002"], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [
+                *self.link.in_server(),
+                os.path.join(ROOT, "contrib", "nginx", "transparent-routing"),
+                "12001-12002",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self.daemons = {}
         for host in ("127.0.0.1", "::1"):
             for port in (12001, 12002):
-                daemon = Daemon("--interface", host, "--port", str(port), *options,
-                                prefix=tuple(self.link.in_server()))
+                daemon = Daemon(
+                    "--interface",
+                    host,
+                    "--port",
+                    str(port),
+                    *options,
+                    prefix=tuple(self.link.in_server()),
+                )
                 self.addCleanup(daemon.stop)
                 self.daemons[host, port] = daemon
         for daemon in self.daemons.values():
             daemon.start()
-        self.start_nginx(12000, [12001, 12002], transparent=True,
-                         prefix=tuple(self.link.in_server()))
+        self.start_nginx(
+            12000, [12001, 12002], transparent=True, prefix=tuple(self.link.in_server())
+        )
 
     def test_clients_keep_their_addresses(self) -> None:
         self.start("--rate", "10", "--burst", "20")
@@ -215,7 +257,8 @@ class TransparentNginxTests(NginxCase):
         self.assertLessEqual(len(replies), max(replied) - 1)
         for host in ("127.0.0.1", "::1"):  # each family reached its own instances
             self.assertGreaterEqual(
-                sum(summaries[host, port]["received"] for port in (12001, 12002)), 1)
+                sum(summaries[host, port]["received"] for port in (12001, 12002)), 1
+            )
 
     @long_run
     def test_a_loop_through_the_front_dies_within_its_budget(self) -> None:
@@ -225,20 +268,32 @@ class TransparentNginxTests(NginxCase):
         self.start("--rate", "0")
         for front, source in (("10.88.0.1", "10.88.0.2"), ("fd00:88::1", "fd00:88::2")):
             for stamp in (None, 0, 11):
-                command = [sys.executable, "-m", "tests.peer", front, "12000",
-                           "a loop through nginx, stamped", "--reflect", "20",
-                           "--source", source]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "tests.peer",
+                    front,
+                    "12000",
+                    "a loop through nginx, stamped",
+                    "--reflect",
+                    "20",
+                    "--source",
+                    source,
+                ]
                 if stamp is not None:
                     command += ["--stamp-at", str(stamp)]
                 result = subprocess.run(
-                    ["ip", "netns", "exec", self.link.client, *command], check=True,
-                    capture_output=True, timeout=60, cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": ROOT})
+                    ["ip", "netns", "exec", self.link.client, *command],
+                    check=True,
+                    capture_output=True,
+                    timeout=60,
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": ROOT},
+                )
                 loop = json.loads(result.stdout)
                 self.assertTrue(loop["ended"], (front, stamp, loop))
                 # nginx hashes by address: one daemon saw the whole loop.
-                self.assertLessEqual(loop["reflected"], DEFAULT_LOOP_BUDGET,
-                                     (front, stamp, loop))
+                self.assertLessEqual(loop["reflected"], DEFAULT_LOOP_BUDGET, (front, stamp, loop))
                 self.assertGreater(loop["reflected"], 10, (front, stamp, loop))
         loops = sum(daemon.summary().get("loop", 0) for daemon in self.daemons.values())
         self.assertEqual(loops, 6)

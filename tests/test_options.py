@@ -4,11 +4,12 @@ import subprocess
 
 from twisted.trial import unittest
 
-from udpupper import __version__
-from udpupper import options
+from tests import tiers
+from udpupper import __version__, options
 from udpupper.options import bounded, count, one_line, peer_port, port_number, positive_float
 
 
+@tiers.unit
 class ChecksTests(unittest.TestCase):
     def test_port_number(self) -> None:
         self.assertEqual([port_number(v) for v in ("0", "12000", "65535")], [0, 12000, 65535])
@@ -27,8 +28,10 @@ class ChecksTests(unittest.TestCase):
 
     def test_peer_port(self) -> None:
         self.assertEqual(peer_port("1"), 1)
-        for bad, says in (("0", "must be 1 to 65535, not 0"),
-                          ("70000", "must be 1 to 65535, not 70000")):
+        for bad, says in (
+            ("0", "must be 1 to 65535, not 0"),
+            ("70000", "must be 1 to 65535, not 70000"),
+        ):
             with self.assertRaises(ValueError) as raised:
                 peer_port(bad)
             self.assertEqual(str(raised.exception), says)
@@ -47,8 +50,11 @@ class ChecksTests(unittest.TestCase):
             (bounded(positive_float, 0.1, 600), "-2.5", "must be 0.1 to 600, not -2.5"),
             # What is no number of the kind keeps the check's own words.
             (bounded(count, 1, 256), "2.5", "not a whole number: '2.5'"),
-            (bounded(positive_float, 0.1, 600), "nan",
-             "must be a finite number greater than 0, not nan"),
+            (
+                bounded(positive_float, 0.1, 600),
+                "nan",
+                "must be a finite number greater than 0, not nan",
+            ),
             (bounded(positive_float, 0.1, 600), "x", "not a number: 'x'"),
         ):
             with self.assertRaises(ValueError) as raised:
@@ -56,6 +62,7 @@ class ChecksTests(unittest.TestCase):
             self.assertEqual(str(raised.exception), says)
 
 
+@tiers.system
 class VersionTests(unittest.TestCase):
     """``--version`` says udpupper's version, whichever program is asked."""
 
@@ -65,10 +72,14 @@ class VersionTests(unittest.TestCase):
 
         for command in (CLIENT, BENCH, [*TWISTD, "udpupper"]):
             result = subprocess.run([*command, "--version"], capture_output=True, timeout=60)
-            self.assertEqual((result.stdout, result.returncode),
-                             (f"udpupper {__version__}\n".encode(), 0), command)
+            self.assertEqual(
+                (result.stdout, result.returncode),
+                (f"udpupper {__version__}\n".encode(), 0),
+                command,
+            )
 
 
+@tiers.unit
 class OneLineTests(unittest.TestCase):
     def test_nothing_typed_can_break_the_line(self) -> None:
         text = one_line("a\x1eb\nc\rd\u2028e\x85f\x0bg\x1bh é 日本")
@@ -76,6 +87,7 @@ class OneLineTests(unittest.TestCase):
         self.assertEqual(text, "a\\x1eb\\nc\\rd\\u2028e\\x85f\\x0bg\\x1bh é 日本")
 
 
+@tiers.unit
 class ExitWithTests(unittest.TestCase):
     """How a start that fails ends: in the foreground, one line and a status;
     in twistd's daemon, an exception twistd reports (a SystemExit there
@@ -118,5 +130,7 @@ class ExitWithTests(unittest.TestCase):
         with self.assertRaises(RuntimeError) as raised:
             options.exit_with("udpupper: cannot serve metrics on tcp:1: Permission denied")
         self.assertEqual(str(raised.exception), "cannot serve metrics on tcp:1: Permission denied")
-        self.assertEqual([event["line"] for event in events if "line" in event],
-                         ["udpupper: cannot serve metrics on tcp:1: Permission denied"])
+        self.assertEqual(
+            [event["line"] for event in events if "line" in event],
+            ["udpupper: cannot serve metrics on tcp:1: Permission denied"],
+        )

@@ -9,12 +9,13 @@ from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.scrape import (
     GRACE,
-    SLACK,
     HEAD_TIMEOUT,
     IDLE_TIMEOUT,
     MAX_HEAD,
+    SLACK,
     Response,
     ScrapeFactory,
     parse_head,
@@ -72,14 +73,18 @@ class Connection:
 
     def answers(self) -> list[str]:
         """The status lines written so far."""
-        return [line for line in self.transport.value().decode("latin-1").split("\r\n")
-                if line.startswith("HTTP/1.1 ")]
+        return [
+            line
+            for line in self.transport.value().decode("latin-1").split("\r\n")
+            if line.startswith("HTTP/1.1 ")
+        ]
 
     @property
     def closed(self) -> bool:
         return self.transport.disconnecting or self.refused or self.protocol.closing
 
 
+@tiers.unit
 class ScrapeTestCase(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = TurnClock()
@@ -94,6 +99,7 @@ class ScrapeTestCase(unittest.TestCase):
         return Response(200, b"udpupper_up 1\n", "text/plain; version=0.0.4")
 
 
+@tiers.unit
 class RequestTests(ScrapeTestCase):
     def test_a_scrape(self) -> None:
         connection = Connection(self.factory)
@@ -110,8 +116,10 @@ class RequestTests(ScrapeTestCase):
         self.assertTrue(connection.transport.value().endswith(b"Content-Length: 14\r\n\r\n"))
 
     def test_http_1_0_and_connection_close_end_the_connection(self) -> None:
-        for request in (b"GET /metrics HTTP/1.0\r\n\r\n",
-                        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"):
+        for request in (
+            b"GET /metrics HTTP/1.0\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+        ):
             connection = Connection(self.factory)
             connection.send(request)
             self.assertEqual(connection.answers(), ["HTTP/1.1 200 OK"])
@@ -125,20 +133,25 @@ class RequestTests(ScrapeTestCase):
             b"GARBAGE\r\n\r\n": "400",
             b"GET /metrics HTTP/1.1\r\nno colon\r\n\r\n": "400",
             b"GET /metrics HTTP/1.1\r\n folded: x\r\n\r\n": "400",
-            b"GET /metrics?" + b"&".join(b"a%d=1" % n for n in range(40)) + b" HTTP/1.1\r\n\r\n":
-                "400",
+            b"GET /metrics?"
+            + b"&".join(b"a%d=1" % n for n in range(40))
+            + b" HTTP/1.1\r\n\r\n": "400",
             b"GET /metrics?x=%ff HTTP/1.1\r\n\r\n": "400",
         }
         for request, status in cases.items():
             connection = Connection(self.factory)
             connection.send(request)
-            self.assertEqual([answer.split()[1] for answer in connection.answers()], [status],
-                             request)
+            self.assertEqual(
+                [answer.split()[1] for answer in connection.answers()], [status], request
+            )
         self.assertEqual(self.served, 0)
 
     def test_a_body_is_refused_before_it_is_read(self) -> None:
-        for header in (b"Content-Length: 536870912", b"Transfer-Encoding: chunked",
-                       b"Content-Length: x"):
+        for header in (
+            b"Content-Length: 536870912",
+            b"Transfer-Encoding: chunked",
+            b"Content-Length: x",
+        ):
             connection = Connection(self.factory)
             connection.send(b"POST /metrics HTTP/1.1\r\n" + header + b"\r\n\r\n")
             self.assertEqual(connection.answers(), ["HTTP/1.1 413 Content Too Large"])
@@ -158,13 +171,15 @@ class RequestTests(ScrapeTestCase):
     def test_headers_as_the_handler_sees_them(self) -> None:
         request, keep_alive = parse_head(
             b"GET /probe?target=127.0.0.1%3A9&count=3 HTTP/1.1\r\n"
-            b"X-Prometheus-Scrape-Timeout-Seconds: 10\r\nAccept: a\r\naccept: b")
+            b"X-Prometheus-Scrape-Timeout-Seconds: 10\r\nAccept: a\r\naccept: b"
+        )
         self.assertEqual(request.query, {"target": ["127.0.0.1:9"], "count": ["3"]})
         self.assertEqual(request.headers["x-prometheus-scrape-timeout-seconds"], "10")
         self.assertEqual(request.headers["accept"], "a, b")
         self.assertTrue(keep_alive)
 
 
+@tiers.unit
 class PipelineTests(ScrapeTestCase):
     def test_one_request_a_turn(self) -> None:
         """A thousand pipelined requests: one answered as they come, then
@@ -205,6 +220,7 @@ class PipelineTests(ScrapeTestCase):
         self.assertEqual(connection.transport.producerState, "paused")
 
 
+@tiers.unit
 class TimeoutTests(ScrapeTestCase):
     def test_idle_connections_close(self) -> None:
         connection = Connection(self.factory)
@@ -229,11 +245,12 @@ class TimeoutTests(ScrapeTestCase):
         self.assertLessEqual(self.clock.seconds(), HEAD_TIMEOUT + 5)
 
 
+@tiers.unit
 class ConnectionCapTests(ScrapeTestCase):
     def test_the_quietest_gives_way(self) -> None:
         factory = self.make_factory(max_connections=3)
         held = [Connection(factory) for _ in range(3)]
-        for n, connection in enumerate(held):
+        for _n, connection in enumerate(held):
             self.clock.advance(1)
             connection.send(GET)  # the first is quietest, the last the latest
         self.clock.advance(GRACE)
@@ -270,8 +287,11 @@ class ConnectionCapTests(ScrapeTestCase):
 
     def test_connections_being_answered_are_not_closed(self) -> None:
         waiting: list[defer.Deferred] = []
-        factory = ScrapeFactory({"/slow": lambda request: waiting.append(defer.Deferred())
-                                 or waiting[-1]}, self.clock, max_connections=2)
+        factory = ScrapeFactory(
+            {"/slow": lambda request: waiting.append(defer.Deferred()) or waiting[-1]},
+            self.clock,
+            max_connections=2,
+        )
         busy = [Connection(factory) for _ in range(2)]
         for connection in busy:
             connection.send(b"GET /slow HTTP/1.1\r\n\r\n")
@@ -282,11 +302,13 @@ class ConnectionCapTests(ScrapeTestCase):
         self.assertEqual(busy[0].answers(), ["HTTP/1.1 200 OK"])
 
 
+@tiers.unit
 class DeferredTests(ScrapeTestCase):
     def test_a_lost_connection_cancels_what_it_waited_for(self) -> None:
         cancelled = []
-        factory = ScrapeFactory({"/slow": lambda request: defer.Deferred(cancelled.append)},
-                                self.clock)
+        factory = ScrapeFactory(
+            {"/slow": lambda request: defer.Deferred(cancelled.append)}, self.clock
+        )
         connection = Connection(factory)
         connection.send(b"GET /slow HTTP/1.1\r\n\r\n")
         connection.protocol.connectionLost(None)
@@ -296,9 +318,10 @@ class DeferredTests(ScrapeTestCase):
         def broken(request):
             raise RuntimeError("boom")
 
-        factory = ScrapeFactory({"/broken": broken,
-                                 "/later": lambda request: defer.fail(RuntimeError("later"))},
-                                self.clock)
+        factory = ScrapeFactory(
+            {"/broken": broken, "/later": lambda request: defer.fail(RuntimeError("later"))},
+            self.clock,
+        )
         for path in (b"/broken", b"/later"):
             connection = Connection(factory)
             connection.send(b"GET " + path + b" HTTP/1.1\r\n\r\n")
@@ -306,10 +329,12 @@ class DeferredTests(ScrapeTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
 
+@tiers.unit
 class AuthTests(ScrapeTestCase):
     def test_basic_auth(self) -> None:
-        factory = self.make_factory(check=lambda user, password: (user, password)
-                                    == ("prometheus", "s3cret:x"))
+        factory = self.make_factory(
+            check=lambda user, password: (user, password) == ("prometheus", "s3cret:x")
+        )
 
         def ask(authorization: bytes | None) -> str:
             connection = Connection(factory)
@@ -319,8 +344,13 @@ class AuthTests(ScrapeTestCase):
 
         token = base64.b64encode(b"prometheus:s3cret:x")
         self.assertEqual(ask(b"Basic " + token), "HTTP/1.1 200 OK")
-        for wrong in (None, b"Basic " + base64.b64encode(b"prometheus:nope"), b"Basic !!!",
-                      b"Bearer " + token, b"Basic " + base64.b64encode(b"no colon")):
+        for wrong in (
+            None,
+            b"Basic " + base64.b64encode(b"prometheus:nope"),
+            b"Basic !!!",
+            b"Bearer " + token,
+            b"Basic " + base64.b64encode(b"no colon"),
+        ):
             self.assertEqual(ask(wrong), "HTTP/1.1 401 Unauthorized", wrong)
         connection = Connection(factory)
         connection.send(GET)

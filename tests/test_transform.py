@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper import transform
 from udpupper.transform import (
     MAX_IPV4_PAYLOAD,
@@ -26,6 +27,7 @@ def twins() -> list:
     return [transform.upper_ascii, portable_upper_ascii]
 
 
+@tiers.unit
 class UpperAsciiTests(unittest.TestCase):
     """The ASCII fast path, and its C twin held to it."""
 
@@ -49,14 +51,15 @@ class UpperAsciiTests(unittest.TestCase):
                     payload[at] = value
                     payload = bytes(payload)
                     for twin in twins():
-                        self.assertEqual(twin(payload), python_upper_ascii(payload),
-                                         (twin, payload))
+                        self.assertEqual(
+                            twin(payload), python_upper_ascii(payload), (twin, payload)
+                        )
 
     def test_the_widest_build_the_cpu_runs(self) -> None:
         try:
             from udpupper import _transform
         except ImportError:
-            raise unittest.SkipTest("the C helper is not built")
+            raise unittest.SkipTest("the C helper is not built") from None
         import platform
 
         if platform.machine() != "x86_64":
@@ -74,11 +77,14 @@ class UpperAsciiTests(unittest.TestCase):
             self.assertEqual(twin(ascii), ascii.upper())
             for at in (0, 7, 8, 255, 256, 257, 1024, 2047, 2048, len(ascii) - 1):
                 for value in (0x80, 0xC3, 0xFF):
-                    payload = ascii[:at] + bytes([value]) + ascii[at + 1:]
+                    payload = ascii[:at] + bytes([value]) + ascii[at + 1 :]
                     self.assertIsNone(twin(payload), (at, value))
 
-    @given(st.binary(max_size=3000) | st.text(max_size=500).map(str.encode)
-           | st.binary(max_size=200).map(lambda raw: bytes(byte & 0x7F for byte in raw)))
+    @given(
+        st.binary(max_size=3000)
+        | st.text(max_size=500).map(str.encode)
+        | st.binary(max_size=200).map(lambda raw: bytes(byte & 0x7F for byte in raw))
+    )
     def test_any_bytes(self, payload: bytes) -> None:
         for twin in twins():
             self.assertEqual(twin(payload), python_upper_ascii(payload), twin)
@@ -94,6 +100,7 @@ def uppers() -> list:
     return [upper] if upper is python_upper else [upper, python_upper]
 
 
+@tiers.unit
 class UpperTests(unittest.TestCase):
     """``transform.upper``, the daemon's, and its twin: each case for both."""
 
@@ -139,8 +146,10 @@ class UpperTests(unittest.TestCase):
 
     @given(st.binary(max_size=2048))
     def test_any_bytes(self, payload: bytes) -> None:
-        self.check(payload, payload.decode("utf-8", "surrogateescape")
-                   .upper().encode("utf-8", "surrogateescape"))
+        self.check(
+            payload,
+            payload.decode("utf-8", "surrogateescape").upper().encode("utf-8", "surrogateescape"),
+        )
 
     @given(st.text())
     def test_any_text(self, text: str) -> None:
@@ -157,12 +166,11 @@ class UpperTests(unittest.TestCase):
 def not_utf8(data: bytes) -> list[str]:
     """The bytes of ``data`` that are not part of valid UTF-8, in order."""
     return [
-        char
-        for char in data.decode("utf-8", "surrogateescape")
-        if "\udc80" <= char <= "\udcff"
+        char for char in data.decode("utf-8", "surrogateescape") if "\udc80" <= char <= "\udcff"
     ]
 
 
+@tiers.unit
 class MaxPayloadTests(unittest.TestCase):
     def test_by_family(self) -> None:
         self.assertEqual(max_payload("127.0.0.1"), MAX_IPV4_PAYLOAD)

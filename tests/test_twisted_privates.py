@@ -15,11 +15,17 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import StoppingReactor
-from udpupper.twisted_privates import (EMFILE_RECOVERY, adopt_socket, observe_accept_log,
-                                       queue_stop_signals)
+from udpupper.twisted_privates import (
+    EMFILE_RECOVERY,
+    adopt_socket,
+    observe_accept_log,
+    queue_stop_signals,
+)
 
 
+@tiers.system
 class TwistedPrivatesTests(unittest.TestCase):
     def test_a_udp_port_adopts_a_bound_socket(self) -> None:
         skt = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -61,15 +67,20 @@ class TwistedPrivatesTests(unittest.TestCase):
             "reactor.run()\n"
             "print(reactor._exitSignal)\n"
         )
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                timeout=60)
-        self.assertEqual(result.stdout.split(), ["on_stop_signal", "on_stop_signal",
-                                                 str(int(signal.SIGTERM))], result.stderr)
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(
+            result.stdout.split(),
+            ["on_stop_signal", "on_stop_signal", str(int(signal.SIGTERM))],
+            result.stderr,
+        )
 
     def test_twistd_takes_its_exit_signal_from_the_reactor(self) -> None:
         self.assertIn("reactor._exitSignal", inspect.getsource(app))
 
 
+@tiers.unit
 class StopSignalTests(unittest.TestCase):
     def setUp(self) -> None:
         self.events: list[dict] = []
@@ -88,5 +99,7 @@ class StopSignalTests(unittest.TestCase):
         self.assertEqual(reactor.stops, 0)
         reactor.run_queued()
         self.assertEqual(reactor.stops, 2)  # the second stop is no traceback
-        self.assertEqual([formatEvent(event) for event in self.events],
-                         ["Received SIGINT, shutting down.", "Received SIGTERM, shutting down."])
+        self.assertEqual(
+            [formatEvent(event) for event in self.events],
+            ["Received SIGINT, shutting down.", "Received SIGTERM, shutting down."],
+        )

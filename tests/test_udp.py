@@ -8,6 +8,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.udp import MAX_DATAGRAM, UDPPort
 
 
@@ -22,6 +23,7 @@ class Collect(DatagramProtocol):
             self.arrived.callback(None)
 
 
+@tiers.loopback
 class UDPPortTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_datagram_past_twisted_s_8192_bytes_arrives_whole(self) -> None:

@@ -8,16 +8,27 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
+
+if TYPE_CHECKING:
+    from twisted.internet import defer
 
 MAX_HEAD = 8192  # bytes of a request line and its headers
 MAX_FIELDS = 32  # query parameters
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Content Too Large", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 TEXT = "text/plain; charset=utf-8"
 
@@ -41,9 +52,11 @@ class Response:
 
     def head(self, keep_alive: bool) -> bytes:
         """The status line and headers, and the blank line after them."""
-        lines = [f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}",
-                 f"Content-Type: {self.content_type}",
-                 f"Content-Length: {len(self.body)}"]
+        lines = [
+            f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}",
+            f"Content-Type: {self.content_type}",
+            f"Content-Length: {len(self.body)}",
+        ]
         lines += [f"{name}: {value}" for name, value in self.headers.items()]
         if not keep_alive:
             lines.append("Connection: close")
@@ -86,13 +99,13 @@ def parse_head(head: bytes) -> tuple[Request, bool]:
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     path, _, query_text = target.partition("?")
     try:
-        query = parse_qs(query_text, keep_blank_values=True, max_num_fields=MAX_FIELDS,
-                         errors="strict")
+        query = parse_qs(
+            query_text, keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict"
+        )
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(400, f"a query of at most {MAX_FIELDS} fields, in UTF-8") from None
     connection = headers.get("connection", "").lower()
-    keep_alive = ("close" not in connection if version == "HTTP/1.1"
-                  else "keep-alive" in connection)
+    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
     return Request(method, path, query, headers), keep_alive
 
 
@@ -109,7 +122,9 @@ def credentials(headers: dict[str, str]) -> tuple[str, str] | None:
     if scheme.lower() != "basic":
         return None
     try:
-        user, colon, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+        user, colon, password = (
+            base64.b64decode(token.strip(), validate=True).decode().partition(":")
+        )
     except (binascii.Error, UnicodeDecodeError):
         return None
     return (user, password) if colon else None

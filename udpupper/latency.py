@@ -37,7 +37,7 @@ def lower_edge(bucket: int) -> float:
 class Latencies:
     """Counts of round trips by bucket, plus those not folded in yet."""
 
-    __slots__ = ("pending", "counts", "total", "least", "greatest")
+    __slots__ = ("counts", "greatest", "least", "pending", "total")
 
     def __init__(self) -> None:
         self.pending = array("d")  # the bench appends here, then calls fold_if_due
@@ -94,5 +94,10 @@ class Latencies:
     def weighted(self) -> list[tuple[float, int]]:
         """Each occupied bucket's middle (seconds) and count, in order."""
         self.fold()
-        return [(min(max(lower_edge(bucket) * math.sqrt(GROWTH), self.least), self.greatest),
-                 self.counts[bucket]) for bucket in sorted(self.counts)]
+        return [
+            (
+                min(max(lower_edge(bucket) * math.sqrt(GROWTH), self.least), self.greatest),
+                self.counts[bucket],
+            )
+            for bucket in sorted(self.counts)
+        ]

@@ -82,8 +82,7 @@ def unicast_interface(value: str | None) -> str | None:
         if address.version == 4:
             raise ValueError(f"an IPv4 address has no scope: {value!r}")
         if not address.is_link_local:
-            raise ValueError(f"only a link-local address (fe80::/10) takes a scope, "
-                             f"not {value!r}")
+            raise ValueError(f"only a link-local address (fe80::/10) takes a scope, not {value!r}")
         try:
             if scope.isdigit():
                 socket.if_indextoname(int(scope))
@@ -98,8 +97,13 @@ def unicast_interface(value: str | None) -> str | None:
 
 def count(value: str) -> int:
     """A whole number, zero or more, in plain digits."""
-    if isinstance(value, str) and value.startswith("-") and value[1:].isascii() \
-            and value[1:].isdigit() and int(value[1:]):
+    if (
+        isinstance(value, str)
+        and value.startswith("-")
+        and value[1:].isascii()
+        and value[1:].isdigit()
+        and int(value[1:])
+    ):
         raise ValueError(f"must be 0 or more, not {value}")
     return _whole(value, "a whole number")
 
@@ -141,9 +145,7 @@ def one_line(text: str) -> str:
     An error line may quote what a user typed (``--metrics=$'\\x1e'``) or
     what a library said about it; it stays one line on any terminal.
     """
-    return "".join(
-        char if char.isprintable() else repr(char)[1:-1] for char in text
-    )
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 # The process twistd runs in the foreground when it is to fork the daemon

@@ -31,8 +31,16 @@ CHECKS_A_SECOND = 10  # passwords not remembered checked a second, at most
 def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = os.urandom(16) if salt is None else salt
     key = hashlib.scrypt(password.encode(), salt=salt, n=N, r=R, p=P, dklen=KEY_LENGTH)
-    return "$".join(["scrypt", str(N), str(R), str(P), base64.b64encode(salt).decode(),
-                     base64.b64encode(key).decode()])
+    return "$".join(
+        [
+            "scrypt",
+            str(N),
+            str(R),
+            str(P),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(key).decode(),
+        ]
+    )
 
 
 def verify(password: str, hashed: str) -> bool:
@@ -41,9 +49,15 @@ def verify(password: str, hashed: str) -> bool:
         if kind != "scrypt":
             return False
         expected = base64.b64decode(key, validate=True)
-        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt, validate=True),
-                             n=int(n), r=int(r), p=int(p), dklen=len(expected),
-                             maxmem=256 << 20)
+        got = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt, validate=True),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+            maxmem=256 << 20,
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, expected)
@@ -58,8 +72,12 @@ def read_users(path: str) -> dict[str, str]:
             if not line or line.startswith("#"):
                 continue
             user, colon, hashed = line.partition(":")
-            if not colon or not user or not hashed.startswith("scrypt$") \
-                    or len(hashed.split("$")) != 6:
+            if (
+                not colon
+                or not user
+                or not hashed.startswith("scrypt$")
+                or len(hashed.split("$")) != 6
+            ):
                 raise ValueError(f"{path}, line {number}: not user:scrypt$...")
             users[user] = hashed
     if not users:
@@ -67,8 +85,9 @@ def read_users(path: str) -> dict[str, str]:
     return users
 
 
-def checker(users: dict[str, str],
-            now: Callable[[], float] = time.monotonic) -> Callable[[str, str], bool]:
+def checker(
+    users: dict[str, str], now: Callable[[], float] = time.monotonic
+) -> Callable[[str, str], bool]:
     """A check of (user, password) against ``users``, remembering right ones,
     and checking at most CHECKS_A_SECOND others a second."""
     remembered: dict[bytes, None] = {}
@@ -76,8 +95,9 @@ def checker(users: dict[str, str],
 
     def may_check() -> bool:
         at = now()
-        bucket["tokens"] = min(float(CHECKS_A_SECOND),
-                               bucket["tokens"] + max(0.0, at - bucket["at"]) * CHECKS_A_SECOND)
+        bucket["tokens"] = min(
+            float(CHECKS_A_SECOND), bucket["tokens"] + max(0.0, at - bucket["at"]) * CHECKS_A_SECOND
+        )
         bucket["at"] = at
         if bucket["tokens"] < 1:
             return False

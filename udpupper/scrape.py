@@ -109,8 +109,7 @@ class ScrapeProtocol(protocol.Protocol):
         """Close the connection in ``seconds`` unless re-armed (None: never)."""
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
-        self.timer = None if seconds is None else self.factory.clock.callLater(
-            seconds, self.expire)
+        self.timer = None if seconds is None else self.factory.clock.callLater(seconds, self.expire)
 
     def expire(self) -> None:
         self.timer = None
@@ -167,10 +166,11 @@ class ScrapeProtocol(protocol.Protocol):
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD:
             if len(self.buffer) > MAX_HEAD:
-                self.answer(text(431, f"a request's head is at most {MAX_HEAD} bytes"),
-                            keep_alive=False)
+                self.answer(
+                    text(431, f"a request's head is at most {MAX_HEAD} bytes"), keep_alive=False
+                )
             return
-        head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
+        head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
         self.busy = True
         self.arm(None)  # the handler bounds its own time
         self.transport.pauseProducing()  # nothing more is read while answering
@@ -187,8 +187,12 @@ class ScrapeProtocol(protocol.Protocol):
         result = self.factory.dispatch(request)
         if isinstance(result, defer.Deferred):
             self.pending = result
-            result.addCallbacks(self.answered, self.failed, callbackArgs=(request, keep_alive),
-                                errbackArgs=(request,))
+            result.addCallbacks(
+                self.answered,
+                self.failed,
+                callbackArgs=(request, keep_alive),
+                errbackArgs=(request,),
+            )
         else:
             self.answer(result, keep_alive, head_only=request.method == "HEAD")
 
@@ -275,8 +279,9 @@ class ScrapeFactory(protocol.Factory):
         GRACE at least) first."""
         if len(self.open) >= self.max_connections:
             quiet_since = self.clock.seconds() - GRACE
-            idle = [other for other in self.open
-                    if not other.busy and other.last_active <= quiet_since]
+            idle = [
+                other for other in self.open if not other.busy and other.last_active <= quiet_since
+            ]
             victim = min(idle, key=lambda other: other.last_active) if idle else connection
             self.evicted += 1
             victim.close(abort=True)
@@ -294,12 +299,16 @@ class ScrapeFactory(protocol.Factory):
         if self.check is not None:
             given = credentials(request.headers)
             if given is None or not self.check(*given):
-                return Response(401, b"authentication required\n",
-                                headers={"WWW-Authenticate": f'Basic realm="{self.realm}"'})
+                return Response(
+                    401,
+                    b"authentication required\n",
+                    headers={"WWW-Authenticate": f'Basic realm="{self.realm}"'},
+                )
         handler = self.routes.get(request.path)
         if handler is None:
-            return text(404, f"nothing at {request.path[:100]}; try "
-                             + " or ".join(sorted(self.routes)))
+            return text(
+                404, f"nothing at {request.path[:100]}; try " + " or ".join(sorted(self.routes))
+            )
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"GET or HEAD only\n", headers={"Allow": "GET, HEAD"})
         try:

@@ -35,11 +35,12 @@ def adopt_socket(port: udp.Port, skt: socket.socket) -> None:
     ``startListening`` then uses (what ``adoptDatagramPort`` does itself).
     Checked 22.10 to 26.10; no upstream ticket.
     """
-    setattr(port, "_preexistingSocket", skt)
+    port._preexistingSocket = skt
 
 
-def observe_accept_log(listening_port: object,
-                       wrap: Callable[[Callable[[dict], None]], Callable[[dict], None]]) -> bool:
+def observe_accept_log(
+    listening_port: object, wrap: Callable[[Callable[[dict], None]], Callable[[dict], None]]
+) -> bool:
     """Route what a tcp or unix listening port logs through ``wrap(observer)``;
     whether it could.
 
@@ -52,9 +53,8 @@ def observe_accept_log(listening_port: object,
     if not isinstance(logger, Logger):
         return False
     observer = cast(ILogObserver, wrap(logger.observer))
-    setattr(listening_port, "_logger", Logger(namespace=logger.namespace, observer=observer))
+    listening_port._logger = Logger(namespace=logger.namespace, observer=observer)
     return True
-
 
 
 def tcp_listening_address(endpoint: object) -> tuple[str, int] | None:
@@ -99,7 +99,7 @@ def queue_stop_signals(reactor) -> None:
     """
 
     def on_stop_signal(number: int, frame: object = None) -> None:
-        setattr(reactor, "_exitSignal", number)
+        reactor._exitSignal = number
         reactor.callFromThread(_stop_for, reactor, number)
 
     for name in ("sigInt", "sigTerm", "sigBreak"):

@@ -130,8 +130,9 @@ class MarkedPort(UDPPort):
 
     def doRead(self) -> None:
         received = self.protocol.datagramReceived
-        for datagram, ancdata, _, addr in self._received(self.socket.recvmsg, MAX_DATAGRAM,
-                                                         MARKING_SPACE):
+        for datagram, ancdata, _, addr in self._received(
+            self.socket.recvmsg, MAX_DATAGRAM, MARKING_SPACE
+        ):
             try:
                 received(datagram, addr[:2], arrived_with(ancdata))
             except Exception:

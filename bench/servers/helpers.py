@@ -45,6 +45,8 @@ while True:
     except OSError:  # a client gone (ICMP unreachable): the daemon goes on too
         continue
     # Helper refusals (an int route) are not answered, as the daemon does.
-    send_batch(fd, [(upper(datagram), route) for datagram, _, route in datagrams
-                    if route.__class__ is bytes])
+    send_batch(
+        fd,
+        [(upper(datagram), route) for datagram, _, route in datagrams if route.__class__ is bytes],
+    )
     spin = DEFAULT_BUSY_POLL

@@ -10,6 +10,7 @@ import tempfile
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import BENCH_DIR, hiding
 from tests.support import free_port, long_run
 
@@ -21,6 +22,7 @@ except ImportError:
     HAVE_HELPERS = False
 
 
+@tiers.system
 class CompareTests(unittest.TestCase):
     def checkout(self) -> str:
         """A checkout as cloned: bench/ beside a udpupper/ with nothing built in it."""
@@ -30,8 +32,11 @@ class CompareTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, root, True)
         shutil.copytree(BENCH_DIR, os.path.join(root, "bench"))
         package = os.path.join(os.path.dirname(BENCH_DIR), "udpupper")
-        shutil.copytree(package, os.path.join(root, "udpupper"),
-                        ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+        shutil.copytree(
+            package,
+            os.path.join(root, "udpupper"),
+            ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"),
+        )
         return root
 
     @long_run
@@ -43,10 +48,29 @@ class CompareTests(unittest.TestCase):
         servers = ["textbook", "udpupper"] + (["helpers"] if HAVE_HELPERS else [])
         table = os.path.join(root, "table.md")
         result = subprocess.run(
-            [sys.executable, os.path.join(root, "bench", "compare"), "--rounds", "1",
-             "--duration", "0.5", "--sizes", "32", "--windows", "4", "--servers",
-             ",".join(servers), "--port", str(free_port()), "--output", table],
-            cwd=root, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                os.path.join(root, "bench", "compare"),
+                "--rounds",
+                "1",
+                "--duration",
+                "0.5",
+                "--sizes",
+                "32",
+                "--windows",
+                "4",
+                "--servers",
+                ",".join(servers),
+                "--port",
+                str(free_port()),
+                "--output",
+                table,
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         with open(table) as written:
             rows = [line for line in written if line.startswith("| ") and " 32 | 4 |" in line]
@@ -62,43 +86,104 @@ class CompareTests(unittest.TestCase):
             raise unittest.SkipTest("the C helpers are not built here")
         # Hidden from twistd alone, as a checkout first on its path hid them.
         result = subprocess.run(
-            [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
-             "--duration", "0.5", "--sizes", "32", "--windows", "4", "--servers",
-             "textbook,udpupper", "--port", str(free_port())],
-            env=hiding(self, "udpupper._batch", "twistd"), capture_output=True, text=True,
-            timeout=120)
+            [
+                sys.executable,
+                os.path.join(BENCH_DIR, "compare"),
+                "--rounds",
+                "1",
+                "--duration",
+                "0.5",
+                "--sizes",
+                "32",
+                "--windows",
+                "4",
+                "--servers",
+                "textbook,udpupper",
+                "--port",
+                str(free_port()),
+            ],
+            env=hiding(self, "udpupper._batch", "twistd"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         self.assertEqual(result.returncode, 1, result.stderr)
-        self.assertIn("bench/compare: the daemon ran without the C helpers this Python has: ",
-                      result.stderr)
+        self.assertIn(
+            "bench/compare: the daemon ran without the C helpers this Python has: ", result.stderr
+        )
         self.assertIn("udpupper runs without its C helper", result.stderr)
 
     def test_a_server_that_cannot_start_is_named(self) -> None:
         result = subprocess.run(
-            [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
-             "--duration", "0.5", "--servers", "textbook", "--textbook", "no-such-server.py",
-             "--port", str(free_port())],
-            capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                os.path.join(BENCH_DIR, "compare"),
+                "--rounds",
+                "1",
+                "--duration",
+                "0.5",
+                "--servers",
+                "textbook",
+                "--textbook",
+                "no-such-server.py",
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(result.returncode, 1)
-        self.assertRegex(result.stderr, r"bench/compare: textbook: it exited with status \d+ "
-                                        r"before answering on port \d+; its last line: .*"
-                                        r"no-such-server\.py")
+        self.assertRegex(
+            result.stderr,
+            r"bench/compare: textbook: it exited with status \d+ "
+            r"before answering on port \d+; its last line: .*"
+            r"no-such-server\.py",
+        )
 
     def test_a_load_that_is_not_a_load_generator(self) -> None:
         missing = subprocess.run(
-            [sys.executable, os.path.join(BENCH_DIR, "compare"), "--servers", "textbook",
-             "--loadgen", os.path.join(BENCH_DIR, "no-such-loadgen")],
-            capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                os.path.join(BENCH_DIR, "compare"),
+                "--servers",
+                "textbook",
+                "--loadgen",
+                os.path.join(BENCH_DIR, "no-such-loadgen"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(missing.returncode, 2)
-        self.assertRegex(missing.stderr.splitlines()[-1],
-                         r"^compare: error: --loadgen: no program to run at .*no-such-loadgen$")
+        self.assertRegex(
+            missing.stderr.splitlines()[-1],
+            r"^compare: error: --loadgen: no program to run at .*no-such-loadgen$",
+        )
         echo = shutil.which("echo")
         if echo is None:
             raise unittest.SkipTest("no echo(1) to stand in for a load that says nothing useful")
         silent = subprocess.run(
-            [sys.executable, os.path.join(BENCH_DIR, "compare"), "--rounds", "1",
-             "--duration", "0.5", "--servers", "textbook", "--loadgen", echo,
-             "--port", str(free_port())],
-            capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                os.path.join(BENCH_DIR, "compare"),
+                "--rounds",
+                "1",
+                "--duration",
+                "0.5",
+                "--servers",
+                "textbook",
+                "--loadgen",
+                echo,
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(silent.returncode, 1)
-        self.assertIn("bench/compare: the load against textbook gave no result (exit status "
-                      "0): -p ", silent.stderr)
+        self.assertIn(
+            "bench/compare: the load against textbook gave no result (exit status 0): -p ",
+            silent.stderr,
+        )

@@ -10,8 +10,9 @@ import subprocess
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.bench.test_load import BENCH
-from tests.processes import Daemon, METRICS_AT, hiding, run_bench_script
+from tests.processes import METRICS_AT, Daemon, hiding, run_bench_script
 from tests.support import free_port, long_run
 from udpupper.bench.flood import FloodResult, socket_drops, sources
 from udpupper.server import metrics
@@ -22,14 +23,15 @@ except ImportError:
     _batch = None
 
 
+@tiers.unit
 class SourcesTests(unittest.TestCase):
     def test_random_covers_every_slash_24_each_round(self) -> None:
         addresses = sources("random", rounds=2)
         self.assertEqual(len(addresses), 2 << 16)
-        for half in (addresses[: 1 << 16], addresses[1 << 16:]):
+        for half in (addresses[: 1 << 16], addresses[1 << 16 :]):
             prefixes = {address.rpartition(".")[0] for address in half}
             self.assertEqual(len(prefixes), 1 << 16)
-        self.assertNotEqual(addresses[: 1 << 16], addresses[1 << 16:])
+        self.assertNotEqual(addresses[: 1 << 16], addresses[1 << 16 :])
         self.assertTrue(all(address.startswith("127.") for address in addresses))
 
     def test_one_is_one_slash_24(self) -> None:
@@ -41,13 +43,16 @@ class SourcesTests(unittest.TestCase):
         self.assertRaises(ValueError, sources, "everything")
 
     def test_result_figures(self) -> None:
-        result = FloodResult(duration=2.0, sent=1000, quiet_sent=200, quiet_answered=199,
-                             intake=400.0)
+        result = FloodResult(
+            duration=2.0, sent=1000, quiet_sent=200, quiet_answered=199, intake=400.0
+        )
         figures = result.as_dict()
-        self.assertEqual((figures["flood_sent_per_s"], figures["quiet_answered_pct"]),
-                         (500.0, 99.5))
+        self.assertEqual(
+            (figures["flood_sent_per_s"], figures["quiet_answered_pct"]), (500.0, 99.5)
+        )
 
 
+@tiers.loopback
 class SocketDropsTests(unittest.TestCase):
     """What the kernel dropped at a port: the intake of a server without metrics."""
 
@@ -70,21 +75,34 @@ class SocketDropsTests(unittest.TestCase):
         self.assertIsNone(socket_drops(port))
 
 
+@tiers.system
 class FloodRunTests(unittest.TestCase):
     skip = (None if metrics.available() else metrics.MISSING) or (
-        None if _batch is not None else "--flood needs the C helper")
+        None if _batch is not None else "--flood needs the C helper"
+    )
 
     def test_a_short_flood_against_the_daemon(self) -> None:
-        daemon = Daemon("--port", "0", "--exempt", "",
-                        "--metrics", "tcp:0:interface=127.0.0.1")
+        daemon = Daemon("--port", "0", "--exempt", "", "--metrics", "tcp:0:interface=127.0.0.1")
         self.addCleanup(daemon.stop)
         port = daemon.start()
         page = int(daemon.find(METRICS_AT).group(1))
         result = subprocess.run(
-            [*BENCH, "--port", str(port), "--flood", "random", "--flood-rate", "20000",
-             "--duration", "1", "--json", "--metrics",
-             f"http://127.0.0.1:{page}/metrics"],
-            capture_output=True, timeout=120,
+            [
+                *BENCH,
+                "--port",
+                str(port),
+                "--flood",
+                "random",
+                "--flood-rate",
+                "20000",
+                "--duration",
+                "1",
+                "--json",
+                "--metrics",
+                f"http://127.0.0.1:{page}/metrics",
+            ],
+            capture_output=True,
+            timeout=120,
         )
         figures = json.loads(result.stdout.splitlines()[-1])
         self.assertEqual(result.returncode, 0, figures)
@@ -101,9 +119,22 @@ class FloodRunTests(unittest.TestCase):
         self.addCleanup(daemon.stop)
         port = daemon.start()
         result = subprocess.run(
-            [*BENCH, "--port", str(port), "--flood", "one", "--flood-rate", "20000",
-             "--duration", "1", "--warmup", "0.5", "--json"],
-            capture_output=True, timeout=120,
+            [
+                *BENCH,
+                "--port",
+                str(port),
+                "--flood",
+                "one",
+                "--flood-rate",
+                "20000",
+                "--duration",
+                "1",
+                "--warmup",
+                "0.5",
+                "--json",
+            ],
+            capture_output=True,
+            timeout=120,
         )
         figures = json.loads(result.stdout.splitlines()[-1])
         # (No delta= to assertAlmostEqual: Twisted 26.10's trial ignores it.)
@@ -122,6 +153,7 @@ class FloodRunTests(unittest.TestCase):
             self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
 
 
+@tiers.system
 class FloodScriptTests(unittest.TestCase):
     skip = None if _batch is not None else "--flood needs the C helper"
 
@@ -130,21 +162,47 @@ class FloodScriptTests(unittest.TestCase):
         # A plain `pip install .` has no prometheus_client, so no --metrics:
         # the intake is then what was sent less what the socket dropped.
         result = run_bench_script(
-            "flood", "--rounds", "1", "--duration", "1", "--warmup", "1", "--no-limit",
-            env=hiding(self, "prometheus_client"))
+            "flood",
+            "--rounds",
+            "1",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--no-limit",
+            env=hiding(self, "prometheus_client"),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("(prometheus_client is not installed)", result.stdout)
-        rows = {cells[1]: cells for cells in (
-            [cell.strip() for cell in line.strip("|").split("|")]
-            for line in result.stdout.splitlines() if line.startswith("| udpupper |"))}
+        rows = {
+            cells[1]: cells
+            for cells in (
+                [cell.strip() for cell in line.strip("|").split("|")]
+                for line in result.stdout.splitlines()
+                if line.startswith("| udpupper |")
+            )
+        }
         self.assertEqual(set(rows), {"one", "random"}, result.stdout)
         for cells in rows.values():
             self.assertGreater(float(cells[3].replace(",", "")), 1_000, cells)  # intake/s
         self.assertEqual(rows["one"][4], "1.00")
 
     def test_a_daemon_that_cannot_start_is_named(self) -> None:
-        result = run_bench_script("flood", "--rounds", "1", "--duration", "1", "--warmup",
-                                  "1", "--no-limit", "--daemon", "--rate -5")
+        result = run_bench_script(
+            "flood",
+            "--rounds",
+            "1",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--no-limit",
+            "--daemon",
+            "--rate -5",
+        )
         self.assertEqual(result.returncode, 1, result.stderr)
-        self.assertIn("bench/flood: the server exited with status 1; the server's last "
-                      "line: twistd udpupper: error: --rate: ", result.stderr)
+        self.assertIn(
+            "bench/flood: the server exited with status 1; the server's last "
+            "line: twistd udpupper: error: --rate: ",
+            result.stderr,
+        )

@@ -15,6 +15,7 @@ from unittest import mock
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.bench.test_load import BENCH
 from tests.processes import Daemon
 from udpupper.bench import cli as bench_cli
@@ -43,10 +44,12 @@ def chart_rows(text: str) -> list[tuple[float, float, int]]:
     return rows
 
 
+@tiers.unit
 class BucketTests(unittest.TestCase):
     def test_edges_are_ten_a_decade_and_cover_the_range(self) -> None:
-        self.assertEqual(edges_between(130, 900),
-                         [125, 160, 200, 250, 320, 400, 500, 630, 800, 1000])
+        self.assertEqual(
+            edges_between(130, 900), [125, 160, 200, 250, 320, 400, 500, 630, 800, 1000]
+        )
         self.assertEqual(edges_between(1, 1), [1, 1.25])
         edges = edges_between(0.7, 2_000_000)
         self.assertLessEqual(edges[0], 0.7)
@@ -69,6 +72,7 @@ class BucketTests(unittest.TestCase):
         self.assertEqual(render(Histogram.of([])), ["no latencies to show"])
 
 
+@tiers.unit
 class ChartTests(unittest.TestCase):
     def setUp(self) -> None:
         self.chart = Histogram.of(sorted([100.0] * 900 + [210.0] * 90 + [5000.0] * 10))
@@ -94,6 +98,7 @@ class ChartTests(unittest.TestCase):
                 self.assertIn("#", line)
 
 
+@tiers.unit
 class PlotOptionTests(unittest.TestCase):
     def parse(self, *argv: str) -> int:
         with redirect_stderr(io.StringIO()) as stderr, self.assertRaises(SystemExit) as ended:
@@ -120,6 +125,7 @@ class PlotOptionTests(unittest.TestCase):
         self.assertEqual(self.parse("--flood", "one", "--histogram"), 2)
 
 
+@tiers.system
 class RealRunTests(unittest.TestCase):
     """``udpupper-bench --histogram --plot`` against the daemon."""
 
@@ -130,9 +136,23 @@ class RealRunTests(unittest.TestCase):
 
     def bench(self, *options: str) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [*BENCH, "--port", str(self.port), "--duration", "0.5", "--warmup", "0.1",
-             "--window", "16", *options], capture_output=True, timeout=60, text=True,
-            env={**os.environ, "COLUMNS": "100"})
+            [
+                *BENCH,
+                "--port",
+                str(self.port),
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0.1",
+                "--window",
+                "16",
+                *options,
+            ],
+            capture_output=True,
+            timeout=60,
+            text=True,
+            env={**os.environ, "COLUMNS": "100"},
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         return result
 

@@ -9,6 +9,7 @@ import threading
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import Daemon, command
 from udpupper.bench.load import HEADER, Bench, Result, make_body
 from udpupper.transform import upper
@@ -16,6 +17,7 @@ from udpupper.transform import upper
 BENCH = command("udpupper-bench", ["-m", "udpupper.bench.cli"])
 
 
+@tiers.unit
 class PayloadTests(unittest.TestCase):
     def test_sizes_are_exact(self) -> None:
         for kind in ("ascii", "unicode", "binary"):
@@ -31,7 +33,7 @@ class PayloadTests(unittest.TestCase):
         self.assertRaises(ValueError, make_body, "emoji", 10)
 
 
-
+@tiers.unit
 class ResultTests(unittest.TestCase):
     def test_percentiles_and_rate(self) -> None:
         result = Result(duration=2.0, received=4)
@@ -43,16 +45,33 @@ class ResultTests(unittest.TestCase):
         self.assertEqual(result.as_dict()["max_us"], 40.0)
 
 
+@tiers.system
 class RunTests(unittest.TestCase):
     def test_against_the_daemon(self) -> None:
         daemon = Daemon("--port", "0")
         self.addCleanup(daemon.stop)
         port = daemon.start()
         result = subprocess.run(
-            [*BENCH, "--port", str(port), "--duration", "1", "--warmup", "0.2",
-             "--sockets", "2", "--window", "8", "--payload", "unicode", "--size", "200",
-             "--json"],
-            capture_output=True, timeout=60,
+            [
+                *BENCH,
+                "--port",
+                str(port),
+                "--duration",
+                "1",
+                "--warmup",
+                "0.2",
+                "--sockets",
+                "2",
+                "--window",
+                "8",
+                "--payload",
+                "unicode",
+                "--size",
+                "200",
+                "--json",
+            ],
+            capture_output=True,
+            timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         figures = json.loads(result.stdout)
@@ -82,8 +101,15 @@ class RunTests(unittest.TestCase):
         thread.start()
         self.addCleanup(thread.join, 5)  # cleanups run last first: stop, join, close
         self.addCleanup(stop.set)
-        bench = Bench("127.0.0.1", server.getsockname()[1], window=2, sockets=1,
-                      size=HEADER + 10, payload="ascii", timeout=0.5)
+        bench = Bench(
+            "127.0.0.1",
+            server.getsockname()[1],
+            window=2,
+            sockets=1,
+            size=HEADER + 10,
+            payload="ascii",
+            timeout=0.5,
+        )
         self.addCleanup(bench.close)
         result = bench.run(0.3, 0.0)
         self.assertGreater(result.received, 0)
@@ -94,36 +120,59 @@ class RunTests(unittest.TestCase):
             closed.bind(("127.0.0.1", 0))
             port = closed.getsockname()[1]
         result = subprocess.run(
-            [*BENCH, "--port", str(port), "--duration", "0.5", "--warmup", "0",
-             "--timeout", "0.1", "--json"], capture_output=True, timeout=60,
+            [
+                *BENCH,
+                "--port",
+                str(port),
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0",
+                "--timeout",
+                "0.1",
+                "--json",
+            ],
+            capture_output=True,
+            timeout=60,
         )
         self.assertEqual(result.returncode, 1)
         figures = json.loads(result.stdout)
         self.assertEqual(figures["received"], 0)
         self.assertGreater(figures["lost"], 0)
         plain = subprocess.run(
-            [*BENCH, "--port", str(port), "--duration", "0.3", "--warmup", "0",
-             "--timeout", "0.1"], capture_output=True, timeout=60,
+            [*BENCH, "--port", str(port), "--duration", "0.3", "--warmup", "0", "--timeout", "0.1"],
+            capture_output=True,
+            timeout=60,
         )
         self.assertEqual(plain.returncode, 1)
         self.assertTrue(plain.stdout.startswith(b"no replies: "), plain.stdout)
         self.assertNotIn(b"p50", plain.stdout)  # no latencies of nothing
 
 
+@tiers.system
 class PrefixesTests(unittest.TestCase):
     def test_each_socket_from_its_own_prefix(self) -> None:
         seen = []
         server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         server.bind(("127.0.0.1", 0))
         self.addCleanup(server.close)
-        bench = Bench("127.0.0.1", server.getsockname()[1], window=1, sockets=3, size=32,
-                      payload="ascii", timeout=1, prefixes=True)
+        bench = Bench(
+            "127.0.0.1",
+            server.getsockname()[1],
+            window=1,
+            sockets=3,
+            size=32,
+            payload="ascii",
+            timeout=1,
+            prefixes=True,
+        )
         self.addCleanup(bench.close)
         seen = [sock.getsockname()[0] for sock in bench.sockets]
         self.assertEqual(seen, ["127.0.0.1", "127.0.1.1", "127.0.2.1"])
 
     def test_only_to_loopback(self) -> None:
-        result = subprocess.run([*BENCH, "--prefixes", "--host", "::1"],
-                                capture_output=True, timeout=60)
+        result = subprocess.run(
+            [*BENCH, "--prefixes", "--host", "::1"], capture_output=True, timeout=60
+        )
         self.assertEqual(result.returncode, 2)
         self.assertEqual(len(result.stderr.splitlines()), 1)

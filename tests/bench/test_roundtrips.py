@@ -7,9 +7,11 @@ import subprocess
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import run_bench_script
 
 
+@tiers.system
 class RoundTripsTests(unittest.TestCase):
     def run_script(self, *options: str) -> subprocess.CompletedProcess:
         return run_bench_script("roundtrips", *options)

@@ -6,9 +6,11 @@ import subprocess
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import run_bench_script
 
 
+@tiers.system
 class StrangersTests(unittest.TestCase):
     def run_script(self, *options: str) -> subprocess.CompletedProcess:
         return run_bench_script("strangers", *options)
@@ -20,7 +22,8 @@ class StrangersTests(unittest.TestCase):
             result.stdout,
             r"^a known /24, no rate limit: [\d,]+ ns a datagram\n"
             r"a known /24, rate limit: [\d,]+ ns a datagram\n"
-            r"strangers of 65,536 /24s: [\d,]+ ns a datagram\n$")
+            r"strangers of 65,536 /24s: [\d,]+ ns a datagram\n$",
+        )
 
     def test_bad_options(self) -> None:
         result = self.run_script("--rounds", "0")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.client.test_protocol import Harness
 from udpupper.client.lines import LineReader
 
 
+@tiers.unit
 class LineReaderTests(unittest.TestCase):
     def reader(self, **options) -> tuple[Harness, LineReader]:
         h = Harness(**options)
@@ -68,6 +70,7 @@ class LineReaderTests(unittest.TestCase):
         self.assertEqual(closed, [True])
 
 
+@tiers.unit
 class OutputClosedTests(unittest.TestCase):
     """Nobody reads the output any more, however Twisted says it."""
 

@@ -14,6 +14,7 @@ from twisted.internet import task
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import CLIENT, Daemon, run_client
 from tests.relay import Relay
 from tests.support import NO_IPV6
@@ -22,6 +23,7 @@ from udpupper.client.ping import MIN_SIZE, Ping, probe
 SERVER = ("127.0.0.1", 12000)
 
 
+@tiers.unit
 class ProbeTests(unittest.TestCase):
     def test_size_and_sequence_number(self) -> None:
         token = b"ABCDEFGHIJKLMNOP"
@@ -42,6 +44,7 @@ class ProbeTests(unittest.TestCase):
             self.assertEqual((len(token), token.upper()), (TOKEN_LENGTH, token))
 
 
+@tiers.unit
 class PingTests(unittest.TestCase):
     """A Ping on a fake clock and transport, with replies scripted."""
 
@@ -49,8 +52,13 @@ class PingTests(unittest.TestCase):
         self.clock = task.Clock()
         self.lines: list[str] = []
         self.statuses: list[int] = []
-        pinger = Ping(SERVER, self.clock, self.lines.append, now=self.clock.seconds,
-                      **{"interval": 1.0, "timeout": 2.5, "size": 16, **options})
+        pinger = Ping(
+            SERVER,
+            self.clock,
+            self.lines.append,
+            now=self.clock.seconds,
+            **{"interval": 1.0, "timeout": 2.5, "size": 16, **options},
+        )
         pinger.transport = FakeDatagramTransport()
         pinger.when_done = self.statuses.append
         pinger.start()
@@ -69,15 +77,19 @@ class PingTests(unittest.TestCase):
             self.answer(pinger, seq)
             self.clock.advance(0.75)
         self.assertEqual(self.sent(pinger), [probe(seq, 16, pinger.token) for seq in range(3)])
-        self.assertEqual(self.lines, [f"24 bytes from 127.0.0.1: seq={seq} time=250 ms"
-                                      for seq in range(3)])
+        self.assertEqual(
+            self.lines, [f"24 bytes from 127.0.0.1: seq={seq} time=250 ms" for seq in range(3)]
+        )
         self.assertEqual(self.statuses, [0])
-        self.assertEqual(pinger.summary("h")[1:], [
-            "3 packets transmitted, 3 received, 0% packet loss, time 2250ms",
-            "rtt min/avg/max/mdev = 250.000/250.000/250.000/0.000 ms",
-            "jitter 0.000 ms, rtt p50/p90/p99 = 250.000/250.000/250.000 ms, "
-            "0 reordered, 0 duplicates, 0 late, 0 wrong",
-        ])
+        self.assertEqual(
+            pinger.summary("h")[1:],
+            [
+                "3 packets transmitted, 3 received, 0% packet loss, time 2250ms",
+                "rtt min/avg/max/mdev = 250.000/250.000/250.000/0.000 ms",
+                "jitter 0.000 ms, rtt p50/p90/p99 = 250.000/250.000/250.000 ms, "
+                "0 reordered, 0 duplicates, 0 late, 0 wrong",
+            ],
+        )
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_loss_late_duplicate_and_wrong(self) -> None:
@@ -96,28 +108,35 @@ class PingTests(unittest.TestCase):
         self.clock.advance(1.0)  # seq 2 times out at 4.5
         self.answer(pinger, 3)  # at 4.5: 1.5 s
         self.clock.advance(5)
-        self.assertEqual(self.lines, [
-            "40 bytes from 127.0.0.1: seq=0 time=500 ms",
-            "40 bytes from 127.0.0.1: seq=0 time=500 ms (DUP!)",
-            "40 bytes from 127.0.0.1: seq=1 wrong reply, not this probe upper-cased",
-            "28 bytes from 127.0.0.1: wrong reply, not this probe upper-cased",
-            "no answer yet for seq=1",
-            "40 bytes from 127.0.0.1: seq=1 time=2500 ms (late)",
-            "no answer yet for seq=2",
-            "40 bytes from 127.0.0.1: seq=3 time=1500 ms",
-        ])
+        self.assertEqual(
+            self.lines,
+            [
+                "40 bytes from 127.0.0.1: seq=0 time=500 ms",
+                "40 bytes from 127.0.0.1: seq=0 time=500 ms (DUP!)",
+                "40 bytes from 127.0.0.1: seq=1 wrong reply, not this probe upper-cased",
+                "28 bytes from 127.0.0.1: wrong reply, not this probe upper-cased",
+                "no answer yet for seq=1",
+                "40 bytes from 127.0.0.1: seq=1 time=2500 ms (late)",
+                "no answer yet for seq=2",
+                "40 bytes from 127.0.0.1: seq=3 time=1500 ms",
+            ],
+        )
         self.assertEqual(self.statuses, [0])
         stats = pinger.stats
-        self.assertEqual((stats.transmitted, stats.received, stats.duplicates, stats.wrong),
-                         (4, 3, 1, 2))
-        self.assertEqual(pinger.summary("h")[1],
-                         "4 packets transmitted, 3 received, +1 duplicates, +2 errors, "
-                         "25% packet loss, time 4500ms")
+        self.assertEqual(
+            (stats.transmitted, stats.received, stats.duplicates, stats.wrong), (4, 3, 1, 2)
+        )
+        self.assertEqual(
+            pinger.summary("h")[1],
+            "4 packets transmitted, 3 received, +1 duplicates, +2 errors, "
+            "25% packet loss, time 4500ms",
+        )
         # Jitter over the answered consecutive pairs, (0, 1): |2.5 - 0.5| = 2 s.
         self.assertEqual((stats.reordered, stats.late, stats.wrong), (0, 1, 2))
         self.assertAlmostEqual(stats.jitter, 2.0)
-        self.assertTrue(pinger.summary("h")[3].endswith(
-            "ms, 0 reordered, 1 duplicates, 1 late, 2 wrong"))
+        self.assertTrue(
+            pinger.summary("h")[3].endswith("ms, 0 reordered, 1 duplicates, 1 late, 2 wrong")
+        )
 
     def test_a_reply_without_the_run_s_token_is_wrong(self) -> None:
         """A forger who knows the format but not the token: every guess wrong."""
@@ -138,12 +157,15 @@ class PingTests(unittest.TestCase):
                 if abs(seq * 1.0 + 1.5 - tick * 0.25) < 1e-9:
                     self.answer(pinger, seq)
         self.assertEqual(self.statuses, [0])
-        self.assertEqual(pinger.summary("h")[1:], [
-            "6 packets transmitted, 6 received, 0% packet loss, time 6500ms",
-            "rtt min/avg/max/mdev = 1500.000/1500.000/1500.000/0.000 ms",
-            "jitter 0.000 ms, rtt p50/p90/p99 = 1500.000/1500.000/1500.000 ms, "
-            "0 reordered, 0 duplicates, 6 late, 0 wrong",
-        ])
+        self.assertEqual(
+            pinger.summary("h")[1:],
+            [
+                "6 packets transmitted, 6 received, 0% packet loss, time 6500ms",
+                "rtt min/avg/max/mdev = 1500.000/1500.000/1500.000/0.000 ms",
+                "jitter 0.000 ms, rtt p50/p90/p99 = 1500.000/1500.000/1500.000 ms, "
+                "0 reordered, 0 duplicates, 6 late, 0 wrong",
+            ],
+        )
         self.assertEqual(self.lines.count("no answer yet for seq=5"), 1)
 
     def test_a_duplicate_of_the_last_reply_counts(self) -> None:
@@ -160,9 +182,10 @@ class PingTests(unittest.TestCase):
         self.assertEqual(self.statuses, [])
         self.clock.advance(0.0011)  # 10 ms after the last probe: done
         self.assertEqual(self.statuses, [0])
-        self.assertEqual(pinger.summary("h")[1],
-                         "2 packets transmitted, 2 received, +1 duplicates, 0% packet loss, "
-                         "time 1002ms")
+        self.assertEqual(
+            pinger.summary("h")[1],
+            "2 packets transmitted, 2 received, +1 duplicates, 0% packet loss, time 1002ms",
+        )
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_nothing_answered_ends_after_the_last_timeout_with_1(self) -> None:
@@ -173,9 +196,13 @@ class PingTests(unittest.TestCase):
         self.clock.advance(0.01)  # the last probe, sent at 1.0, times out at 3.5
         self.assertEqual(self.statuses, [1])
         self.assertEqual(self.lines, ["no answer yet for seq=0", "no answer yet for seq=1"])
-        self.assertEqual(pinger.summary("h")[1:],
-                         ["2 packets transmitted, 0 received, 100% packet loss, time 3500ms",
-                          "0 reordered, 0 duplicates, 0 late, 0 wrong"])
+        self.assertEqual(
+            pinger.summary("h")[1:],
+            [
+                "2 packets transmitted, 0 received, 100% packet loss, time 3500ms",
+                "0 reordered, 0 duplicates, 0 late, 0 wrong",
+            ],
+        )
 
     def test_reordering_and_jitter_as_rfc_4737_and_irtt_count_them(self) -> None:
         """Round trips 0.6, 0.45, 0.2, 0.4 s for probes 0 to 3, sent 0.1 s
@@ -194,11 +221,15 @@ class PingTests(unittest.TestCase):
         stats = pinger.stats
         self.assertEqual((stats.received, stats.reordered, stats.late), (4, 2, 0))
         self.assertAlmostEqual(stats.jitter, 0.2)
-        self.assertEqual([line.endswith("(reordered)") for line in self.lines],
-                         [False, True, True, False])
+        self.assertEqual(
+            [line.endswith("(reordered)") for line in self.lines], [False, True, True, False]
+        )
         self.assertTrue(pinger.summary("h")[3].startswith("jitter 200.000 ms, rtt p50/p90/p99 = "))
-        self.assertTrue(pinger.summary("h")[3].endswith(
-            "/600.000/600.000 ms, 2 reordered, 0 duplicates, 0 late, 0 wrong"))
+        self.assertTrue(
+            pinger.summary("h")[3].endswith(
+                "/600.000/600.000 ms, 2 reordered, 0 duplicates, 0 late, 0 wrong"
+            )
+        )
 
     def test_json_lines(self) -> None:
         """With json_lines, every event is one JSON object, the summary too,
@@ -214,19 +245,56 @@ class PingTests(unittest.TestCase):
         self.answer(pinger, 2)
         self.clock.advance(5)
         events = [json.loads(line) for line in self.lines]
-        self.assertEqual([event["event"] for event in events],
-                         ["reply", "duplicate", "wrong", "timeout", "reply"])
-        self.assertEqual(events[0], {"event": "reply", "elapsed_s": 0.25, "seq": 0, "bytes": 24,
-                                     "rtt_ms": 250.0, "reordered": False, "late": False,
-                                     "path": 0})
+        self.assertEqual(
+            [event["event"] for event in events],
+            ["reply", "duplicate", "wrong", "timeout", "reply"],
+        )
+        self.assertEqual(
+            events[0],
+            {
+                "event": "reply",
+                "elapsed_s": 0.25,
+                "seq": 0,
+                "bytes": 24,
+                "rtt_ms": 250.0,
+                "reordered": False,
+                "late": False,
+                "path": 0,
+            },
+        )
         self.assertEqual((events[2]["seq"], events[3]["seq"]), (0, 1))
-        summary, = [json.loads(line) for line in pinger.summary("h")]
-        self.assertEqual({key: summary[key] for key in (
-            "event", "transmitted", "received", "duplicates", "wrong", "late", "reordered",
-            "rtt_min_ms", "rtt_max_ms", "jitter_ms", "time_ms")},
-            {"event": "summary", "transmitted": 3, "received": 2, "duplicates": 1, "wrong": 1,
-             "late": 0, "reordered": 0, "rtt_min_ms": 250.0, "rtt_max_ms": 500.0,
-             "jitter_ms": None, "time_ms": 2500.0})
+        (summary,) = [json.loads(line) for line in pinger.summary("h")]
+        self.assertEqual(
+            {
+                key: summary[key]
+                for key in (
+                    "event",
+                    "transmitted",
+                    "received",
+                    "duplicates",
+                    "wrong",
+                    "late",
+                    "reordered",
+                    "rtt_min_ms",
+                    "rtt_max_ms",
+                    "jitter_ms",
+                    "time_ms",
+                )
+            },
+            {
+                "event": "summary",
+                "transmitted": 3,
+                "received": 2,
+                "duplicates": 1,
+                "wrong": 1,
+                "late": 0,
+                "reordered": 0,
+                "rtt_min_ms": 250.0,
+                "rtt_max_ms": 500.0,
+                "jitter_ms": None,
+                "time_ms": 2500.0,
+            },
+        )
         self.assertAlmostEqual(summary["loss_pct"], 100 / 3, places=4)
 
     def test_ports_in_turn_each_reported(self) -> None:
@@ -234,8 +302,16 @@ class PingTests(unittest.TestCase):
         from one port shows as that port's loss, in the text and the JSON."""
         self.clock = task.Clock()
         self.lines = []
-        pinger = Ping(SERVER, self.clock, self.lines.append, now=self.clock.seconds,
-                      count=6, ports=3, timeout=0.5, size=16)
+        pinger = Ping(
+            SERVER,
+            self.clock,
+            self.lines.append,
+            now=self.clock.seconds,
+            count=6,
+            ports=3,
+            timeout=0.5,
+            size=16,
+        )
         transports = [FakeDatagramTransport() for _ in range(3)]
         pinger.transport, pinger.transports = transports[0], transports
         pinger.when_done = lambda status: None
@@ -245,24 +321,34 @@ class PingTests(unittest.TestCase):
             for seq in range(6):
                 if seq % 3 != 1 and seq * 1.0 + 0.25 == tick * 0.125:
                     self.answer(pinger, seq)
-        self.assertEqual([[probe_ for probe_, _ in t.written] for t in transports],
-                         [[probe(n, 16, pinger.token) for n in (0, 3)],
-                          [probe(n, 16, pinger.token) for n in (1, 4)],
-                          [probe(n, 16, pinger.token) for n in (2, 5)]])
+        self.assertEqual(
+            [[probe_ for probe_, _ in t.written] for t in transports],
+            [
+                [probe(n, 16, pinger.token) for n in (0, 3)],
+                [probe(n, 16, pinger.token) for n in (1, 4)],
+                [probe(n, 16, pinger.token) for n in (2, 5)],
+            ],
+        )
         summary = pinger.summary("h")
-        self.assertEqual(summary[1], "6 packets transmitted, 4 received, "
-                                     "33.3333% packet loss, time 5250ms")
-        self.assertEqual(summary[-3:], [
-            "port 1 of 3, from None: 2 transmitted, 2 received, 0% packet loss, "
-            "rtt min/avg/max = 250.000/250.000/250.000 ms",
-            "port 2 of 3, from None: 2 transmitted, 0 received, 100% packet loss",
-            "port 3 of 3, from None: 2 transmitted, 2 received, 0% packet loss, "
-            "rtt min/avg/max = 250.000/250.000/250.000 ms",
-        ])
+        self.assertEqual(
+            summary[1], "6 packets transmitted, 4 received, 33.3333% packet loss, time 5250ms"
+        )
+        self.assertEqual(
+            summary[-3:],
+            [
+                "port 1 of 3, from None: 2 transmitted, 2 received, 0% packet loss, "
+                "rtt min/avg/max = 250.000/250.000/250.000 ms",
+                "port 2 of 3, from None: 2 transmitted, 0 received, 100% packet loss",
+                "port 3 of 3, from None: 2 transmitted, 2 received, 0% packet loss, "
+                "rtt min/avg/max = 250.000/250.000/250.000 ms",
+            ],
+        )
         pinger.json_lines = True
         paths = json.loads(pinger.summary("h")[0])["ports"]
-        self.assertEqual([(path["transmitted"], path["received"], path["loss_pct"])
-                          for path in paths], [(2, 2, 0.0), (2, 0, 100.0), (2, 2, 0.0)])
+        self.assertEqual(
+            [(path["transmitted"], path["received"], path["loss_pct"]) for path in paths],
+            [(2, 2, 0.0), (2, 0, 100.0), (2, 2, 0.0)],
+        )
 
     def test_dscp_each_reply_and_in_the_summary(self) -> None:
         pinger = self.make(count=3, dscp=46)
@@ -270,17 +356,20 @@ class PingTests(unittest.TestCase):
             self.clock.advance(0.25)
             pinger.datagramReceived(probe(seq, 16, pinger.token).upper(), SERVER, tos)
             self.clock.advance(0.75)
-        self.assertEqual(self.lines, [
-            "24 bytes from 127.0.0.1: seq=0 time=250 ms",
-            "24 bytes from 127.0.0.1: seq=1 time=250 ms (dscp 0, sent 46)",
-            "24 bytes from 127.0.0.1: seq=2 time=250 ms",
-        ])
-        self.assertEqual(pinger.summary("h")[-1], "dscp sent 46, replies came back with "
-                                                  "0 (1), 46 (2)")
+        self.assertEqual(
+            self.lines,
+            [
+                "24 bytes from 127.0.0.1: seq=0 time=250 ms",
+                "24 bytes from 127.0.0.1: seq=1 time=250 ms (dscp 0, sent 46)",
+                "24 bytes from 127.0.0.1: seq=2 time=250 ms",
+            ],
+        )
+        self.assertEqual(
+            pinger.summary("h")[-1], "dscp sent 46, replies came back with 0 (1), 46 (2)"
+        )
         pinger.json_lines = True
         summary = json.loads(pinger.summary("h")[0])
-        self.assertEqual((summary["dscp_sent"], summary["dscp_received"]),
-                         (46, {"0": 1, "46": 2}))
+        self.assertEqual((summary["dscp_sent"], summary["dscp_received"]), (46, {"0": 1, "46": 2}))
 
     def test_strangers_are_not_replies(self) -> None:
         pinger = self.make(count=1)
@@ -334,6 +423,7 @@ def textbook_server() -> tuple[socket.socket, int]:
     return server, server.getsockname()[1]
 
 
+@tiers.system
 class RealPingTests(unittest.TestCase):
     """``udpupper-client --ping`` as a user runs it."""
 
@@ -353,11 +443,17 @@ class RealPingTests(unittest.TestCase):
         self.assertEqual(len(replies), count, lines)
         self.assertTrue(all(line.startswith(f"{size + 8} bytes from ") for line in replies))
         self.assertEqual(lines[-4], f"--- {host} ping statistics ---")
-        self.assertRegex(lines[-3], rf"^{count} packets transmitted, {count} received, "
-                                    r"0% packet loss, time \d+ms$")
+        self.assertRegex(
+            lines[-3],
+            rf"^{count} packets transmitted, {count} received, "
+            r"0% packet loss, time \d+ms$",
+        )
         self.assertRegex(lines[-2], r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$")
-        self.assertRegex(lines[-1], r"^jitter [\d.]+ ms, rtt p50/p90/p99 = [\d.]+/[\d.]+/[\d.]+ "
-                                    r"ms, 0 reordered, 0 duplicates, 0 late, 0 wrong$")
+        self.assertRegex(
+            lines[-1],
+            r"^jitter [\d.]+ ms, rtt p50/p90/p99 = [\d.]+/[\d.]+/[\d.]+ "
+            r"ms, 0 reordered, 0 duplicates, 0 late, 0 wrong$",
+        )
 
     def test_ipv4_and_a_name(self) -> None:
         for host in ("127.0.0.1", "localhost"):
@@ -368,8 +464,9 @@ class RealPingTests(unittest.TestCase):
         if NO_IPV6:
             raise unittest.SkipTest(NO_IPV6)
         for size in ("24", "1400", "65527"):
-            result = self.ping("--host", "::1", "--port", str(self.port), "--count", "2",
-                               "--size", size)
+            result = self.ping(
+                "--host", "::1", "--port", str(self.port), "--count", "2", "--size", size
+            )
             self.check_answered(result, "::1", 2, int(size))
 
     def test_textbook_server(self) -> None:
@@ -391,9 +488,12 @@ class RealPingTests(unittest.TestCase):
         lines = result.stdout.decode().splitlines()
         self.assertEqual(result.returncode, 1)
         self.assertIn("no answer yet for seq=1", lines)
-        self.assertEqual(lines[-2],
-                         lines[-2].split(",")[0] + ", 0 received, 100% packet loss,"
-                         + lines[-2].split("packet loss,")[1])
+        self.assertEqual(
+            lines[-2],
+            lines[-2].split(",")[0]
+            + ", 0 received, 100% packet loss,"
+            + lines[-2].split("packet loss,")[1],
+        )
         self.assertEqual(lines[-1], "0 reordered, 0 duplicates, 0 late, 0 wrong")
 
     def test_ports(self) -> None:
@@ -401,15 +501,27 @@ class RealPingTests(unittest.TestCase):
         lines = result.stdout.decode().splitlines()
         self.assertEqual(result.returncode, 0, result.stderr)
         paths = lines[-4:]
-        self.assertEqual([line.split(",")[0].split(" from ")[0] for line in paths],
-                         [f"port {n} of 4" for n in range(1, 5)])
+        self.assertEqual(
+            [line.split(",")[0].split(" from ")[0] for line in paths],
+            [f"port {n} of 4" for n in range(1, 5)],
+        )
         sources = {line.split(" from ")[1].split(":")[0] for line in paths}
         self.assertEqual(len(sources), 4, paths)  # four source ports
-        self.assertTrue(all("2 transmitted, 2 received, 0% packet loss, rtt min/avg/max = "
-                            in line for line in paths), paths)
-        events = [json.loads(line) for line in self.ping(
-            "--port", str(self.port), "--count", "4", "--ports", "2", "--json"
-        ).stdout.decode().splitlines()]
+        self.assertTrue(
+            all(
+                "2 transmitted, 2 received, 0% packet loss, rtt min/avg/max = " in line
+                for line in paths
+            ),
+            paths,
+        )
+        events = [
+            json.loads(line)
+            for line in self.ping(
+                "--port", str(self.port), "--count", "4", "--ports", "2", "--json"
+            )
+            .stdout.decode()
+            .splitlines()
+        ]
         self.assertEqual([event.get("path") for event in events[1:5]], [0, 1, 0, 1])
         self.assertEqual(len({path["source_port"] for path in events[-1]["ports"]}), 2)
 
@@ -424,14 +536,39 @@ class RealPingTests(unittest.TestCase):
         hosts = ["127.0.0.1"] + ([] if NO_IPV6 else ["::1"])
         for host in hosts:
             for port, came_back in ((reflecting_port, 46), (self.port, 0)):
-                events = [json.loads(line) for line in self.ping(
-                    "--host", host, "--port", str(port), "--count", "3", "--dscp", "46",
-                    "--json").stdout.decode().splitlines()]
-                self.assertEqual({(event["dscp"], event["ecn"]) for event in events
-                                  if event["event"] == "reply"}, {(came_back, 0)}, host)
+                events = [
+                    json.loads(line)
+                    for line in self.ping(
+                        "--host",
+                        host,
+                        "--port",
+                        str(port),
+                        "--count",
+                        "3",
+                        "--dscp",
+                        "46",
+                        "--json",
+                    )
+                    .stdout.decode()
+                    .splitlines()
+                ]
+                self.assertEqual(
+                    {
+                        (event["dscp"], event["ecn"])
+                        for event in events
+                        if event["event"] == "reply"
+                    },
+                    {(came_back, 0)},
+                    host,
+                )
                 self.assertEqual(events[-1]["dscp_received"], {str(came_back): 3})
-        text = self.ping("--host", "127.0.0.1", "--port", str(textbook_port), "--count", "2",
-                         "--dscp", "46").stdout.decode().splitlines()
+        text = (
+            self.ping(
+                "--host", "127.0.0.1", "--port", str(textbook_port), "--count", "2", "--dscp", "46"
+            )
+            .stdout.decode()
+            .splitlines()
+        )
         self.assertTrue(text[1].endswith("ms (dscp 0, sent 46)"), text)
         self.assertEqual(text[-1], "dscp sent 46, replies came back with 0 (2)")
 
@@ -439,28 +576,42 @@ class RealPingTests(unittest.TestCase):
         result = self.ping("--port", str(self.port), "--count", "4", "--json")
         self.assertEqual(result.returncode, 0, result.stderr)
         events = [json.loads(line) for line in result.stdout.decode().splitlines()]
-        self.assertEqual([event["event"] for event in events],
-                         ["start"] + ["reply"] * 4 + ["summary"])
-        self.assertEqual((events[0]["port"], events[0]["size"], events[0]["count"]),
-                         (self.port, 32, 4))
+        self.assertEqual(
+            [event["event"] for event in events], ["start"] + ["reply"] * 4 + ["summary"]
+        )
+        self.assertEqual(
+            (events[0]["port"], events[0]["size"], events[0]["count"]), (self.port, 32, 4)
+        )
         self.assertEqual([event["seq"] for event in events[1:5]], [0, 1, 2, 3])
         summary = events[-1]
-        self.assertEqual((summary["transmitted"], summary["received"], summary["loss_pct"],
-                          summary["wrong"]), (4, 4, 0, 0))
+        self.assertEqual(
+            (summary["transmitted"], summary["received"], summary["loss_pct"], summary["wrong"]),
+            (4, 4, 0, 0),
+        )
         rtts = [event["rtt_ms"] for event in events[1:5]]
         self.assertAlmostEqual(summary["rtt_max_ms"], max(rtts), places=3)
-        self.assertAlmostEqual(summary["jitter_ms"], sum(
-            abs(b - a) for a, b in zip(rtts, rtts[1:])) / 3, places=3)
+        self.assertAlmostEqual(
+            summary["jitter_ms"], sum(abs(b - a) for a, b in zip(rtts, rtts[1:])) / 3, places=3
+        )
         self.assertLessEqual(summary["rtt_p50_ms"], summary["rtt_p99_ms"])
 
     def test_usage_errors_exit_2(self) -> None:
         for options in (
-            ["--ping", "--interval", "0.0001"], ["--ping", "--size", "7"],
-            ["--ping", "--count", "0"], ["--ping", "--size", "65528"],
+            ["--ping", "--interval", "0.0001"],
+            ["--ping", "--size", "7"],
+            ["--ping", "--count", "0"],
+            ["--ping", "--size", "65528"],
             ["--ping", "--host", "127.0.0.1", "--size", "65508"],
-            ["--count", "3"], ["--quiet"], ["--size", "40"], ["--json"], ["--ports", "2"],
-            ["--ping", "--ports", "0"], ["--ping", "--ports", "65"],
-            ["--ping", "--dscp", "64"], ["--ping", "--dscp", "-1"], ["--dscp", "46"],
+            ["--count", "3"],
+            ["--quiet"],
+            ["--size", "40"],
+            ["--json"],
+            ["--ports", "2"],
+            ["--ping", "--ports", "0"],
+            ["--ping", "--ports", "65"],
+            ["--ping", "--dscp", "64"],
+            ["--ping", "--dscp", "-1"],
+            ["--dscp", "46"],
         ):
             result = run_client(*options)
             self.assertEqual(result.returncode, 2, options)
@@ -471,8 +622,10 @@ class RealPingTests(unittest.TestCase):
         for signum, status in ((signal.SIGINT, 0), (signal.SIGTERM, 143)):
             client = subprocess.Popen(
                 [*CLIENT, "--ping", "--port", str(self.port), "--interval", "0.05"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
             first = client.stdout.readline() + client.stdout.readline()
             self.assertIn(b"bytes from", first)
             time.sleep(0.3)
@@ -487,7 +640,9 @@ class RealPingTests(unittest.TestCase):
         read, write = os.pipe()
         client = subprocess.Popen(
             [*CLIENT, "--ping", "--port", str(self.port), "--interval", "0.01"],
-            stdout=write, stderr=subprocess.PIPE)
+            stdout=write,
+            stderr=subprocess.PIPE,
+        )
         os.close(write)
         with os.fdopen(read, "rb") as output:
             output.readline()
@@ -495,6 +650,7 @@ class RealPingTests(unittest.TestCase):
         self.assertEqual((client.returncode, stderr), (-signal.SIGPIPE, b""))
 
 
+@tiers.system
 class ImpairedPathTests(unittest.TestCase):
     """--ping through a relay told to lose, duplicate, delay or reorder a
     share of datagrams each way (netem is not in every kernel): the summary's
@@ -506,13 +662,32 @@ class ImpairedPathTests(unittest.TestCase):
         self.port = daemon.start()
 
     def through(self, probes: int = 400, timeout: str = "1", **impairments) -> tuple[dict, dict]:
-        relay = Relay(("127.0.0.1", self.port), **{
-            "late": 0.0, "duplicate": 0.0, "reorder": 0.0, "lose": 0.0, "seed": 7,
-            **impairments})
+        relay = Relay(
+            ("127.0.0.1", self.port),
+            **{
+                "late": 0.0,
+                "duplicate": 0.0,
+                "reorder": 0.0,
+                "lose": 0.0,
+                "seed": 7,
+                **impairments,
+            },
+        )
         self.addCleanup(relay.stop)
-        result = run_client("--ping", "--json", "--host", "127.0.0.1", "--port",
-                            str(relay.port), "--count", str(probes), "--interval", "0.003",
-                            "--timeout", timeout)
+        result = run_client(
+            "--ping",
+            "--json",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(relay.port),
+            "--count",
+            str(probes),
+            "--interval",
+            "0.003",
+            "--timeout",
+            timeout,
+        )
         events = [json.loads(line) for line in result.stdout.decode().splitlines()]
         self.assertEqual(events[-1]["event"], "summary", result.stderr)
         return events[-1], dict(relay.counts)

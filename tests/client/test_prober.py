@@ -23,6 +23,7 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import CLIENT, Daemon, run_client
 from tests.support import free_port, long_run
 from udpupper.client.prober import (
@@ -43,44 +44,67 @@ def query(text: str, limits: Limits = Limits()) -> dict:
 
 
 def request(text: str, **headers: str) -> Request:
-    return Request("GET", "/probe", urllib.parse.parse_qs(text, keep_blank_values=True),
-                   {name.lower().replace("_", "-"): value for name, value in headers.items()})
+    return Request(
+        "GET",
+        "/probe",
+        urllib.parse.parse_qs(text, keep_blank_values=True),
+        {name.lower().replace("_", "-"): value for name, value in headers.items()},
+    )
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
-                                    timeout=30) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=30
+        ) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
 
 
 def metrics(text: str) -> dict[str, float]:
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line and not line.startswith("#")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
+@tiers.unit
 class QueryTests(unittest.TestCase):
     def test_defaults_and_limits(self) -> None:
-        self.assertEqual(query("target=127.0.0.1:12000"), {
-            "server": ("127.0.0.1", 12000), "count": 3, "interval": 0.1, "size": 32,
-            "timeout": 1.0, "dscp": None})
-        self.assertEqual(query("target=[::1]:7&count=10&interval=0.01&size=1400&dscp=46")
-                         ["server"], ("::1", 7))
-        for bad, status in (("", 400), ("target=localhost:12000", 400),
-                            ("target=127.0.0.1", 400), ("target=127.0.0.1:0", 400),
-                            ("target=192.0.2.1:12000", 403), ("target=[::2]:1", 403),
-                            ("target=127.0.0.1:1&count=11", 400),
-                            ("target=127.0.0.1:1&count=x", 400),
-                            ("target=127.0.0.1:1&count=1_0", 400),
-                            ("target=127.0.0.1:1&count=+3", 400),
-                            ("target=127.0.0.1:1&interval=0.001", 400),
-                            ("target=127.0.0.1:1&interval=1e-1", 400),
-                            ("target=127.0.0.1:1&timeout=6", 400),
-                            ("target=127.0.0.1:1&size=70000", 400),
-                            ("target=127.0.0.1:1&size=23", 400),
-                            ("target=127.0.0.1:1&dscp=64", 400)):
+        self.assertEqual(
+            query("target=127.0.0.1:12000"),
+            {
+                "server": ("127.0.0.1", 12000),
+                "count": 3,
+                "interval": 0.1,
+                "size": 32,
+                "timeout": 1.0,
+                "dscp": None,
+            },
+        )
+        self.assertEqual(
+            query("target=[::1]:7&count=10&interval=0.01&size=1400&dscp=46")["server"], ("::1", 7)
+        )
+        for bad, status in (
+            ("", 400),
+            ("target=localhost:12000", 400),
+            ("target=127.0.0.1", 400),
+            ("target=127.0.0.1:0", 400),
+            ("target=192.0.2.1:12000", 403),
+            ("target=[::2]:1", 403),
+            ("target=127.0.0.1:1&count=11", 400),
+            ("target=127.0.0.1:1&count=x", 400),
+            ("target=127.0.0.1:1&count=1_0", 400),
+            ("target=127.0.0.1:1&count=+3", 400),
+            ("target=127.0.0.1:1&interval=0.001", 400),
+            ("target=127.0.0.1:1&interval=1e-1", 400),
+            ("target=127.0.0.1:1&timeout=6", 400),
+            ("target=127.0.0.1:1&size=70000", 400),
+            ("target=127.0.0.1:1&size=23", 400),
+            ("target=127.0.0.1:1&dscp=64", 400),
+        ):
             with self.assertRaises(QueryError) as caught:
                 query(bad)
             self.assertEqual(caught.exception.status, status, bad)
@@ -128,8 +152,9 @@ class QueryTests(unittest.TestCase):
                         parse_query(arguments, limits)
                     self.assertEqual(caught.exception.status, outcome, (target, limits))
                 else:
-                    self.assertEqual(parse_query(arguments, limits)["server"][0], outcome,
-                                     (target, limits))
+                    self.assertEqual(
+                        parse_query(arguments, limits)["server"][0], outcome, (target, limits)
+                    )
 
     def test_exposition(self) -> None:
         stats = PingStats(transmitted=4, duplicates=1, wrong=1)
@@ -140,17 +165,22 @@ class QueryTests(unittest.TestCase):
         self.assertEqual(figures["probe_success"], 1)
         self.assertEqual(figures["probe_duration_seconds"], 0.5)
         self.assertEqual(figures["udpupper_probe_loss_ratio"], 0.25)
-        self.assertEqual((figures["udpupper_probe_duplicates"], figures["udpupper_probe_wrong"]),
-                         (1, 1))
+        self.assertEqual(
+            (figures["udpupper_probe_duplicates"], figures["udpupper_probe_wrong"]), (1, 1)
+        )
         self.assertEqual(figures["udpupper_probe_jitter_seconds"], 0.0015)
-        buckets = [figures[f'udpupper_probe_rtt_seconds_bucket{{le="{le}"}}']
-                   for le in ("0.00025", "0.0005", "0.001", "0.005", "+Inf")]
+        buckets = [
+            figures[f'udpupper_probe_rtt_seconds_bucket{{le="{le}"}}']
+            for le in ("0.00025", "0.0005", "0.001", "0.005", "+Inf")
+        ]
         self.assertEqual(buckets, [1, 2, 2, 3, 3])
         self.assertEqual(figures["udpupper_probe_rtt_seconds_count"], 3)
-        self.assertEqual(metrics(exposition(PingStats(transmitted=2), 1.0).decode())
-                         ["probe_success"], 0)
+        self.assertEqual(
+            metrics(exposition(PingStats(transmitted=2), 1.0).decode())["probe_success"], 0
+        )
 
 
+@tiers.unit
 class BoundsTests(unittest.TestCase):
     """How long and how much a scrape may make the prober send, on a fake
     clock: nothing is sent for a refused one."""
@@ -169,11 +199,17 @@ class BoundsTests(unittest.TestCase):
         status, why = self.refusal(prober, "target=127.0.0.1:1&count=10&interval=10")
         self.assertEqual(status, 400)
         self.assertIn("--max-duration is 10 s", why)
-        status, why = self.refusal(prober, "target=127.0.0.1:1&count=10&interval=1",
-                                   X_Prometheus_Scrape_Timeout_Seconds="5")
+        status, why = self.refusal(
+            prober,
+            "target=127.0.0.1:1&count=10&interval=1",
+            X_Prometheus_Scrape_Timeout_Seconds="5",
+        )
         self.assertIn("the scrape's timeout is 5 s, less 0.5 s", why)
-        settings = prober.settings(request("target=127.0.0.1:1&count=4&interval=1",
-                                           X_Prometheus_Scrape_Timeout_Seconds="5"))
+        settings = prober.settings(
+            request(
+                "target=127.0.0.1:1&count=4&interval=1", X_Prometheus_Scrape_Timeout_Seconds="5"
+            )
+        )
         self.assertEqual(settings["count"], 4)  # 3 s and a 1 s timeout: 4 s < 4.5 s
 
     def test_bytes_a_scrape_and_a_second(self) -> None:
@@ -199,7 +235,8 @@ class BoundsTests(unittest.TestCase):
                 scrapes += 1
                 try:
                     settings = prober.settings(
-                        request("target=127.0.0.1:1&count=10&size=1400&interval=0.1"))
+                        request("target=127.0.0.1:1&count=10&size=1400&interval=0.1")
+                    )
                 except QueryError:
                     continue
                 sent += settings["count"] * settings["size"]
@@ -208,6 +245,7 @@ class BoundsTests(unittest.TestCase):
         self.assertLessEqual(sent, limits.max_scrape_bytes + 10 * limits.byte_rate)
 
 
+@tiers.system
 class ProberTests(unittest.TestCase):
     """The prober on a real scrape server and daemon, in this process."""
 
@@ -218,27 +256,34 @@ class ProberTests(unittest.TestCase):
         self.probes = Prober(reactor, Limits(max_probes=1))
         endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
         return endpoint.listen(ScrapeFactory({"/probe": self.probes}, reactor)).addCallback(
-            self.listening)
+            self.listening
+        )
 
     def listening(self, port) -> None:
         self.addCleanup(port.stopListening)
         self.url = f"http://127.0.0.1:{port.getHost().port}/probe"
 
     def test_a_probe_and_the_limit_on_probes_at_once(self):
-        slow = threads.deferToThread(fetch, f"{self.url}?target={self.target}&count=5"
-                                            f"&interval=0.2")
+        slow = threads.deferToThread(fetch, f"{self.url}?target={self.target}&count=5&interval=0.2")
 
         def second(_=None):
             return threads.deferToThread(fetch, f"{self.url}?target={self.target}")
 
         def check(results):
             (busy_status, busy_text), (status, text) = results
-            self.assertEqual((busy_status, busy_text),
-                             (503, "busy: 1 running, the most --max-probes allows\n"))
+            self.assertEqual(
+                (busy_status, busy_text), (503, "busy: 1 running, the most --max-probes allows\n")
+            )
             self.assertEqual(status, 200, text)
             figures = metrics(text)
-            self.assertEqual((figures["probe_success"], figures["udpupper_probe_sent"],
-                              figures["udpupper_probe_received"]), (1, 5, 5))
+            self.assertEqual(
+                (
+                    figures["probe_success"],
+                    figures["udpupper_probe_sent"],
+                    figures["udpupper_probe_received"],
+                ),
+                (1, 5, 5),
+            )
             self.assertGreater(figures["probe_duration_seconds"], 0.8)
             self.assertEqual(self.probes.running, 0)
 
@@ -253,8 +298,10 @@ class ProberTests(unittest.TestCase):
         def check(result):
             status, text = result
             figures = metrics(text)
-            self.assertEqual((status, figures["probe_success"],
-                              figures["udpupper_probe_loss_ratio"]), (200, 0, 1))
+            self.assertEqual(
+                (status, figures["probe_success"], figures["udpupper_probe_loss_ratio"]),
+                (200, 0, 1),
+            )
 
         return threads.deferToThread(
             fetch, f"{self.url}?target=127.0.0.1:{dead}&count=2&interval=0.05&timeout=0.2"
@@ -294,8 +341,9 @@ class ProberTests(unittest.TestCase):
             sprayer.join(10)
             status, text = result
             figures = metrics(text)
-            self.assertEqual((status, figures["probe_success"],
-                              figures["udpupper_probe_received"]), (200, 0, 0))
+            self.assertEqual(
+                (status, figures["probe_success"], figures["udpupper_probe_received"]), (200, 0, 0)
+            )
 
         return threads.deferToThread(
             fetch, f"{self.url}?target={target}&count=3&interval=0.3&timeout=0.5"
@@ -315,20 +363,29 @@ def self_signed(directory: str) -> tuple[str, str]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "udpupper prober")])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256()))
-    key_path, certificate_path = (os.path.join(directory, name) for name in ("key.pem",
-                                                                            "cert.pem"))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, certificate_path = (os.path.join(directory, name) for name in ("key.pem", "cert.pem"))
     with open(key_path, "wb") as out:
-        out.write(key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     with open(certificate_path, "wb") as out:
         out.write(certificate.public_bytes(serialization.Encoding.PEM))
     return key_path, certificate_path
@@ -372,13 +429,15 @@ scrape_configs:
 """
 
 
+@tiers.system
 class RealPrometheusTests(unittest.TestCase):
     """A real Prometheus scrapes the prober over TLS with basic auth for two
     daemons, one of which is stopped part way: the one stays up, the other
     goes down."""
 
-    skip = (None if shutil.which("prometheus") else "prometheus is not installed") \
-        or tls_available()
+    skip = (
+        None if shutil.which("prometheus") else "prometheus is not installed"
+    ) or tls_available()
 
     @long_run
     def test_two_daemons_one_stopped(self) -> None:
@@ -396,37 +455,55 @@ class RealPrometheusTests(unittest.TestCase):
             out.write(f"prometheus:{hashed.stdout.decode().strip()}\n")
         prober_port = free_port(socket.SOCK_STREAM)
         prober = subprocess.Popen(
-            [*CLIENT, "--serve-probes",
-             f"ssl:{prober_port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
-             "--probe-auth", users],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                *CLIENT,
+                "--serve-probes",
+                f"ssl:{prober_port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
+                "--probe-auth",
+                users,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.addCleanup(prober.wait, 10)
         self.addCleanup(prober.terminate)
         self.assertIn(b"serving probes at https://127.0.0.1:", prober.stdout.readline())
         config = os.path.join(directory, "prometheus.yml")
         with open(config, "w") as out:
-            out.write(PROMETHEUS_CONFIG.format(
-                ca=certificate, password=password,
-                targets=", ".join(f'"{target}"' for target in targets),
-                prober=f"127.0.0.1:{prober_port}"))
+            out.write(
+                PROMETHEUS_CONFIG.format(
+                    ca=certificate,
+                    password=password,
+                    targets=", ".join(f'"{target}"' for target in targets),
+                    prober=f"127.0.0.1:{prober_port}",
+                )
+            )
         web = free_port(socket.SOCK_STREAM)
         prometheus = subprocess.Popen(
-            ["prometheus", f"--config.file={config}",
-             f"--storage.tsdb.path={os.path.join(directory, 'data')}",
-             f"--web.listen-address=127.0.0.1:{web}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={os.path.join(directory, 'data')}",
+                f"--web.listen-address=127.0.0.1:{web}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.addCleanup(prometheus.wait, 30)
         self.addCleanup(prometheus.terminate)
 
         def success() -> dict[str, float]:
-            url = (f"http://127.0.0.1:{web}/api/v1/query?query="
-                   + urllib.parse.quote('probe_success{job="udpupper"}'))
+            url = f"http://127.0.0.1:{web}/api/v1/query?query=" + urllib.parse.quote(
+                'probe_success{job="udpupper"}'
+            )
             try:
                 _, text = fetch(url)
             except OSError:
                 return {}
-            return {sample["metric"]["instance"]: float(sample["value"][1])
-                    for sample in json.loads(text)["data"]["result"]}
+            return {
+                sample["metric"]["instance"]: float(sample["value"][1])
+                for sample in json.loads(text)["data"]["result"]
+            }
 
         def wait_for(expected: dict[str, float]) -> None:
             deadline = time.monotonic() + 60
@@ -439,20 +516,28 @@ class RealPrometheusTests(unittest.TestCase):
         wait_for({targets[0]: 1.0, targets[1]: 1.0})
         second.stop()
         wait_for({targets[0]: 1.0, targets[1]: 0.0})
-        _, text = fetch(f"http://127.0.0.1:{web}/api/v1/query?query="
-                        + urllib.parse.quote('udpupper_probe_rtt_seconds_count{job="udpupper"}'))
-        counts = {sample["metric"]["instance"]: float(sample["value"][1])
-                  for sample in json.loads(text)["data"]["result"]}
+        _, text = fetch(
+            f"http://127.0.0.1:{web}/api/v1/query?query="
+            + urllib.parse.quote('udpupper_probe_rtt_seconds_count{job="udpupper"}')
+        )
+        counts = {
+            sample["metric"]["instance"]: float(sample["value"][1])
+            for sample in json.loads(text)["data"]["result"]
+        }
         self.assertEqual(counts, {targets[0]: 3.0, targets[1]: 0.0})
 
 
+@tiers.system
 class ExposureTests(unittest.TestCase):
     """What is open, as the command line says it."""
 
     def serve(self, *options: str, preexec=None) -> tuple[subprocess.Popen, str]:
-        prober = subprocess.Popen([*CLIENT, "--serve-probes", *options],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  preexec_fn=preexec)
+        prober = subprocess.Popen(
+            [*CLIENT, "--serve-probes", *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=preexec,
+        )
         self.addCleanup(prober.wait, 10)
         self.addCleanup(prober.terminate)
         line = prober.stdout.readline().decode()
@@ -461,8 +546,9 @@ class ExposureTests(unittest.TestCase):
     def test_a_bare_port_listens_on_loopback(self) -> None:
         port = free_port(socket.SOCK_STREAM)
         _, line = self.serve(f"tcp:{port}")
-        self.assertEqual(line, f"udpupper-client: serving probes at "
-                               f"http://127.0.0.1:{port}/probe\n")
+        self.assertEqual(
+            line, f"udpupper-client: serving probes at http://127.0.0.1:{port}/probe\n"
+        )
 
     def test_beyond_this_host_loopback_targets_are_refused_unless_named(self) -> None:
         daemon = Daemon("--port", "0")
@@ -494,8 +580,9 @@ class ExposureTests(unittest.TestCase):
         self.addCleanup(daemon.stop)
         target = f"127.0.0.1:{daemon.start()}"
         port = free_port(socket.SOCK_STREAM)
-        self.serve(f"tcp:{port}",
-                   preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+        self.serve(
+            f"tcp:{port}", preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+        )
         held = []
         self.addCleanup(lambda: [connection.close() for connection in held])
         for _ in range(1100):
@@ -520,19 +607,24 @@ class ExposureTests(unittest.TestCase):
         self.assertEqual(fetch(url, {"Authorization": f"Basic {right}"})[0], 200)
 
 
+@tiers.system
 class UsageTests(unittest.TestCase):
     def test_one_line_each(self) -> None:
-        for options in (["--probe-networks", "10.0.0.0/8"], ["--max-probes", "2"],
-                        ["--serve-probes", "tcp:9813", "--ping"],
-                        ["--serve-probes", "nonsense:1"],
-                        ["--serve-probes", "tcp:9813", "--max-probes", "0"],
-                        ["--serve-probes", "tcp:9813", "--probe-networks", "10.0.0.0/33"],
-                        ["--serve-probes", "tcp:9813:interface=0.0.0.0"],
-                        ["--serve-probes", "tcp:9813", "--probe-auth", "/nonexistent"],
-                        ["--serve-probes", "tcp:9813", "--max-duration", "0"],
-                        ["--serve-probes", "tcp:9813", "--max-scrape-bytes", "10"],
-                        ["--hash-password", "--ping"]):
+        for options in (
+            ["--probe-networks", "10.0.0.0/8"],
+            ["--max-probes", "2"],
+            ["--serve-probes", "tcp:9813", "--ping"],
+            ["--serve-probes", "nonsense:1"],
+            ["--serve-probes", "tcp:9813", "--max-probes", "0"],
+            ["--serve-probes", "tcp:9813", "--probe-networks", "10.0.0.0/33"],
+            ["--serve-probes", "tcp:9813:interface=0.0.0.0"],
+            ["--serve-probes", "tcp:9813", "--probe-auth", "/nonexistent"],
+            ["--serve-probes", "tcp:9813", "--max-duration", "0"],
+            ["--serve-probes", "tcp:9813", "--max-scrape-bytes", "10"],
+            ["--hash-password", "--ping"],
+        ):
             result = run_client(*options, timeout=30)
             self.assertEqual(result.returncode, 2, options)
-            self.assertEqual(len(result.stderr.decode().strip().splitlines()), 1,
-                             (options, result.stderr))
+            self.assertEqual(
+                len(result.stderr.decode().strip().splitlines()), 1, (options, result.stderr)
+            )

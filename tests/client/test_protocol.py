@@ -6,6 +6,7 @@ from twisted.internet import task
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.client.protocol import UpperClient
 
 SERVER = ("127.0.0.1", 12000)
@@ -42,6 +43,7 @@ class Harness:
         self.client.datagramReceived(datagram, addr)
 
 
+@tiers.unit
 class ClientTests(unittest.TestCase):
     def test_sends_and_prints_in_order(self) -> None:
         h = Harness()
@@ -81,9 +83,7 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(h.sent(), [b"lost"] * 3)
         self.assertEqual(h.errors, [])
         h.clock.advance(1.0)
-        self.assertEqual(
-            h.errors, ["line 1: no reply from 127.0.0.1:12000 after 3 tries"]
-        )
+        self.assertEqual(h.errors, ["line 1: no reply from 127.0.0.1:12000 after 3 tries"])
         self.assertEqual(h.sent(), [b"lost"] * 3 + [b"next"])
         h.answer(b"NEXT")
         h.client.end_input()
@@ -125,11 +125,14 @@ class ClientTests(unittest.TestCase):
         h.clock.advance(1.0)
         self.assertEqual(h.out, [])
         self.assertEqual(h.status, [1])
-        self.assertEqual(h.errors[1:], [
-            "line 1: no reply from 127.0.0.1:12000 after 1 tries",
-            "line 2: no reply from 127.0.0.1:12000 after 1 tries",
-            "2 replies matched no line sent",
-        ])
+        self.assertEqual(
+            h.errors[1:],
+            [
+                "line 1: no reply from 127.0.0.1:12000 after 1 tries",
+                "line 2: no reply from 127.0.0.1:12000 after 1 tries",
+                "2 replies matched no line sent",
+            ],
+        )
 
     def test_late_original_after_many_lines_is_not_another_lines_answer(self) -> None:
         """The bug seen: a late reply to a line settled long ago, given to the
@@ -168,8 +171,7 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(h.out, [b"FIRST\n", b"LOST\n"])
         self.assertEqual(h.status, [0])
         self.assertEqual(len(h.errors), 1)
-        self.assertIn("1 of 2 lines were answered only after being sent again",
-                      h.errors[0])
+        self.assertIn("1 of 2 lines were answered only after being sent again", h.errors[0])
 
     def test_a_dead_server_is_given_up_as_before(self) -> None:
         """The quick resend adds a datagram, not a try: the patience stays
@@ -253,6 +255,7 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(h.sent(), [b"x"])
 
 
+@tiers.unit
 class UnreliablePathTests(unittest.TestCase):
     """Against a correct server on a path that loses, duplicates, delays and
     reorders datagrams both ways, every line printed is its own line's reply."""
@@ -293,20 +296,28 @@ class UnreliablePathTests(unittest.TestCase):
 
         @settings(max_examples=200, deadline=None)
         @given(
-            lines=st.lists(st.sampled_from([b"a", b"A", b"b", b"", b"ab", b"AB"]),
-                           min_size=1, max_size=60),
-            fates=st.lists(st.tuples(st.sampled_from([0, 1, 1, 1, 2]),
-                                     st.floats(0.0, 2.5)), min_size=1, max_size=30),
+            lines=st.lists(
+                st.sampled_from([b"a", b"A", b"b", b"", b"ab", b"AB"]), min_size=1, max_size=60
+            ),
+            fates=st.lists(
+                st.tuples(st.sampled_from([0, 1, 1, 1, 2]), st.floats(0.0, 2.5)),
+                min_size=1,
+                max_size=30,
+            ),
             window=st.integers(1, 8),
             retries=st.integers(0, 3),
         )
         def check(lines, fates, window, retries):
             h = self.run_through(lines, fates, window, retries)
             self.assertTrue(h.status, "the client never finished")
-            failed = {int(error.split(":")[0].split()[1])
-                      for error in h.errors if error.startswith("line ")}
-            expected = [line.upper() + b"\n"
-                        for number, line in enumerate(lines, 1) if number not in failed]
+            failed = {
+                int(error.split(":")[0].split()[1])
+                for error in h.errors
+                if error.startswith("line ")
+            }
+            expected = [
+                line.upper() + b"\n" for number, line in enumerate(lines, 1) if number not in failed
+            ]
             self.assertEqual(h.out, expected)
             self.assertEqual(h.status, [1 if failed else 0])
             self.assertFalse([e for e in h.errors if "matched no line" in e])

@@ -13,11 +13,13 @@ import time
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import TWISTD
 from tests.support import free_port
 from udpupper.server import metrics
 
 
+@tiers.system
 class BackgroundStartTests(unittest.TestCase):
     def setUp(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="udpupper-background-")
@@ -28,10 +30,19 @@ class BackgroundStartTests(unittest.TestCase):
         """Start it in the background; what the terminal saw (a deadline only
         catches a start that hangs: before, one waited for ever)."""
         result = subprocess.run(
-            [*TWISTD, f"--pidfile={self.pidfile}", f"--logfile={self.logfile}",
-             "udpupper", *options],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-            cwd=self.directory)
+            [
+                *TWISTD,
+                f"--pidfile={self.pidfile}",
+                f"--logfile={self.logfile}",
+                "udpupper",
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            cwd=self.directory,
+        )
         self.addCleanup(self.stop)
         return result
 
@@ -63,12 +74,16 @@ class BackgroundStartTests(unittest.TestCase):
             port = busy.getsockname()[1]
             self.assert_fails_with(
                 f"udpupper: cannot listen on [::]:{port}/udp: Address already in use",
-                "--port", str(port))
+                "--port",
+                str(port),
+            )
 
     def test_an_address_not_on_the_host(self) -> None:
         self.assert_fails_with(
             "udpupper: cannot listen on 192.0.2.123:12000/udp: Cannot assign requested address",
-            "--interface", "192.0.2.123")
+            "--interface",
+            "192.0.2.123",
+        )
 
     def test_a_busy_metrics_port(self) -> None:
         if not metrics.available():
@@ -80,7 +95,11 @@ class BackgroundStartTests(unittest.TestCase):
             endpoint = f"tcp:{port}:interface=127.0.0.1"
             self.assert_fails_with(
                 f"udpupper: cannot serve metrics on {endpoint}: Address already in use",
-                "--port", "0", "--metrics", endpoint)
+                "--port",
+                "0",
+                "--metrics",
+                endpoint,
+            )
 
     def test_workers_on_a_busy_port(self) -> None:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as busy:
@@ -88,7 +107,11 @@ class BackgroundStartTests(unittest.TestCase):
             port = busy.getsockname()[1]
             self.assert_fails_with(
                 f"udpupper: cannot listen on [::]:{port}/udp: Address already in use",
-                "--port", str(port), "--workers", "2")
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            )
 
     def test_a_good_start_returns_and_stops_by_its_pid(self) -> None:
         port = free_port()

@@ -18,6 +18,7 @@ import time
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import NO_IPV6
 from udpupper.kernel import IP_PKTINFO, prepare_server_socket
 from udpupper.server import ctypes_batch
@@ -45,13 +46,21 @@ NO_CTYPES = None if CTYPES is not None else "no recvmmsg through ctypes here"
 
 
 def sockaddr_in(host: str, port: int) -> bytes:
-    return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + \
-        socket.inet_pton(socket.AF_INET, host) + bytes(8)
+    return (
+        struct.pack("=H", socket.AF_INET)
+        + struct.pack("!H", port)
+        + socket.inet_pton(socket.AF_INET, host)
+        + bytes(8)
+    )
 
 
 def sockaddr_in6(host: str, port: int) -> bytes:
-    return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0)
-            + socket.inet_pton(socket.AF_INET6, host) + struct.pack("=I", 0))
+    return (
+        struct.pack("=H", socket.AF_INET6)
+        + struct.pack("!HI", port, 0)
+        + socket.inet_pton(socket.AF_INET6, host)
+        + struct.pack("=I", 0)
+    )
 
 
 def ip_pktinfo(local: str, destination: str) -> bytes:
@@ -76,8 +85,9 @@ class FakeKernel:
             return -1
         receiver = self.receiver
         for i, (datagram, name, control, msg_flags) in enumerate(taken):
-            ctypes.memmove(ctypes.addressof(receiver.buffers) + i * BUFFER_SIZE, datagram,
-                           len(datagram))
+            ctypes.memmove(
+                ctypes.addressof(receiver.buffers) + i * BUFFER_SIZE, datagram, len(datagram)
+            )
             meta = ctypes.addressof(receiver.meta) + i * META_SIZE
             ctypes.memmove(meta, name, len(name))
             ctypes.memmove(meta + NAME_ROOM, control, len(control))
@@ -92,16 +102,24 @@ class FakeKernel:
         return self.receiver.recv_batch(-1, 64, pktinfo, 0, dscp)
 
 
+@tiers.unit
 class CodesTests(unittest.TestCase):
     def test_the_port_reads_both_readers_codes(self) -> None:
         """An int route means the same from the C helper and from ctypes."""
         modules = [ctypes_batch] + ([_batch] if _batch is not None else [])
         for module in modules:
-            self.assertEqual({module.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
-                              module.NO_DESTINATION: Reason.NO_DESTINATION,
-                              module.NOT_IP: Reason.BAD_SOURCE}, HELPER_REFUSALS, module)
+            self.assertEqual(
+                {
+                    module.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
+                    module.NO_DESTINATION: Reason.NO_DESTINATION,
+                    module.NOT_IP: Reason.BAD_SOURCE,
+                },
+                HELPER_REFUSALS,
+                module,
+            )
 
 
+@tiers.unit
 class FakeKernelTests(unittest.TestCase):
     def test_a_sender_that_is_not_ip(self) -> None:
         kernel = FakeKernel()
@@ -111,26 +129,35 @@ class FakeKernelTests(unittest.TestCase):
     def test_truncated_ancillary_data_fails_closed_every_time(self) -> None:
         kernel = FakeKernel()
         name, control = sockaddr_in("192.0.2.7", 4000), ip_pktinfo("192.0.2.1", "192.0.2.1")
-        kernel.messages = [(b"cut", name, control, socket.MSG_CTRUNC),
-                           (b"whole", name, control, 0),
-                           (b"cut again", name, control, socket.MSG_CTRUNC)]
+        kernel.messages = [
+            (b"cut", name, control, socket.MSG_CTRUNC),
+            (b"whole", name, control, 0),
+            (b"cut again", name, control, socket.MSG_CTRUNC),
+        ]
         batch = kernel.read()
-        self.assertEqual([(datagram, sender) for datagram, sender, _ in batch],
-                         [(b"cut", ("192.0.2.7", 4000)), (b"whole", ("192.0.2.7", 4000)),
-                          (b"cut again", ("192.0.2.7", 4000))])
+        self.assertEqual(
+            [(datagram, sender) for datagram, sender, _ in batch],
+            [
+                (b"cut", ("192.0.2.7", 4000)),
+                (b"whole", ("192.0.2.7", 4000)),
+                (b"cut again", ("192.0.2.7", 4000)),
+            ],
+        )
         self.assertEqual(batch[0][2], NO_DESTINATION)
         self.assertEqual(batch[2][2], NO_DESTINATION)
         ancillary, address = batch[1][2]
         self.assertEqual(address, ("192.0.2.7", 4000))
-        self.assertEqual(ancillary, [(socket.IPPROTO_IP, IP_PKTINFO,
-                                      bytes(4) + socket.inet_aton("192.0.2.1") + bytes(4))])
+        self.assertEqual(
+            ancillary,
+            [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + socket.inet_aton("192.0.2.1") + bytes(4))],
+        )
 
     def test_a_broadcast_destination_is_refused(self) -> None:
         kernel = FakeKernel()
-        kernel.messages = [(b"all", sockaddr_in("192.0.2.7", 4000),
-                            ip_pktinfo("192.0.2.1", "192.0.2.255"), 0)] * 2
-        self.assertEqual([route for _, _, route in kernel.read()],
-                         [ctypes_batch.NOT_UNICAST] * 2)
+        kernel.messages = [
+            (b"all", sockaddr_in("192.0.2.7", 4000), ip_pktinfo("192.0.2.1", "192.0.2.255"), 0)
+        ] * 2
+        self.assertEqual([route for _, _, route in kernel.read()], [ctypes_batch.NOT_UNICAST] * 2)
 
     def test_a_stale_longer_name_in_the_slot(self) -> None:
         """An IPv6 name, then a shorter IPv4 one in the same slot: the bytes
@@ -139,14 +166,17 @@ class FakeKernelTests(unittest.TestCase):
         kernel.messages = [(b"six", sockaddr_in6("2001:db8::1", 5000), b"", 0)]
         kernel.read(False)
         kernel.messages = [(b"four", sockaddr_in("192.0.2.7", 5000)[:16], b"", 0)]
-        self.assertEqual(kernel.read(False), [(b"four", ("192.0.2.7", 5000),
-                                               ([], ("192.0.2.7", 5000)))])
+        self.assertEqual(
+            kernel.read(False), [(b"four", ("192.0.2.7", 5000), ([], ("192.0.2.7", 5000)))]
+        )
 
     def test_never_repeating_senders_are_bounded(self) -> None:
         kernel = FakeKernel()
         control = ip_pktinfo("192.0.2.1", "192.0.2.1")
-        senders = [(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1024 + n % 60000)
-                   for n in range(3 * MEMORY)]
+        senders = [
+            (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1024 + n % 60000)
+            for n in range(3 * MEMORY)
+        ]
         kernel.messages = [(b"x", sockaddr_in(*sender), control, 0) for sender in senders]
         seen = []
         while kernel.messages:
@@ -163,28 +193,39 @@ class FakeKernelTests(unittest.TestCase):
         self.assertEqual(memoryview(counts).cast("Q").tolist(), [3, 0, 6, 0])
 
 
+@tiers.unit
 class ParseTests(unittest.TestCase):
     def test_parse_control_as_recvmsg_gives_it(self) -> None:
         tos = struct.pack("@Nii", socket.CMSG_LEN(1), socket.IPPROTO_IP, socket.IP_TOS) + b"\xb8"
         control = ip_pktinfo("192.0.2.1", "192.0.2.2") + tos.ljust(socket.CMSG_SPACE(1), b"\0")
-        self.assertEqual(parse_control(control), [
-            (socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + socket.inet_aton("192.0.2.1")
-             + socket.inet_aton("192.0.2.2")),
-            (socket.IPPROTO_IP, socket.IP_TOS, b"\xb8"),
-        ])
+        self.assertEqual(
+            parse_control(control),
+            [
+                (
+                    socket.IPPROTO_IP,
+                    IP_PKTINFO,
+                    bytes(4) + socket.inet_aton("192.0.2.1") + socket.inet_aton("192.0.2.2"),
+                ),
+                (socket.IPPROTO_IP, socket.IP_TOS, b"\xb8"),
+            ],
+        )
         # A length that runs past the end, or is shorter than a header: stop.
         self.assertEqual(parse_control(control[:20]), [])
         self.assertEqual(parse_control(struct.pack("@Nii", 3, 0, 0)), [])
 
     def test_format_name(self) -> None:
-        self.assertEqual(format_name(sockaddr_in("192.0.2.7", 53)),
-                         ("192.0.2.7", ("192.0.2.7", 53)))
-        self.assertEqual(format_name(sockaddr_in6("::ffff:192.0.2.7", 53)),
-                         ("::ffff:192.0.2.7", ("::ffff:192.0.2.7", 53, 0, 0)))
+        self.assertEqual(
+            format_name(sockaddr_in("192.0.2.7", 53)), ("192.0.2.7", ("192.0.2.7", 53))
+        )
+        self.assertEqual(
+            format_name(sockaddr_in6("::ffff:192.0.2.7", 53)),
+            ("::ffff:192.0.2.7", ("::ffff:192.0.2.7", 53, 0, 0)),
+        )
         self.assertIsNone(format_name(b""))
         self.assertIsNone(format_name(struct.pack("=H", socket.AF_INET6) + bytes(10)))
 
 
+@tiers.loopback
 class RealSocketTests(unittest.TestCase):
     skip = NO_CTYPES
 
@@ -222,8 +263,9 @@ class RealSocketTests(unittest.TestCase):
             for name, module in (("c", _batch), ("ctypes", CTYPES)):
                 self.send(server, peers)
                 read[name] = module.recv_batch(server.fileno(), 64, pktinfo, 0, False)
-            self.assertEqual([(d, s) for d, s, _ in read["ctypes"]],
-                             [(d, s) for d, s, _ in read["c"]], interface)
+            self.assertEqual(
+                [(d, s) for d, s, _ in read["ctypes"]], [(d, s) for d, s, _ in read["c"]], interface
+            )
             self.assertEqual([d for d, _, _ in read["ctypes"]], [p for _, p in peers])
             for _, _, route in read["ctypes"]:
                 self.assertIsInstance(route, tuple)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.droplog import DropLog
 from udpupper.server.stats import Stats
 
 
+@tiers.unit
 class DropLogTests(unittest.TestCase):
     def setUp(self) -> None:
         self.events: list[dict] = []
@@ -31,9 +33,7 @@ class DropLogTests(unittest.TestCase):
             for _ in range(1000):
                 self.stats.drop("rate_limited")
             self.drop_log.check(float(second))
-        self.assertEqual(
-            self.lines(), ["udpupper dropped 5 datagram(s) for rate_limited so far"]
-        )
+        self.assertEqual(self.lines(), ["udpupper dropped 5 datagram(s) for rate_limited so far"])
         self.drop_log.check(31.0)
         self.assertEqual(
             self.lines()[1],

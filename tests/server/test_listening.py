@@ -6,10 +6,12 @@ import socket
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import CapturedStderr
 from udpupper.server.listening import format_endpoint, interfaces_to_try, reserve_port
 
 
+@tiers.loopback
 class ListeningTests(unittest.TestCase):
     def test_format_endpoint(self) -> None:
         self.assertEqual(format_endpoint("::", 12000), "[::]:12000/udp")
@@ -30,4 +32,5 @@ class ListeningTests(unittest.TestCase):
                 reserve_port("127.0.0.1", busy)
         self.assertEqual(
             stderr.text,
-            f"udpupper: cannot listen on 127.0.0.1:{busy}/udp: Address already in use\n")
+            f"udpupper: cannot listen on 127.0.0.1:{busy}/udp: Address already in use\n",
+        )

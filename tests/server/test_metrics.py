@@ -13,7 +13,8 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from tests.processes import Daemon, METRICS_AT
+from tests import tiers
+from tests.processes import METRICS_AT, Daemon
 from tests.support import exchange
 from udpupper.server import metrics
 from udpupper.server.stats import Stats
@@ -32,6 +33,7 @@ def parse(text: str) -> dict:
     return figures
 
 
+@tiers.unit
 class CollectorTests(unittest.TestCase):
     skip = None if metrics.available() else metrics.MISSING
 
@@ -50,8 +52,9 @@ class CollectorTests(unittest.TestCase):
         stats.drop("amplification")
         stats.kernel_drops = 4
         refreshed = []
-        figures = self.scrape(metrics.StatsCollector(
-            stats, refresh=lambda: refreshed.append(1), prefixes=lambda: 3))
+        figures = self.scrape(
+            metrics.StatsCollector(stats, refresh=lambda: refreshed.append(1), prefixes=lambda: 3)
+        )
         self.assertEqual(refreshed, [1])
         self.assertEqual(figures["udpupper_datagrams_received_total"], 10)
         self.assertEqual(figures["udpupper_datagrams_replied_total"], 7)
@@ -59,8 +62,7 @@ class CollectorTests(unittest.TestCase):
         self.assertEqual(figures["udpupper_sent_bytes_total"], 70)
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")], 2)
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "amplification")], 1)
-        self.assertEqual(
-            figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 4)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 4)
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "bad_source")], 0)
         self.assertEqual(figures["udpupper_rate_limit_prefixes"], 3)
         self.assertEqual(figures["udpupper_workers_alive"], 1)
@@ -106,12 +108,23 @@ class CollectorTests(unittest.TestCase):
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "loop")], 1)
 
 
+@tiers.system
 class ScrapeTests(unittest.TestCase):
     skip = None if metrics.available() else metrics.MISSING
 
     def test_known_traffic_gives_exact_figures(self) -> None:
-        daemon = Daemon("--port", "0", "--exempt", "127.0.0.1/32", "--rate", "1",
-                        "--burst", "2", "--metrics", "tcp:0:interface=127.0.0.1")
+        daemon = Daemon(
+            "--port",
+            "0",
+            "--exempt",
+            "127.0.0.1/32",
+            "--rate",
+            "1",
+            "--burst",
+            "2",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
+        )
         self.addCleanup(daemon.stop)
         port = daemon.start()
         http_port = int(daemon.find(METRICS_AT).group(1))
@@ -138,8 +151,7 @@ class ScrapeTests(unittest.TestCase):
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")], limited)
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "amplification")], 1)
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "low_source_port")], 0)
-        self.assertEqual(
-            figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 0)
+        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "receive_buffer_full")], 0)
         # 127.1.0/24 asked again from its address: settled in the table;
         # 127.2.0/24 asked once: on trial.  The gauge counts both.
         self.assertEqual(figures["udpupper_rate_limit_prefixes"], 2)
@@ -147,11 +159,15 @@ class ScrapeTests(unittest.TestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10):
             pass  # a second scrape
         daemon.stop()
-        scrapes = [line for line in daemon.log
-                   if ("/metrics" in line or '"GET' in line) and "serving metrics at" not in line]
+        scrapes = [
+            line
+            for line in daemon.log
+            if ("/metrics" in line or '"GET' in line) and "serving metrics at" not in line
+        ]
         self.assertEqual(scrapes, [], "a scrape wrote to the log")
 
 
+@tiers.unit
 class AcceptLogTests(unittest.TestCase):
     """Refused connections: counted, said at most once per period."""
 
@@ -169,8 +185,9 @@ class AcceptLogTests(unittest.TestCase):
             self.listener.info("EMFILE encountered; releasing reserved file descriptor.")
             self.listener.info("EMFILE recovery: Closed socket from {address}", address="x")
             self.listener.info("Re-reserving EMFILE recovery file descriptor.")
-            self.listener.info("Could not accept new connection ({acceptError})",
-                               acceptError="ENFILE")
+            self.listener.info(
+                "Could not accept new connection ({acceptError})", acceptError="ENFILE"
+            )
 
     def counts(self) -> list[int]:
         return [line["count"] for line in self.lines]
@@ -200,6 +217,7 @@ class AcceptLogTests(unittest.TestCase):
         self.assertEqual(self.lines, [])
 
 
+@tiers.system
 class OutOfDescriptorsTests(unittest.TestCase):
     """A daemon with few file descriptors, and clients that keep connecting
     and holding on: the metrics connections never take the last of them."""
@@ -212,8 +230,9 @@ class OutOfDescriptorsTests(unittest.TestCase):
         def few_descriptors() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
-        daemon = Daemon("--port", "0", "--metrics", "tcp:0:interface=127.0.0.1",
-                        preexec=few_descriptors)
+        daemon = Daemon(
+            "--port", "0", "--metrics", "tcp:0:interface=127.0.0.1", preexec=few_descriptors
+        )
         self.addCleanup(daemon.stop)
         port = daemon.start()
         http_port = int(daemon.find(METRICS_AT).group(1))
@@ -227,8 +246,9 @@ class OutOfDescriptorsTests(unittest.TestCase):
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics",
-                                            timeout=10) as page:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{http_port}/metrics", timeout=10
+                ) as page:
                     self.assertIn(b"udpupper_datagrams_received_total", page.read())
                 break
             except (ConnectionError, urllib.error.URLError):

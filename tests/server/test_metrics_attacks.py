@@ -18,6 +18,7 @@ import urllib.request
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import METRICS_AT, Daemon
 from udpupper.server import metrics
 
@@ -86,12 +87,14 @@ class Pinger:
         return ordered[int(0.99 * (len(ordered) - 1))] if ordered else float("nan")
 
 
+@tiers.long
 class MetricsAttackTests(unittest.TestCase):
     skip = None if metrics.available() else metrics.MISSING
 
     def daemon(self, *options: str, preexec=None) -> tuple[Daemon, int, int]:
-        daemon = Daemon("--port", "0", "--metrics", "tcp:0:interface=127.0.0.1", *options,
-                        preexec=preexec)
+        daemon = Daemon(
+            "--port", "0", "--metrics", "tcp:0:interface=127.0.0.1", *options, preexec=preexec
+        )
         self.addCleanup(daemon.stop)
         port = daemon.start()
         return daemon, port, int(daemon.find(METRICS_AT).group(1))
@@ -133,7 +136,7 @@ class MetricsAttackTests(unittest.TestCase):
         while time.monotonic() < deadline and any(pending for _, pending in attackers):
             for pair in attackers:
                 try:
-                    pair[1] = pair[1][pair[0].send(pair[1]):]
+                    pair[1] = pair[1][pair[0].send(pair[1]) :]
                 except BlockingIOError:
                     pass
             time.sleep(0.01)

@@ -11,6 +11,7 @@ import socket
 from twisted.internet import reactor
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import NO_IPV6
 from udpupper.dscp import IP_TOS, IPV6_TCLASS, arrived_with, receive_marking
 from udpupper.kernel import socket_drops
@@ -19,6 +20,7 @@ from udpupper.server.port import ServerPort
 from udpupper.server.protocol import UpperProtocol
 
 
+@tiers.loopback
 class ServerPortTests(unittest.TestCase):
     batch = ServerPort.batch
 
@@ -47,7 +49,7 @@ class ServerPortTests(unittest.TestCase):
         self.assertEqual(peer.recv(100), b"WAITING 0")
 
     def test_counts_in_shared_memory(self) -> None:
-        port, protocol, peer = self.start()
+        port, _protocol, peer = self.start()
         port.stopReading()
         counts = mmap.mmap(-1, 32)
         port.count_into(counts)
@@ -57,7 +59,6 @@ class ServerPortTests(unittest.TestCase):
             peer.sendto(payload, ("127.0.0.1", port.getHost().port))
         port.drain(5.0)
         self.assertEqual(memoryview(counts).cast("Q").tolist(), [2, 2, 3, 3])
-
 
     def marked_exchange(self, interface: str, host: str, reflect: bool, tos: int) -> int | None:
         """The TOS a reply to a datagram sent with ``tos`` came back with."""
@@ -88,17 +89,21 @@ class ServerPortTests(unittest.TestCase):
         if NO_IPV6:
             cases = [("0.0.0.0", "127.0.0.1"), ("127.0.0.1", "127.0.0.1")]
         for interface, host in cases:
-            self.assertEqual(self.marked_exchange(interface, host, True, 46 << 2 | 1), 46 << 2,
-                             (interface, host))
+            self.assertEqual(
+                self.marked_exchange(interface, host, True, 46 << 2 | 1), 46 << 2, (interface, host)
+            )
             self.assertEqual(self.marked_exchange(interface, host, True, 0), 0)
-            self.assertEqual(self.marked_exchange(interface, host, False, 46 << 2), 0,
-                             (interface, host))
+            self.assertEqual(
+                self.marked_exchange(interface, host, False, 46 << 2), 0, (interface, host)
+            )
 
 
+@tiers.loopback
 class OneByOneServerPortTests(ServerPortTests):
     batch = None
 
 
+@tiers.loopback
 class CtypesServerPortTests(ServerPortTests):
     batch = ctypes_batch.load()
     skip = None if batch is not None else "no recvmmsg through ctypes here"

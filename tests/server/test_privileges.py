@@ -8,6 +8,7 @@ import time
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.processes import Daemon
 from tests.support import exchange
 
@@ -32,14 +33,24 @@ def ids(pid: int) -> tuple[int, int]:
     return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
 
 
+@tiers.system
 class PrivilegeTests(unittest.TestCase):
     skip = None if hasattr(os, "geteuid") and os.geteuid() == 0 else "needs root"
 
     def test_low_port_then_nobody(self) -> None:
         port = free_low_port()
-        daemon = Daemon("--uid", str(NOBODY), "--gid", str(NOBODY),
-                        "udpupper", "--interface", "127.0.0.1", "--port", str(port),
-                        before_plugin=True)
+        daemon = Daemon(
+            "--uid",
+            str(NOBODY),
+            "--gid",
+            str(NOBODY),
+            "udpupper",
+            "--interface",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            before_plugin=True,
+        )
         self.addCleanup(daemon.stop)
         self.assertEqual(daemon.start(), port)
         self.assertEqual(ids(daemon.process.pid), (NOBODY, NOBODY))
@@ -51,5 +62,7 @@ class PrivilegeTests(unittest.TestCase):
         counters = daemon.summary()
         self.assertEqual((counters["received"], counters["replied"]), (1, 1))
         self.assertIn("kernel_drops", counters)
-        self.assertFalse([line for line in daemon.log
-                          if "Traceback" in line or "LookupError" in line], daemon.log)
+        self.assertFalse(
+            [line for line in daemon.log if "Traceback" in line or "LookupError" in line],
+            daemon.log,
+        )

@@ -13,6 +13,7 @@ from twisted.internet.testing import FakeDatagramTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.droplog import LOG_PERIOD
 from udpupper.server.protections.policy import Protections
 from udpupper.server.protocol import UpperProtocol
@@ -52,6 +53,7 @@ def connected(transport=None, **options) -> tuple[UpperProtocol, object]:
     return protocol, transport
 
 
+@tiers.unit
 class AnswerTests(unittest.TestCase):
     def test_replies_upper_case_to_sender(self) -> None:
         protocol, transport = connected()
@@ -82,9 +84,7 @@ class AnswerTests(unittest.TestCase):
         protocol, transport = connected()
         protocol.datagramReceived(payload, LOCAL)
         expected = (
-            payload.decode("utf-8", "surrogateescape")
-            .upper()
-            .encode("utf-8", "surrogateescape")
+            payload.decode("utf-8", "surrogateescape").upper().encode("utf-8", "surrogateescape")
         )
         self.assertEqual(transport.written, [(expected, LOCAL)])
 
@@ -104,6 +104,7 @@ class AnswerTests(unittest.TestCase):
         self.assertEqual(len(transport.written), stats.replied)
 
 
+@tiers.unit
 class LoopGuardTests(unittest.TestCase):
     def test_low_source_ports_get_no_reply(self) -> None:
         protocol, transport = connected()
@@ -126,8 +127,16 @@ class LoopGuardTests(unittest.TestCase):
 
     def test_impossible_sources(self) -> None:
         protocol, transport = connected()
-        hosts = ("0.0.0.0", "224.0.0.251", "255.255.255.255", "240.1.2.3", "ff02::1",
-                 "::ffff:255.255.255.255", "::ffff:127.0.0.1", "::")
+        hosts = (
+            "0.0.0.0",
+            "224.0.0.251",
+            "255.255.255.255",
+            "240.1.2.3",
+            "ff02::1",
+            "::ffff:255.255.255.255",
+            "::ffff:127.0.0.1",
+            "::",
+        )
         for host in hosts:
             protocol.datagramReceived(b"x", (host, 5353))
         self.assertEqual(transport.written, [])
@@ -145,6 +154,7 @@ class LoopGuardTests(unittest.TestCase):
         self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 3})
 
 
+@tiers.unit
 class RateLimitTests(unittest.TestCase):
     def test_limit_per_prefix_with_refill(self) -> None:
         clock = task.Clock()
@@ -163,8 +173,9 @@ class RateLimitTests(unittest.TestCase):
 
     def test_new_prefixes_beyond_their_rate_are_counted_apart(self) -> None:
         clock = task.Clock()
-        protocol, transport = connected(clock=clock, rate=10, burst=20, new_prefix_rate=5,
-                                        exempt=())
+        protocol, transport = connected(
+            clock=clock, rate=10, burst=20, new_prefix_rate=5, exempt=()
+        )
         protocol.datagramReceived(b"known", ("192.0.2.1", 5000))
         for n in range(20):  # spoofed: a new /24 each
             protocol.datagramReceived(b"x", (f"10.{n}.0.1", 5000))
@@ -195,6 +206,7 @@ class RateLimitTests(unittest.TestCase):
         self.assertEqual(len(transport.written), 2)
 
 
+@tiers.unit
 class AmplificationTests(unittest.TestCase):
     GROWS = "\u0390".encode()  # 2 bytes that upper-case to 6
 
@@ -218,8 +230,14 @@ class AmplificationTests(unittest.TestCase):
     def test_whole_and_fractional_factors_alike(self) -> None:
         """A whole cap is kept as an int, a fractional one as a float: the
         same comparison either way, at the edge too (2 bytes grow to 6)."""
-        for cap, answered in ((2.9, False), (3, True), (3.0, True), (3.5, True),
-                              (0.5, False), (float("inf"), True)):
+        for cap, answered in (
+            (2.9, False),
+            (3, True),
+            (3.0, True),
+            (3.5, True),
+            (0.5, False),
+            (float("inf"), True),
+        ):
             protocol, transport = connected(max_amplification=cap)
             protocol.datagramReceived(self.GROWS if cap != 0.5 else b"ab", CLIENT)
             self.assertEqual(len(transport.written), int(answered), cap)
@@ -233,6 +251,7 @@ class AmplificationTests(unittest.TestCase):
         )
 
 
+@tiers.unit
 class SendFailureTests(unittest.TestCase):
     """A reply that cannot be sent is counted under its reason, never raised."""
 
@@ -260,6 +279,7 @@ class SendFailureTests(unittest.TestCase):
         self.assert_dropped_as(OSError(errno.EPERM, "firewall"), Reason.SEND_ERROR)
 
 
+@tiers.unit
 class SentLaterTests(unittest.TestCase):
     def test_a_reply_the_transport_could_not_send_after_all(self) -> None:
         protocol, transport = connected()
@@ -270,6 +290,7 @@ class SentLaterTests(unittest.TestCase):
         self.assertEqual(stats.counted(), {Reason.SEND_BUFFER_FULL: 1})
 
 
+@tiers.unit
 class InternalErrorTests(unittest.TestCase):
     """A bug while handling one datagram costs that datagram, nothing more."""
 
@@ -313,6 +334,7 @@ class InternalErrorTests(unittest.TestCase):
         self.flushLoggedErrors(ValueError)
 
 
+@tiers.unit
 class LoopBreakerTests(unittest.TestCase):
     """Datagrams that are their own upper case and resemble a reply sent to
     their address before: one in ``loop_budget`` of each such chain is not
@@ -328,8 +350,7 @@ class LoopBreakerTests(unittest.TestCase):
             protocol.datagramReceived(reflect(transport.written[n][0], n), addr)
         self.fail("the loop did not end")
 
-    def run_loops(self, protocol, transport, firsts: list[bytes], reflect,
-                  addr=LOCAL) -> list[int]:
+    def run_loops(self, protocol, transport, firsts: list[bytes], reflect, addr=LOCAL) -> list[int]:
         """Like :meth:`run_loop`, for loops that run side by side through one
         address, their datagrams interleaved: each one's round trips."""
         alive, trips = {}, [0] * len(firsts)
@@ -385,8 +406,7 @@ class LoopBreakerTests(unittest.TestCase):
         trips = []
         for n, first in enumerate(firsts):
             addr = (f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}", 40000)
-            trips.append(self.run_loop(protocol, transport, first, lambda reply, m: reply,
-                                       addr))
+            trips.append(self.run_loop(protocol, transport, first, lambda reply, m: reply, addr))
             transport.written.clear()
         # Upper case from the first datagram: 49 answers, the 50th withheld.
         self.assertEqual(set(trips), {49})
@@ -399,9 +419,10 @@ class LoopBreakerTests(unittest.TestCase):
         def stamp(at):
             def reflect(reply: bytes, n: int) -> bytes:
                 mark = b"%08x" % (n * 2654435761 % 2**32)  # lower-case hex
-                mark = mark[:max(1, len(reply) // 4)]
+                mark = mark[: max(1, len(reply) // 4)]
                 where = at % len(reply) if at >= 0 else len(reply) + at
-                return reply[:where] + mark + reply[where + len(mark):]
+                return reply[:where] + mark + reply[where + len(mark) :]
+
             return reflect
 
         for payload in (b"a loop between two echo services", b"x" * 1400, b"q" * 16):
@@ -415,8 +436,7 @@ class LoopBreakerTests(unittest.TestCase):
             return b"%04d" % n + reply[4:-6] + b"%06d" % (n * 7)
 
         protocol, transport = connected(loop_budget=50)
-        self.assertLessEqual(
-            self.run_loop(protocol, transport, b"x" * 64, both_ends), 50)
+        self.assertLessEqual(self.run_loop(protocol, transport, b"x" * 64, both_ends), 50)
 
     def test_per_address_any_port(self) -> None:
         """A proxy changes its source port for each datagram: same address."""
@@ -443,10 +463,13 @@ class LoopBreakerTests(unittest.TestCase):
     def test_what_repeats_itself_loses_one_in_the_budget(self) -> None:
         """The trade-off: identical upper-case or empty requests, and numbered
         ones of digits, look like an echo of an earlier reply."""
-        for requests in ([b"HELLO"] * 10_000, [b""] * 10_000,
-                         [b"%016d" % n for n in range(10_000)],
-                         [b"HELLO", b"WORLD"] * 5_000):
-            protocol, transport = connected(loop_budget=100)
+        for requests in (
+            [b"HELLO"] * 10_000,
+            [b""] * 10_000,
+            [b"%016d" % n for n in range(10_000)],
+            [b"HELLO", b"WORLD"] * 5_000,
+        ):
+            protocol, _transport = connected(loop_budget=100)
             for request in requests:
                 protocol.datagramReceived(request, LOCAL)
             withheld = protocol.stats.counted().get(Reason.LOOP, 0)
@@ -455,8 +478,16 @@ class LoopBreakerTests(unittest.TestCase):
 
     def test_different_requests_are_answered(self) -> None:
         protocol, transport = connected(loop_budget=2)
-        requests = [b"HELLO", b"WORLD", b"", b"A", b"SOMETHING ELSE ENTIRELY",
-                    b"\xff\xfe", b"%d" % 12345, b"ANOTHER LINE, UPPER CASE"]
+        requests = [
+            b"HELLO",
+            b"WORLD",
+            b"",
+            b"A",
+            b"SOMETHING ELSE ENTIRELY",
+            b"\xff\xfe",
+            b"%d" % 12345,
+            b"ANOTHER LINE, UPPER CASE",
+        ]
         for request in requests:
             protocol.datagramReceived(request, LOCAL)
         self.assertEqual(len(transport.written), len(requests))
@@ -474,7 +505,7 @@ class LoopBreakerTests(unittest.TestCase):
         self.assertEqual(len(transport.written), 1000)
 
     def test_strangers_too(self) -> None:
-        protocol, transport = connected(loop_budget=5, rate=0)
+        protocol, _transport = connected(loop_budget=5, rate=0)
         for _ in range(100):
             protocol.datagramReceived(b"HELLO", CLIENT)
         self.assertEqual(protocol.stats.counted(), {Reason.LOOP: 100 // 5})
@@ -488,6 +519,7 @@ class LoopBreakerTests(unittest.TestCase):
         self.assertLessEqual(len(breaker), 200)
 
 
+@tiers.unit
 class ClockStepTests(unittest.TestCase):
     def test_rate_limit_survives_a_clock_that_steps_back(self) -> None:
         clock = task.Clock()

@@ -8,6 +8,7 @@ import socket
 
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.segments import MAX_SEGMENTS, UDP_SEGMENT, Segmenter
 
 
@@ -26,6 +27,7 @@ class Recording:
         return sum(map(len, buffers))
 
 
+@tiers.loopback
 class SegmenterTests(unittest.TestCase):
     def pair(self):
         server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -40,9 +42,12 @@ class SegmenterTests(unittest.TestCase):
     def test_runs_arrive_as_separate_datagrams_in_order(self) -> None:
         server, client = self.pair()
         route = ([], client.getsockname())
-        replies = ([b"%04d" % n for n in range(70)]  # more than a run
-                   + [b"x" * 1400] * 5 + [b"yy"]  # a shorter one ends a run
-                   + [b"", b"zz", b"z" * 2000, b"zz"])  # empty and big: alone
+        replies = (
+            [b"%04d" % n for n in range(70)]  # more than a run
+            + [b"x" * 1400] * 5
+            + [b"yy"]  # a shorter one ends a run
+            + [b"", b"zz", b"z" * 2000, b"zz"]
+        )  # empty and big: alone
         counts = [0, 0, 0, 0]
         failed = Segmenter(server).send([(reply, route) for reply in replies], counts)
         self.assertEqual(failed, [])
@@ -54,8 +59,9 @@ class SegmenterTests(unittest.TestCase):
         a, b = ([], ("192.0.2.1", 1)), ([], ("192.0.2.2", 2))
         queue = [(b"aaa", a)] * 3 + [(b"bb", a), (b"c", b), (b"ccc", b)] + [(b"d", a)] * 70
         self.assertEqual(Segmenter(sock).send(queue), [])
-        self.assertEqual([len(buffers) for buffers, _ in sock.calls],
-                         [4, 1, 1, MAX_SEGMENTS, 70 - MAX_SEGMENTS])
+        self.assertEqual(
+            [len(buffers) for buffers, _ in sock.calls], [4, 1, 1, MAX_SEGMENTS, 70 - MAX_SEGMENTS]
+        )
         self.assertEqual(sock.calls[0][1][-1][:2], (17, UDP_SEGMENT))
         self.assertEqual(sock.calls[1][1], [])  # one alone is not segmented
 
@@ -64,7 +70,8 @@ class SegmenterTests(unittest.TestCase):
         route = ([], client.getsockname())
         counts = [0, 0, 0, 0]
         failed = Segmenter(server).send(
-            [(b"ok", route), (b"x" * 70_000, route), (b"ok", route)], counts)
+            [(b"ok", route), (b"x" * 70_000, route), (b"ok", route)], counts
+        )
         self.assertEqual(failed, [(1, errno.EMSGSIZE)])
         self.assertEqual(counts, [0, 2, 0, 4])
         self.assertEqual([client.recv(100), client.recv(100)], [b"ok", b"ok"])
@@ -72,8 +79,11 @@ class SegmenterTests(unittest.TestCase):
     def test_a_refused_run_goes_one_by_one(self) -> None:
         """A route whose MTU is below the segment (EMSGSIZE): that run goes
         one datagram at a time, and the next run is segmented again."""
-        sock = Recording(lambda buffers, ancillary: errno.EMSGSIZE if len(buffers) > 1
-                         and buffers[0] == b"big" else None)
+        sock = Recording(
+            lambda buffers, ancillary: (
+                errno.EMSGSIZE if len(buffers) > 1 and buffers[0] == b"big" else None
+            )
+        )
         route = ([], ("192.0.2.1", 1))
         segmenter = Segmenter(sock)
         queue = [(b"big", route)] * 3
@@ -96,6 +106,7 @@ class SegmenterTests(unittest.TestCase):
         route = ([], ("192.0.2.1", 1))
         counts = [0, 0, 0, 0]
         failed = Segmenter(sock).send([(b"a", route)] * 3, counts)
-        self.assertEqual(failed, [(0, errno.ENETUNREACH), (1, errno.ENETUNREACH),
-                                  (2, errno.ENETUNREACH)])
+        self.assertEqual(
+            failed, [(0, errno.ENETUNREACH), (1, errno.ENETUNREACH), (2, errno.ENETUNREACH)]
+        )
         self.assertEqual(counts, [0, 0, 0, 0])

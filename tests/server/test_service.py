@@ -8,6 +8,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import (
     NO_IPV6,
     CapturedStderr,
@@ -26,6 +27,7 @@ from udpupper.server.service import UpperService
 from udpupper.server.stats import Reason
 
 
+@tiers.loopback
 class ServiceTests(unittest.TestCase):
     def start(self, interface: str | None = None) -> int:
         service = UpperService(0, interface, reactor)
@@ -112,7 +114,8 @@ class ServiceTests(unittest.TestCase):
 
         self.service.protocol.transform = transform
         replies = yield threads.deferToThread(
-            self.burst, port, [b"a", b"boom", b"b", b"boom", b"c"], 3)
+            self.burst, port, [b"a", b"boom", b"b", b"boom", b"c"], 3
+        )
         self.assertEqual(replies, [b"A", b"B", b"C"])
         reply, _ = yield exchange_in_thread("127.0.0.1", port, b"later")
         self.assertEqual(reply, b"LATER")
@@ -206,7 +209,8 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(
             stderr.text,
             "udpupper: not enough memory for the receive buffers (4 MiB); give the "
-            "daemon more memory, or a smaller --rate-table\n")
+            "daemon more memory, or a smaller --rate-table\n",
+        )
 
     @defer.inlineCallbacks
     def test_no_destination_information_no_reply(self):
@@ -254,6 +258,7 @@ class ServiceTests(unittest.TestCase):
                 exchange("127.0.0.1", silent.getsockname()[1], b"x", timeout=0.2)
 
 
+@tiers.loopback
 class ProtectionTests(unittest.TestCase):
     """The protections over real sockets: 127.0.0.0/8 is all local on Linux,
     so 127.0.0.1 and 127.1.0.1 are two sources in two /24 prefixes."""
@@ -339,6 +344,7 @@ class ProtectionTests(unittest.TestCase):
         self.assertEqual(reply, b"OK")
 
 
+@tiers.loopback
 class WithoutHelperTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_says_so_once_at_start(self):
@@ -347,8 +353,7 @@ class WithoutHelperTests(unittest.TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
 
         def said() -> int:
-            return sum("without its C helper" in event.get("log_format", "")
-                       for event in events)
+            return sum("without its C helper" in event.get("log_format", "") for event in events)
 
         for batch, expected in ((None, 1), (port_module._batch, 1 if port_module._batch else 2)):
             self.patch(ServerPort, "batch", batch)
@@ -369,14 +374,19 @@ class WithoutHelperTests(unittest.TestCase):
         service.startService()
         self.addCleanup(service.stopService)
         yield task.deferLater(reactor, 0, lambda: None)
-        said = [event for event in events
-                if "without its C policy tables" in event.get("log_format", "")]
+        said = [
+            event
+            for event in events
+            if "without its C policy tables" in event.get("log_format", "")
+        ]
         self.assertEqual(len(said), 1)
-        self.assertEqual(said[0]["missing"], "udpupper.server.protections._ratelimit and udpupper.server.protections._sources")
+        self.assertEqual(
+            said[0]["missing"],
+            "udpupper.server.protections._ratelimit and udpupper.server.protections._sources",
+        )
         self.assertIsInstance(service.protocol.limiter, PythonRateLimiter)
         self.assertIsInstance(service.protocol.sources, PythonSources)
-        reply = yield exchange_in_thread("127.0.0.1", service.port.getHost().port,
-                                         b"still answers")
+        reply = yield exchange_in_thread("127.0.0.1", service.port.getHost().port, b"still answers")
         self.assertEqual(reply[0], b"STILL ANSWERS")
 
 
@@ -388,10 +398,12 @@ class OneByOneMixin:
         self.patch(ServerPort, "batch", None)
 
 
+@tiers.loopback
 class OneByOneServiceTests(OneByOneMixin, ServiceTests):
     pass
 
 
+@tiers.loopback
 class OneByOneProtectionTests(OneByOneMixin, ProtectionTests):
     pass
 
@@ -408,9 +420,11 @@ class CtypesMixin:
         self.patch(ServerPort, "batch", CTYPES)
 
 
+@tiers.loopback
 class CtypesServiceTests(CtypesMixin, ServiceTests):
     pass
 
 
+@tiers.loopback
 class CtypesProtectionTests(CtypesMixin, ProtectionTests):
     pass

@@ -2,9 +2,11 @@
 
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.stats import Reason, Stats
 
 
+@tiers.unit
 class StatsTests(unittest.TestCase):
     def test_starts_at_zero(self) -> None:
         stats = Stats()
@@ -49,10 +51,21 @@ class StatsTests(unittest.TestCase):
         import errno
 
         stats = Stats()
-        for code in (errno.EMSGSIZE, errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED,
-                     errno.EPERM, None):
+        for code in (
+            errno.EMSGSIZE,
+            errno.EAGAIN,
+            errno.ENOBUFS,
+            errno.ECONNREFUSED,
+            errno.EPERM,
+            None,
+        ):
             stats.send_failed(code)
-        self.assertEqual(stats.counted(), {
-            Reason.TOO_LARGE: 1, Reason.SEND_BUFFER_FULL: 2, Reason.REFUSED: 1,
-            Reason.SEND_ERROR: 2,
-        })
+        self.assertEqual(
+            stats.counted(),
+            {
+                Reason.TOO_LARGE: 1,
+                Reason.SEND_BUFFER_FULL: 2,
+                Reason.REFUSED: 1,
+                Reason.SEND_ERROR: 2,
+            },
+        )

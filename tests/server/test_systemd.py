@@ -14,6 +14,7 @@ import time
 
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.netns import ROOT
 from tests.processes import TWISTD, Daemon
 from tests.support import NO_IPV6, exchange, free_port, long_run
@@ -37,12 +38,17 @@ class Activated(Daemon):
     def _popen(self, command):
         fd = self.sock.fileno()
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=self._environ, pass_fds=(3,),
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self._environ,
+            pass_fds=(3,),
             preexec_fn=lambda: (os.dup2(fd, 3), signal.signal(signal.SIGINT, signal.SIG_DFL)),
         )
 
 
+@tiers.system
 class SocketActivationTests(unittest.TestCase):
     def test_serves_the_inherited_socket(self) -> None:
         inherited = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -77,6 +83,7 @@ class SocketActivationTests(unittest.TestCase):
         self.assertIsNone(systemd.inherited_datagram_socket(environ))
 
 
+@tiers.system
 class SocketActivateToolTests(unittest.TestCase):
     """systemd's own systemd-socket-activate binds, waits, and starts us."""
 
@@ -84,8 +91,9 @@ class SocketActivateToolTests(unittest.TestCase):
 
     def test_first_datagram_starts_and_is_answered(self) -> None:
         port = free_port()
-        daemon = Daemon(prefix=("systemd-socket-activate", "--datagram",
-                                "--listen", f"127.0.0.1:{port}"))
+        daemon = Daemon(
+            prefix=("systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}")
+        )
         self.addCleanup(daemon.stop)
         daemon.wait_for("Listening on")
         self.assertEqual(exchange("127.0.0.1", port, b"wake up", timeout=15)[0], b"WAKE UP")
@@ -95,21 +103,28 @@ class SocketActivateToolTests(unittest.TestCase):
         """Before: the activated socket held and never read, nothing said; or,
         on --port's own port, "Address already in use" and a restart loop."""
         port = free_port()
-        daemon = Daemon("--workers", "2", "--port", str(port),
-                        prefix=("systemd-socket-activate", "--datagram",
-                                "--listen", f"127.0.0.1:{port}"))
+        daemon = Daemon(
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            prefix=("systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}"),
+        )
         self.addCleanup(daemon.stop)
         daemon.wait_for("Listening on")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as wake:
             wake.sendto(b"wake up", ("127.0.0.1", port))
         self.assertEqual(daemon.process.wait(30), 1)
         daemon.stop()
-        self.assertIn("udpupper: --workers binds a group of sockets of its own and cannot "
-                      "serve the socket systemd passed: run udpupper-workers.service, "
-                      "without a .socket unit (contrib/systemd), or drop --workers",
-                      daemon.log)
+        self.assertIn(
+            "udpupper: --workers binds a group of sockets of its own and cannot "
+            "serve the socket systemd passed: run udpupper-workers.service, "
+            "without a .socket unit (contrib/systemd), or drop --workers",
+            daemon.log,
+        )
 
 
+@tiers.system
 class InstalledRecipeTests(unittest.TestCase):
     """The systemd recipe of docs/operations.md, word for word but for the folder: a venv,
     the project installed into it, and the unit's ExecStart started by
@@ -123,13 +138,35 @@ class InstalledRecipeTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, folder, True)
         venv = os.path.join(folder, "udpupper")
         tree = os.path.join(folder, "tree")  # a copy: pip builds in the tree
-        shutil.copytree(ROOT, tree, symlinks=True, ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "_trial_temp*", "*.so", "*.egg-info", ".hypothesis",
-            ".pytest_cache", "__pycache__", "dropin.cache"))
+        shutil.copytree(
+            ROOT,
+            tree,
+            symlinks=True,
+            ignore=shutil.ignore_patterns(
+                ".venv",
+                ".git",
+                "build",
+                "_trial_temp*",
+                "*.so",
+                "*.egg-info",
+                ".hypothesis",
+                ".pytest_cache",
+                "__pycache__",
+                "dropin.cache",
+            ),
+        )
         subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
         installed = subprocess.run(
-            [os.path.join(venv, "bin", "pip"), "install", "--quiet",
-             "--disable-pip-version-check", tree], capture_output=True, timeout=600)
+            [
+                os.path.join(venv, "bin", "pip"),
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                tree,
+            ],
+            capture_output=True,
+            timeout=600,
+        )
         if installed.returncode:
             raise unittest.SkipTest(f"cannot install here: {installed.stderr[-300:]!r}")
         with open(os.path.join(ROOT, "contrib", "systemd", "udpupper.service")) as unit:
@@ -137,8 +174,10 @@ class InstalledRecipeTests(unittest.TestCase):
         command = exec_start.replace("/opt/udpupper", venv).split()
         port = free_port()
         server = subprocess.Popen(
-            ["systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}",
-             *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ["systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def stop() -> None:
             server.terminate()
@@ -160,6 +199,7 @@ class InstalledRecipeTests(unittest.TestCase):
         self.assertEqual(reply, b"FROM THE VENV")
 
 
+@tiers.system
 class NotifyTests(unittest.TestCase):
     def listener(self) -> tuple[socket.socket, str]:
         """A notify socket, as systemd's: bound, read by the test."""
@@ -217,7 +257,7 @@ class NotifyTests(unittest.TestCase):
 
     def test_a_stalled_notify_socket_is_never_waited_on(self) -> None:
         """Its queue full: the notification is dropped, at once."""
-        listener, path = self.listener()
+        _listener, path = self.listener()
         self.fill(path)
         started = time.monotonic()
         self.assertFalse(systemd.notify("READY=1", {"NOTIFY_SOCKET": path}))
@@ -228,11 +268,14 @@ class NotifyTests(unittest.TestCase):
         a --workers parent hung at SIGTERM."""
         for options in ((), ("--workers", "2")):
             with self.subTest(options=options):
-                listener, path = self.listener()
+                _listener, path = self.listener()
                 self.fill(path)
                 daemon = self.daemon(path, *options)
-                port = daemon.start() if not options else int(
-                    daemon.find(r"starting 2 workers on \S+:(\d+)/udp").group(1))
+                port = (
+                    daemon.start()
+                    if not options
+                    else int(daemon.find(r"starting 2 workers on \S+:(\d+)/udp").group(1))
+                )
                 self.assertEqual(exchange("127.0.0.1", port, b"served")[0], b"SERVED")
                 self.assertEqual(daemon.stop(signal.SIGTERM, timeout=30), -signal.SIGTERM)
 
@@ -248,6 +291,7 @@ class NotifyTests(unittest.TestCase):
         self.assertEqual(listener.recv(100), b"READY=1")
 
 
+@tiers.system
 class UnitFileTests(unittest.TestCase):
     skip = None if shutil.which("systemd-analyze") else "systemd-analyze is not installed"
 
@@ -272,11 +316,19 @@ class UnitFileTests(unittest.TestCase):
             with open(os.path.join(folder, name), "w") as copy:
                 copy.write(text)
         result = subprocess.run(
-            ["systemd-analyze", "verify", "--man=no",
-             os.path.join(folder, "udpupper.socket"), os.path.join(folder, "udpupper.service"),
-             os.path.join(folder, "udpupper-workers.service")],
-            capture_output=True, text=True, timeout=120,
+            [
+                "systemd-analyze",
+                "verify",
+                "--man=no",
+                os.path.join(folder, "udpupper.socket"),
+                os.path.join(folder, "udpupper.service"),
+                os.path.join(folder, "udpupper-workers.service"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-        problems = [line for line in (result.stdout + result.stderr).splitlines()
-                    if "udpupper" in line]
+        problems = [
+            line for line in (result.stdout + result.stderr).splitlines() if "udpupper" in line
+        ]
         self.assertEqual((result.returncode, problems), (0, []), result.stderr)

@@ -12,6 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
+from tests import tiers
 from tests.support import CapturedStderr
 from udpupper.server import metrics, tap
 from udpupper.server.protections.policy import parse_networks
@@ -24,26 +25,51 @@ def parse(*argv: str) -> tap.Options:
     return options
 
 
+@tiers.unit
 class OptionsTests(unittest.TestCase):
     def test_defaults(self) -> None:
         options = parse()
         self.assertEqual(options["port"], 12000)
         self.assertIsNone(options["interface"])
         self.assertEqual(
-            (options["rate"], options["burst"], options["rate-table"],
-             options["max-amplification"], options["allow-low-ports"], options["rcvbuf"]),
+            (
+                options["rate"],
+                options["burst"],
+                options["rate-table"],
+                options["max-amplification"],
+                options["allow-low-ports"],
+                options["rcvbuf"],
+            ),
             (200.0, None, 65_536, 1.0, 0, 4 * 1024 * 1024),
         )
         self.assertEqual(options["exempt"], parse_networks("127.0.0.0/8,::1/128"))
 
     def test_protection_options(self) -> None:
         options = parse(
-            "--rate", "0", "--burst", "5", "--rate-table", "10", "--exempt", "",
-            "--max-amplification", "3", "--allow-low-ports", "--rcvbuf", "0",
+            "--rate",
+            "0",
+            "--burst",
+            "5",
+            "--rate-table",
+            "10",
+            "--exempt",
+            "",
+            "--max-amplification",
+            "3",
+            "--allow-low-ports",
+            "--rcvbuf",
+            "0",
         )
         self.assertEqual(
-            (options["rate"], options["burst"], options["rate-table"], options["exempt"],
-             options["max-amplification"], options["allow-low-ports"], options["rcvbuf"]),
+            (
+                options["rate"],
+                options["burst"],
+                options["rate-table"],
+                options["exempt"],
+                options["max-amplification"],
+                options["allow-low-ports"],
+                options["rcvbuf"],
+            ),
             (0.0, 5.0, 10, [], 3.0, 1, 0),
         )
         self.assertEqual(
@@ -83,37 +109,51 @@ class OptionsTests(unittest.TestCase):
         self.assert_usage_error("--exempt", "10.0.0.0/33", says="--exempt")
         self.assert_usage_error("--max-amplification", "0", says="--max-amplification")
         self.assert_usage_error("--rcvbuf", "-5", says="--rcvbuf")
-        self.assert_usage_error("--rcvbuf", "2147483648",
-                                says="--rcvbuf: must be 0 to 1073741823, not 2147483648")
-        self.assert_usage_error("--interface", "fe80::1%nosuchif",
-                                says="--interface: no network interface 'nosuchif' on this host")
+        self.assert_usage_error(
+            "--rcvbuf", "2147483648", says="--rcvbuf: must be 0 to 1073741823, not 2147483648"
+        )
+        self.assert_usage_error(
+            "--interface",
+            "fe80::1%nosuchif",
+            says="--interface: no network interface 'nosuchif' on this host",
+        )
         self.assert_usage_error("--interface", "127.0.0.1%lo", says="IPv4 address has no scope")
-        self.assert_usage_error("--interface", "fe80::1%999999",
-                                says="no network interface '999999' on this host")
-        self.assert_usage_error("--interface", "::1%lo",
-                                says="only a link-local address (fe80::/10) takes a scope")
+        self.assert_usage_error(
+            "--interface", "fe80::1%999999", says="no network interface '999999' on this host"
+        )
+        self.assert_usage_error(
+            "--interface", "::1%lo", says="only a link-local address (fe80::/10) takes a scope"
+        )
         self.assert_usage_error("--metrics", "tcp:abc", says="--metrics: not a server endpoint")
         self.assert_usage_error("--metrics", "bogus:1", says="--metrics")
 
     def test_metrics_without_prometheus_client_says_how_to_install_it(self) -> None:
         self.patch(metrics, "available", lambda: False)
-        self.assert_usage_error("--metrics", "tcp:9812", says=(
-            "--metrics: needs prometheus_client: in a checkout, pip install '.[metrics]'; "
-            "from a package index, pip install 'udpupper[metrics]'"))
+        self.assert_usage_error(
+            "--metrics",
+            "tcp:9812",
+            says=(
+                "--metrics: needs prometheus_client: in a checkout, pip install '.[metrics]'; "
+                "from a package index, pip install 'udpupper[metrics]'"
+            ),
+        )
         self.assert_usage_error("--workers", "0", says="--workers")
         self.assert_usage_error("--busy-poll", "-1", says="--busy-poll")
         self.assert_usage_error("--loop-budget", "-1", says="--loop-budget")
         self.assert_usage_error("--loop-budget", "16777217", says="--loop-budget")
 
 
+@tiers.unit
 class MakeServiceTests(unittest.TestCase):
     def test_service_from_options(self) -> None:
-        service = tap.makeService(parse("--port", "0", "--interface", "127.0.0.1",
-                                        "--rate", "10", "--rcvbuf", "0"))
+        service = tap.makeService(
+            parse("--port", "0", "--interface", "127.0.0.1", "--rate", "10", "--rcvbuf", "0")
+        )
         self.assertIsInstance(service, UpperService)
         self.assertEqual((service.port_number, service.interface), (0, "127.0.0.1"))
-        self.assertEqual((service.protocol.limiter.rate, service.protocol.limiter.burst),
-                         (10.0, 20.0))
+        self.assertEqual(
+            (service.protocol.limiter.rate, service.protocol.limiter.burst), (10.0, 20.0)
+        )
         self.assertEqual(service.rcvbuf, 0)
         self.assertEqual(tap.makeService(parse("--busy-poll", "0")).busy_poll, 0)
 
@@ -150,6 +190,7 @@ class MakeServiceTests(unittest.TestCase):
         self.assertIn("--loop-budget=7", tap.worker_options(parse("--loop-budget", "7")))
 
 
+@tiers.unit
 class PluginTests(unittest.TestCase):
     def test_twistd_finds_the_plugin(self) -> None:
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
@@ -160,24 +201,45 @@ class PluginTests(unittest.TestCase):
 # Taken from Options itself: an option added later is tried too.
 OPTION_NAMES = [parameter[0] for parameter in tap.Options.optParameters]
 VALUES = st.one_of(
-    st.integers(-(2 ** 40), 2 ** 40).map(str),
+    st.integers(-(2**40), 2**40).map(str),
     st.floats().map(repr),  # nan, inf, -0.0, 1e+300 ...
     st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=24),
-    st.sampled_from(["", "0", "1", "-1", "0.4", "65535", "65536", "16777217", "::",
-                     "0.0.0.0", "127.0.0.1", "224.0.0.1", "fe80::1%lo", "10.0.0.0/8",
-                     "10.0.0.0/33", ",", "tcp:0", "tcp:0:interface=127.0.0.1", "unix:",
-                     "bogus:1", "x"]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "1",
+            "-1",
+            "0.4",
+            "65535",
+            "65536",
+            "16777217",
+            "::",
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "fe80::1%lo",
+            "10.0.0.0/8",
+            "10.0.0.0/33",
+            ",",
+            "tcp:0",
+            "tcp:0:interface=127.0.0.1",
+            "unix:",
+            "bogus:1",
+            "x",
+        ]
+    ),
 )
 
 
+@tiers.unit
 class AnythingTypedTests(unittest.TestCase):
     """Whatever values, alone or together, with or without --workers: the
     options and the service they make end in a service, or in one line on
     stderr and status 1; never a traceback."""
 
     @settings(max_examples=200, deadline=None)
-    @given(st.dictionaries(st.sampled_from(OPTION_NAMES), VALUES, max_size=4),
-           st.booleans())
+    @given(st.dictionaries(st.sampled_from(OPTION_NAMES), VALUES, max_size=4), st.booleans())
     @example({"metrics": "\x1e"}, False)  # a record separator: splitlines() splits there
     @example({"exempt": "\u2028"}, True)
     @example({"metrics": "a=b"}, False)  # IndexError inside Twisted's parser
@@ -201,5 +263,4 @@ class AnythingTypedTests(unittest.TestCase):
         else:
             self.assertEqual(code, 1, argv)
             self.assertEqual(len(said), 1, (argv, said))
-            self.assertTrue(said[0].startswith(("twistd udpupper: error: --", "udpupper: ")),
-                            said)
+            self.assertTrue(said[0].startswith(("twistd udpupper: error: --", "udpupper: ")), said)

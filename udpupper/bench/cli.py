@@ -59,10 +59,18 @@ class Options(OneLineUsageErrors, usage.Options):
     )
     optFlags = [
         ["json", None, "Print one JSON object instead of the summary."],
-        ["histogram", None, "Also show the latency distribution as a bar chart "
-         "(log-scale buckets; with --json, as a list)."],
-        ["prefixes", None, "Send each socket's requests from its own /24 "
-         "(127.0.N.1: an IPv4 loopback server only), as --workers steers them."],
+        [
+            "histogram",
+            None,
+            "Also show the latency distribution as a bar chart "
+            "(log-scale buckets; with --json, as a list).",
+        ],
+        [
+            "prefixes",
+            None,
+            "Send each socket's requests from its own /24 "
+            "(127.0.N.1: an IPv4 loopback server only), as --workers steers them.",
+        ],
     ]
     optParameters = [
         ["host", "H", "127.0.0.1", "Server address or name."],
@@ -77,10 +85,19 @@ class Options(OneLineUsageErrors, usage.Options):
         ["flood", None, None, "Flood from spoofed loopback sources: random or one."],
         ["flood-rate", None, 0, "Flood datagrams a second; 0: as fast as it can."],
         ["quiet-rate", None, 100, "Datagrams a second the quiet client sends, 1 to 10000."],
-        ["metrics", None, None, "The daemon's metrics page, e.g. "
-         "http://127.0.0.1:9812/metrics, for its intake under the flood."],
-        ["plot", None, None, "Also write the latency distribution as a PNG "
-         "(needs matplotlib: the plot extra)."],
+        [
+            "metrics",
+            None,
+            None,
+            "The daemon's metrics page, e.g. "
+            "http://127.0.0.1:9812/metrics, for its intake under the flood.",
+        ],
+        [
+            "plot",
+            None,
+            None,
+            "Also write the latency distribution as a PNG (needs matplotlib: the plot extra).",
+        ],
     ]
     checks = {
         "port": peer_port,
@@ -104,8 +121,9 @@ class Options(OneLineUsageErrors, usage.Options):
     def postOptions(self) -> None:
         super().postOptions()
         if self["prefixes"] and not self["host"].startswith("127."):
-            raise usage.UsageError("--prefixes sends from 127.0.N.1: only to an IPv4 "
-                                   "loopback server")
+            raise usage.UsageError(
+                "--prefixes sends from 127.0.N.1: only to an IPv4 loopback server"
+            )
         if self["flood"] is not None:
             for name in ("histogram", "plot", "prefixes"):
                 if self[name]:
@@ -114,8 +132,13 @@ class Options(OneLineUsageErrors, usage.Options):
 
 def progress_line(result: Result, elapsed: float) -> None:
     rate = result.received / elapsed if elapsed > 0 else 0
-    print(f"\r{elapsed:6.1f} s  {rate:12,.0f} replies/s  lost {result.lost:,}  "
-          f"mismatched {result.mismatched:,}", end="", file=sys.stderr, flush=True)
+    print(
+        f"\r{elapsed:6.1f} s  {rate:12,.0f} replies/s  lost {result.lost:,}  "
+        f"mismatched {result.mismatched:,}",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def can_draw_blocks() -> bool:
@@ -134,19 +157,26 @@ def main(argv: list[str] | None = None) -> None:
     if options["flood"] is not None:
         flood(options)
     try:
-        bench = Bench(options["host"], options["port"], window=options["window"],
-                      sockets=options["sockets"], size=options["size"],
-                      payload=options["payload"], timeout=options["timeout"],
-                      prefixes=options["prefixes"])
+        bench = Bench(
+            options["host"],
+            options["port"],
+            window=options["window"],
+            sockets=options["sockets"],
+            size=options["size"],
+            payload=options["payload"],
+            timeout=options["timeout"],
+            prefixes=options["prefixes"],
+        )
     except OSError as error:
         print(one_line(f"{COMMAND}: {options['host']}: {error}"), file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     interactive = os.isatty(2) and not options["json"]
     try:
-        result = bench.run(options["duration"], options["warmup"],
-                           progress_line if interactive else None)
+        result = bench.run(
+            options["duration"], options["warmup"], progress_line if interactive else None
+        )
     except KeyboardInterrupt:
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         bench.close()
     if interactive:
@@ -163,15 +193,21 @@ def main(argv: list[str] | None = None) -> None:
             print()
             print("\n".join(render(histogram, unicode=can_draw_blocks())))
     if options["plot"] and result.received:
-        title = (f"udpupper-bench: {options['host']}:{options['port']}, "
-                 f"{result.received:,} replies of {options['size']} B, "
-                 f"window {options['window']} x {options['sockets']}")
+        title = (
+            f"udpupper-bench: {options['host']}:{options['port']}, "
+            f"{result.received:,} replies of {options['size']} B, "
+            f"window {options['window']} x {options['sockets']}"
+        )
         try:
             plot(histogram, options["plot"], title)
         except OSError as error:  # the folder went away, the disk is full
-            print(one_line(f"{COMMAND}: --plot: cannot write {options['plot']}: "
-                           f"{error.strerror or error}"), file=sys.stderr)
-            raise SystemExit(1)
+            print(
+                one_line(
+                    f"{COMMAND}: --plot: cannot write {options['plot']}: {error.strerror or error}"
+                ),
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
     raise SystemExit(0 if not (result.lost or result.mismatched) and result.received else 1)
 
 
@@ -179,17 +215,23 @@ def flood(options: Options) -> None:
     """``--flood``: one flood, its figures, exit 0 when the quiet client got
     99% of its replies."""
     try:
-        result = run_flood(options["port"], options["flood"], options["duration"],
-                           options["flood-rate"], options["quiet-rate"], options["metrics"],
-                           warmup=options["warmup"])
+        result = run_flood(
+            options["port"],
+            options["flood"],
+            options["duration"],
+            options["flood-rate"],
+            options["quiet-rate"],
+            options["metrics"],
+            warmup=options["warmup"],
+        )
     except ImportError:
         print(f"{COMMAND}: --flood needs the C helper (udpupper._batch)", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except OSError as error:
         print(f"{COMMAND}: --flood: {error}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     figures = result.as_dict()
     if options["json"]:
         print(json.dumps(figures))

@@ -130,9 +130,16 @@ class Quiet(threading.Thread):
         self.sock.close()
 
 
-def run_flood(port: int, kind: str, duration: float, rate: float = 0.0,
-              quiet_rate: float = 100.0, metrics_url: str | None = None,
-              batch=None, warmup: float = 0.0) -> FloodResult:
+def run_flood(
+    port: int,
+    kind: str,
+    duration: float,
+    rate: float = 0.0,
+    quiet_rate: float = 100.0,
+    metrics_url: str | None = None,
+    batch=None,
+    warmup: float = 0.0,
+) -> FloodResult:
     """Flood ``127.0.0.1:port`` for ``warmup`` + ``duration`` s (``rate`` a
     second; 0: flat out), measuring the last ``duration`` s: after the
     warm-up the daemon's tables hold what the flood brings, a steady state."""
@@ -163,7 +170,7 @@ def run_flood(port: int, kind: str, duration: float, rate: float = 0.0,
                 result.sent = result.send_errors = 0
             if rate and offered > (now - start) * rate:
                 continue  # open loop, paced: wait for the next batch's time
-            chunk = items[at:at + size]
+            chunk = items[at : at + size]
             at = (at + size) % len(items)
             sent, _, errors = batch.send_batch(sock.fileno(), chunk)
             offered += len(chunk)

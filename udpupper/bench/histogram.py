@@ -33,7 +33,7 @@ def edges_between(low: float, high: float) -> list[float]:
         decade += 1
     first = max(i for i, edge in enumerate(edges) if edge <= max(low, edges[0]))
     last = next(i for i, edge in enumerate(edges) if edge > high)
-    return edges[first:last + 1]
+    return edges[first : last + 1]
 
 
 def percentile(ordered: Sequence[float], share: float) -> float:
@@ -84,8 +84,10 @@ class Histogram:
 
     def as_list(self) -> list[dict]:
         """For ``--json``: one object per bucket."""
-        return [{"from_us": low, "to_us": high, "count": count}
-                for low, high, count in zip(self.edges, self.edges[1:], self.counts)]
+        return [
+            {"from_us": low, "to_us": high, "count": count}
+            for low, high, count in zip(self.edges, self.edges[1:], self.counts)
+        ]
 
 
 def label(us: float) -> str:
@@ -108,10 +110,13 @@ def render(histogram: Histogram, width: int | None = None, unicode: bool = True)
     tallest = max(histogram.counts)
     lines = [f"{'latency us':>{2 * edge_width + 3}} {'replies':>{count_width}}"]
     for i, count in enumerate(histogram.counts):
-        span = f"{label(histogram.edges[i]):>{edge_width}} - {label(histogram.edges[i + 1]):>{edge_width}}"
+        low, high = label(histogram.edges[i]), label(histogram.edges[i + 1])
+        span = f"{low:>{edge_width}} - {high:>{edge_width}}"
         bar = bar_of(count / tallest * bar_room, unicode) if count else ""
-        lines.append(f"{span} {count:>{count_width},} {bar:<{bar_room}} "
-                     f"{' '.join(marks.get(i, []))}".rstrip())
+        lines.append(
+            f"{span} {count:>{count_width},} {bar:<{bar_room}} "
+            f"{' '.join(marks.get(i, []))}".rstrip()
+        )
     return lines
 
 
@@ -121,8 +126,10 @@ def bar_of(length: float, unicode: bool) -> str:
         return "#" * max(1, round(length))
     eighths = max(1, round(length * 8))
     full, rest = divmod(eighths, 8)
-    return "\u2588" * full + ("", "\u258f", "\u258e", "\u258d", "\u258c", "\u258b",
-                              "\u258a", "\u2589")[rest]
+    return (
+        "\u2588" * full
+        + ("", "\u258f", "\u258e", "\u258d", "\u258c", "\u258b", "\u258a", "\u2589")[rest]
+    )
 
 
 def plot_available() -> bool:
@@ -161,8 +168,15 @@ def plot(histogram: Histogram, path: str, title: str) -> None:
     figure, axes = pyplot.subplots(figsize=(PLOT_SIZE[0] / dpi, PLOT_SIZE[1] / dpi), dpi=dpi)
     try:
         lows, highs = histogram.edges[:-1], histogram.edges[1:]
-        axes.bar(lows, histogram.counts, width=[h - l for l, h in zip(lows, highs)],
-                 align="edge", color="#4878a8", edgecolor="white", linewidth=0.5)
+        axes.bar(
+            lows,
+            histogram.counts,
+            width=[high - low for low, high in zip(lows, highs)],
+            align="edge",
+            color="#4878a8",
+            edgecolor="white",
+            linewidth=0.5,
+        )
         axes.set_xscale("log")
         axes.set_yscale("log")  # so the tail's few replies show beside the peak
         axes.set_xlabel("latency (µs, log scale)")
@@ -170,9 +184,15 @@ def plot(histogram: Histogram, path: str, title: str) -> None:
         axes.set_title(title)
         for step, (name, value) in enumerate(histogram.marks.items()):
             axes.axvline(value, color="#c0392b", linestyle="--", linewidth=0.8)
-            axes.annotate(f" {name} {label(value)} µs", (value, 0.97 - 0.06 * step),
-                          xycoords=("data", "axes fraction"), va="top", ha="left",
-                          fontsize=8, color="#c0392b")
+            axes.annotate(
+                f" {name} {label(value)} µs",
+                (value, 0.97 - 0.06 * step),
+                xycoords=("data", "axes fraction"),
+                va="top",
+                ha="left",
+                fontsize=8,
+                color="#c0392b",
+            )
         figure.tight_layout()
         figure.savefig(path, format="png", dpi=dpi)
     finally:

@@ -101,9 +101,19 @@ class Result:
 class Bench:
     """Runs the closed loop against one server address."""
 
-    def __init__(self, host: str, port: int, *, window: int, sockets: int, size: int,
-                 payload: str, timeout: float, batch=_batch,
-                 prefixes: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        window: int,
+        sockets: int,
+        size: int,
+        payload: str,
+        timeout: float,
+        batch=_batch,
+        prefixes: bool = False,
+    ) -> None:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self.family, self.server = info[0], info[4][:2]
         # The route send_batch takes, as the C helper itself defines it.
@@ -196,8 +206,12 @@ class Bench:
             if count:
                 self._send(index, count, now)
 
-    def run(self, duration: float, warmup: float,
-            progress: Callable[[Result, float], object] | None = None) -> Result:
+    def run(
+        self,
+        duration: float,
+        warmup: float,
+        progress: Callable[[Result, float], object] | None = None,
+    ) -> Result:
         poller = select.epoll()
         by_fd = {sock.fileno(): index for index, sock in enumerate(self.sockets)}
         for fd in by_fd:
@@ -245,16 +259,27 @@ def report(result: Result, out=sys.stdout) -> None:
     """The human-readable summary of a run."""
     d = result.as_dict()
     if not result.received:
-        print(f"no replies: {d['sent']:,} requests sent, {d['lost']:,} lost, none "
-              "answered (is a server listening on that address and port?)", file=out)
+        print(
+            f"no replies: {d['sent']:,} requests sent, {d['lost']:,} lost, none "
+            "answered (is a server listening on that address and port?)",
+            file=out,
+        )
         return
     print(f"replies/s  {d['replies_per_s']:,.0f}", file=out)
-    print(f"sent {d['sent']:,}  received {d['received']:,}  lost {d['lost']:,}  "
-          f"mismatched {d['mismatched']:,}  late {d['late']:,}", file=out)
-    print(f"latency us  p50 {d['p50_us']}  p90 {d['p90_us']}  p99 {d['p99_us']}  "
-          f"max {d['max_us']}", file=out)
+    print(
+        f"sent {d['sent']:,}  received {d['received']:,}  lost {d['lost']:,}  "
+        f"mismatched {d['mismatched']:,}  late {d['late']:,}",
+        file=out,
+    )
+    print(
+        f"latency us  p50 {d['p50_us']}  p90 {d['p90_us']}  p99 {d['p99_us']}  max {d['max_us']}",
+        file=out,
+    )
     print(f"udpupper-bench used {d['bench_cpu_pct']}% of one core", file=out)
     if cpu_bound(result):
-        print("udpupper-bench, not the server, was the bottleneck: these figures "
-              "are a lower bound for the server (give the bench more cores, or use "
-              "a C load generator)", file=out)
+        print(
+            "udpupper-bench, not the server, was the bottleneck: these figures "
+            "are a lower bound for the server (give the bench more cores, or use "
+            "a C load generator)",
+            file=out,
+        )

@@ -29,6 +29,7 @@ from udpupper.passwords import checker
 from udpupper.transform import max_payload
 from udpupper.udp import MarkedPort, UDPPort
 
+
 def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
     """Resolve ``host`` once: its address family and an IP literal address.
 
@@ -141,20 +142,43 @@ def ping(reactor, options: Options, family: int, server: tuple[str, int]) -> int
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, on_signal)
 
-    pinger = Ping(server, reactor, say, count=options["count"],
-                  interval=options["interval"], size=size,
-                  timeout=options["timeout"], quiet=options["quiet"],
-                  json_lines=options["json"], ports=options["ports"], dscp=options["dscp"])
+    pinger = Ping(
+        server,
+        reactor,
+        say,
+        count=options["count"],
+        interval=options["interval"],
+        size=size,
+        timeout=options["timeout"],
+        quiet=options["quiet"],
+        json_lines=options["json"],
+        ports=options["ports"],
+        dscp=options["dscp"],
+    )
     pinger.when_done = done
     ip_header = 40 if family == socket.AF_INET6 else 20
     if options["json"]:
-        say(json.dumps({"event": "start", "host": host, "server": server[0],
-                        "port": server[1], "size": size, "count": options["count"],
-                        "interval_s": options["interval"], "timeout_s": options["timeout"],
-                        "ports": options["ports"], "dscp": options["dscp"]}))
+        say(
+            json.dumps(
+                {
+                    "event": "start",
+                    "host": host,
+                    "server": server[0],
+                    "port": server[1],
+                    "size": size,
+                    "count": options["count"],
+                    "interval_s": options["interval"],
+                    "timeout_s": options["timeout"],
+                    "ports": options["ports"],
+                    "dscp": options["dscp"],
+                }
+            )
+        )
     else:
-        say(f"PING {host} ({server[0]}) port {server[1]}: "
-            f"{size}({size + UDP_HEADER + ip_header}) bytes of data.")
+        say(
+            f"PING {host} ({server[0]}) port {server[1]}: "
+            f"{size}({size + UDP_HEADER + ip_header}) bytes of data."
+        )
     interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
     for index in range(options["ports"]):
         port = MarkedPort(0, pinger if index == 0 else Forward(pinger), interface, reactor)
@@ -195,34 +219,50 @@ def main(argv: list[str] | None = None) -> None:
     if options["serve-probes"]:
         from twisted.internet import reactor
 
-        limits = limits_for(options["probe-networks"], options.exposed,
-                            max_probes=options["max-probes"], max_count=options["max-count"],
-                            max_duration=options["max-duration"],
-                            max_scrape_bytes=options["max-scrape-bytes"],
-                            byte_rate=options["probe-byte-rate"])
+        limits = limits_for(
+            options["probe-networks"],
+            options.exposed,
+            max_probes=options["max-probes"],
+            max_count=options["max-count"],
+            max_duration=options["max-duration"],
+            max_scrape_bytes=options["max-scrape-bytes"],
+            byte_rate=options["probe-byte-rate"],
+        )
         users = options["probe-auth"]
         check = checker(users) if users else None
         if options.exposed and check is None and not options["serve-probes"].startswith("ssl:"):
-            print(f"{COMMAND}: serving probes beyond this host without TLS or "
-                  "--probe-auth: anyone who reaches it may have it probe", file=sys.stderr)
+            print(
+                f"{COMMAND}: serving probes beyond this host without TLS or "
+                "--probe-auth: anyone who reaches it may have it probe",
+                file=sys.stderr,
+            )
         raise SystemExit(run_prober(reactor, options["serve-probes"], limits, check))
     try:
         family, server = resolve(options["host"], options["port"])
     except (OSError, UnicodeError) as error:
         reason = getattr(error, "strerror", None) or error
         print(f"{COMMAND}: cannot resolve {options['host']!r}: {reason}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(EXIT_USAGE) from None
     if options["ping"] and options["size"] > max_payload(server[0]):
-        print(f"{COMMAND}: error: --size: at most {max_payload(server[0])} bytes "
-              f"to {server[0]}, not {options['size']}", file=sys.stderr)
+        print(
+            f"{COMMAND}: error: --size: at most {max_payload(server[0])} bytes "
+            f"to {server[0]}, not {options['size']}",
+            file=sys.stderr,
+        )
         raise SystemExit(EXIT_USAGE)
     from twisted.internet import reactor
 
     use_monotonic_clock(reactor)  # a wall-clock step neither hangs nor hurries it
     try:
         if options["sweep"]:
-            code = run_sweep(reactor, options["host"], server, family, options["timeout"],
-                             lambda line: print(line, flush=True))
+            code = run_sweep(
+                reactor,
+                options["host"],
+                server,
+                family,
+                options["timeout"],
+                lambda line: print(line, flush=True),
+            )
         else:
             code = (ping if options["ping"] else run)(reactor, options, family, server)
     finally:

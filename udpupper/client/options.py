@@ -10,7 +10,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from udpupper.client.ping import MIN_SIZE
-from udpupper.passwords import read_users
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,
@@ -19,6 +18,7 @@ from udpupper.options import (
     peer_port,
     positive_float,
 )
+from udpupper.passwords import read_users
 from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD
 
 COMMAND = "udpupper-client"
@@ -39,13 +39,16 @@ def prober_endpoint(description: str) -> tuple[str, bool]:
         try:
             import OpenSSL  # noqa: F401
         except ImportError:
-            raise usage.UsageError("--serve-probes: ssl: endpoints need pyOpenSSL: pip "
-                                   "install 'udpupper[tls]' (Twisted's tls extra)") from None
+            raise usage.UsageError(
+                "--serve-probes: ssl: endpoints need pyOpenSSL: pip "
+                "install 'udpupper[tls]' (Twisted's tls extra)"
+            ) from None
     try:
         address = tcp_listening_address(serverFromString(None, description))
     except Exception as error:  # Twisted's parser raises whatever it meets
-        raise usage.UsageError(f"--serve-probes: not a server endpoint "
-                               f"({error or type(error).__name__})") from None
+        raise usage.UsageError(
+            f"--serve-probes: not a server endpoint ({error or type(error).__name__})"
+        ) from None
     if address is None:  # unix: this host's alone
         return description, False
     interface, _ = address
@@ -88,50 +91,127 @@ class Options(OneLineUsageErrors, usage.Options):
     optFlags = [
         ["ping", None, "Probe the server as ping does, instead of reading stdin."],
         ["quiet", "q", "With --ping: only the first line and the summary."],
-        ["sweep", None, "With --ping: find the largest probe answered with the DF bit set "
-         "(the path's MTU), and whether larger ones get through fragmented."],
-        ["json", "j", "With --ping: one JSON object a line, for the start, each probe "
-         "event and the summary (JSON Lines), instead of ping's text."],
-        ["hash-password", None, "Instead: read a password on standard input and print "
-         "its hash, for --probe-auth's file."],
+        [
+            "sweep",
+            None,
+            "With --ping: find the largest probe answered with the DF bit set "
+            "(the path's MTU), and whether larger ones get through fragmented.",
+        ],
+        [
+            "json",
+            "j",
+            "With --ping: one JSON object a line, for the start, each probe "
+            "event and the summary (JSON Lines), instead of ping's text.",
+        ],
+        [
+            "hash-password",
+            None,
+            "Instead: read a password on standard input and print "
+            "its hash, for --probe-auth's file.",
+        ],
     ]
     optParameters = [
-        ["host", "H", "localhost", "Server name or IPv4/IPv6 address (a name is "
-         "resolved once, IPv4 first)."],
+        [
+            "host",
+            "H",
+            "localhost",
+            "Server name or IPv4/IPv6 address (a name is resolved once, IPv4 first).",
+        ],
         ["port", "p", 12000, "Server UDP port."],
-        ["timeout", "t", 1.0, "Seconds to wait for a reply before asking again (with "
-         "--ping: before saying a probe has no answer yet)."],
-        ["retries", "r", 3, "How many times to ask again before reporting a line "
-         "as unanswered."],
-        ["window", "w", 32, "Lines in flight at once (1 sends a line only after "
-         "the last is settled)."],
+        [
+            "timeout",
+            "t",
+            1.0,
+            "Seconds to wait for a reply before asking again (with "
+            "--ping: before saying a probe has no answer yet).",
+        ],
+        ["retries", "r", 3, "How many times to ask again before reporting a line as unanswered."],
+        [
+            "window",
+            "w",
+            32,
+            "Lines in flight at once (1 sends a line only after the last is settled).",
+        ],
         ["count", "c", None, "With --ping: probes to send (default: until Ctrl-C)."],
-        ["interval", "i", None, "With --ping: seconds between probes, at least "
-         "0.001 (default 1)."],
-        ["size", "s", None, f"With --ping: probe bytes, {MIN_SIZE} to {MAX_IPV4_PAYLOAD} "
-         f"({MAX_IPV6_PAYLOAD} over IPv6; default 32)."],
-        ["ports", "P", None, "With --ping: source ports to send probes from in turn, "
-         "1 to 64, each reported too (ECMP paths; default 1)."],
-        ["dscp", "Q", None, "With --ping: mark the probes with this DSCP, 0 to 63, and "
-         "say what the replies came back with."],
-        ["serve-probes", None, None, "Instead: serve a UDP prober for Prometheus, "
-         "GET /probe?target=IP:PORT, on this Twisted endpoint: tcp:9813 listens on "
-         "127.0.0.1; tcp:9813:interface=0.0.0.0 beyond this host; ssl:... with TLS."],
-        ["probe-networks", None, None, "With --serve-probes: networks a target may be in "
-         "(default 127.0.0.0/8,::1/128; required when listening beyond this host, "
-         "where loopback targets are refused unless named here)."],
-        ["max-probes", None, None, "With --serve-probes: probes running at once, 1 to 64; "
-         "a scrape beyond gets 503 (default 4)."],
-        ["max-count", None, None, "With --serve-probes: probes one scrape may ask for, "
-         "1 to 1000 (default 10)."],
-        ["max-duration", None, None, "With --serve-probes: seconds a probe may last, "
-         "0.1 to 60, and less than the scrape's own timeout (default 10)."],
-        ["max-scrape-bytes", None, None, "With --serve-probes: payload bytes one scrape "
-         "may send, 24 to 1048576 (default 16384)."],
-        ["probe-byte-rate", None, None, "With --serve-probes: payload bytes a second all "
-         "scrapes together may send, 1 to 1e9 (default 8192)."],
-        ["probe-auth", None, None, "With --serve-probes: a file of user:hash lines "
-         "(--hash-password): scrapes must give one's password (HTTP basic auth)."],
+        ["interval", "i", None, "With --ping: seconds between probes, at least 0.001 (default 1)."],
+        [
+            "size",
+            "s",
+            None,
+            f"With --ping: probe bytes, {MIN_SIZE} to {MAX_IPV4_PAYLOAD} "
+            f"({MAX_IPV6_PAYLOAD} over IPv6; default 32).",
+        ],
+        [
+            "ports",
+            "P",
+            None,
+            "With --ping: source ports to send probes from in turn, "
+            "1 to 64, each reported too (ECMP paths; default 1).",
+        ],
+        [
+            "dscp",
+            "Q",
+            None,
+            "With --ping: mark the probes with this DSCP, 0 to 63, and "
+            "say what the replies came back with.",
+        ],
+        [
+            "serve-probes",
+            None,
+            None,
+            "Instead: serve a UDP prober for Prometheus, "
+            "GET /probe?target=IP:PORT, on this Twisted endpoint: tcp:9813 listens on "
+            "127.0.0.1; tcp:9813:interface=0.0.0.0 beyond this host; ssl:... with TLS.",
+        ],
+        [
+            "probe-networks",
+            None,
+            None,
+            "With --serve-probes: networks a target may be in "
+            "(default 127.0.0.0/8,::1/128; required when listening beyond this host, "
+            "where loopback targets are refused unless named here).",
+        ],
+        [
+            "max-probes",
+            None,
+            None,
+            "With --serve-probes: probes running at once, 1 to 64; "
+            "a scrape beyond gets 503 (default 4).",
+        ],
+        [
+            "max-count",
+            None,
+            None,
+            "With --serve-probes: probes one scrape may ask for, 1 to 1000 (default 10).",
+        ],
+        [
+            "max-duration",
+            None,
+            None,
+            "With --serve-probes: seconds a probe may last, "
+            "0.1 to 60, and less than the scrape's own timeout (default 10).",
+        ],
+        [
+            "max-scrape-bytes",
+            None,
+            None,
+            "With --serve-probes: payload bytes one scrape "
+            "may send, 24 to 1048576 (default 16384).",
+        ],
+        [
+            "probe-byte-rate",
+            None,
+            None,
+            "With --serve-probes: payload bytes a second all "
+            "scrapes together may send, 1 to 1e9 (default 8192).",
+        ],
+        [
+            "probe-auth",
+            None,
+            None,
+            "With --serve-probes: a file of user:hash lines "
+            "(--hash-password): scrapes must give one's password (HTTP basic auth).",
+        ],
     ]
     checks = {
         "port": peer_port,
@@ -196,4 +276,5 @@ class Options(OneLineUsageErrors, usage.Options):
             if self.exposed and not self.networks_given:
                 raise usage.UsageError(
                     "--serve-probes listens beyond this host: give --probe-networks, the "
-                    "networks its scrapers may probe (loopback only where named there)")
+                    "networks its scrapers may probe (loopback only where named there)"
+                )

@@ -149,8 +149,12 @@ class Ping(DatagramProtocol):
         try:
             transport.write(probe(seq, self.size, self.token), self.server)
         except OSError as error:  # e.g. no route: it will time out too
-            self._event(f"seq={seq}: cannot send: {error.strerror or error}", "send_error",
-                        seq=seq, error=str(error.strerror or error))
+            self._event(
+                f"seq={seq}: cannot send: {error.strerror or error}",
+                "send_error",
+                seq=seq,
+                error=str(error.strerror or error),
+            )
         if self.count is None or stats.transmitted < self.count:
             self.sender = self.clock.callLater(self.interval, self._send_next)
         else:
@@ -186,16 +190,25 @@ class Ping(DatagramProtocol):
         host = addr[0]
         size = len(datagram) + UDP_HEADER
         if tuple(addr[:2]) != tuple(self.server):
-            self._event(f"{size} bytes from {host}: not from the server, ignored", "stranger",
-                        source=host, port=addr[1], bytes=size)
+            self._event(
+                f"{size} bytes from {host}: not from the server, ignored",
+                "stranger",
+                source=host,
+                port=addr[1],
+                bytes=size,
+            )
             return
         digits = datagram[:7].split(b" ", 1)[0]
         sent = self.probes.get(int(digits)) if digits.isdigit() else None
         if sent is None or datagram != probe(sent.seq, self.size, self.token).upper():
             self.stats.wrong += 1
             which = f"seq={sent.seq} " if sent is not None else ""
-            self._event(f"{size} bytes from {host}: {which}wrong reply, not this probe upper-cased",
-                        "wrong", seq=None if sent is None else sent.seq, bytes=size)
+            self._event(
+                f"{size} bytes from {host}: {which}wrong reply, not this probe upper-cased",
+                "wrong",
+                seq=None if sent is None else sent.seq,
+                bytes=size,
+            )
             return
         rtt = arrived - sent.sent_at
         sent.replies += 1
@@ -205,8 +218,14 @@ class Ping(DatagramProtocol):
             self.stats.duplicates += 1
             if path is not None:
                 path.duplicates += 1
-            self._event(text + " (DUP!)", "duplicate", seq=sent.seq, bytes=size,
-                        rtt_ms=round(rtt * 1000, 6), path=sent.seq % self.ports)
+            self._event(
+                text + " (DUP!)",
+                "duplicate",
+                seq=sent.seq,
+                bytes=size,
+                rtt_ms=round(rtt * 1000, 6),
+                path=sent.seq % self.ports,
+            )
             return
         stats = self.stats
         stats.add(rtt)
@@ -224,17 +243,26 @@ class Ping(DatagramProtocol):
             stats.late += 1
         else:
             self.unsettled -= 1
-        notes = [note for note, present in (("reordered", reordered), ("late", sent.expired))
-                 if present]
+        notes = [
+            note for note, present in (("reordered", reordered), ("late", sent.expired)) if present
+        ]
         marking = {}
         if tos is not None:
             marking = {"dscp": tos >> 2, "ecn": tos & 3}
             stats.dscp_seen[tos >> 2] = stats.dscp_seen.get(tos >> 2, 0) + 1
             if self.dscp is not None and tos >> 2 != self.dscp:
                 notes.append(f"dscp {tos >> 2}, sent {self.dscp}")
-        self._event(text + "".join(f" ({note})" for note in notes), "reply", seq=sent.seq,
-                    bytes=size, rtt_ms=round(rtt * 1000, 6), reordered=reordered,
-                    late=sent.expired, path=sent.seq % self.ports, **marking)
+        self._event(
+            text + "".join(f" ({note})" for note in notes),
+            "reply",
+            seq=sent.seq,
+            bytes=size,
+            rtt_ms=round(rtt * 1000, 6),
+            reordered=reordered,
+            late=sent.expired,
+            path=sent.seq % self.ports,
+            **marking,
+        )
         self._maybe_done()
 
     def _count_ipdv(self, answered: Probe) -> None:
@@ -300,21 +328,53 @@ class Ping(DatagramProtocol):
             ended = self.now() if self.ended is None else self.ended
             elapsed = ended - self.started
         if self.json_lines:
-            paths = {"ports": [{"source_port": self._source_port(index), **path.figures(elapsed)}
-                               for index, path in enumerate(self.by_port)]} if self.by_port else {}
-            marking = {"dscp_sent": self.dscp, "dscp_received": {
-                str(dscp): count for dscp, count in sorted(self.stats.dscp_seen.items())}}
-            return [json.dumps({"event": "summary", "host": host, "server": self.server[0],
-                                "port": self.server[1], "size": self.size,
-                                **self.stats.figures(elapsed), **marking, **paths})]
+            paths = (
+                {
+                    "ports": [
+                        {"source_port": self._source_port(index), **path.figures(elapsed)}
+                        for index, path in enumerate(self.by_port)
+                    ]
+                }
+                if self.by_port
+                else {}
+            )
+            marking = {
+                "dscp_sent": self.dscp,
+                "dscp_received": {
+                    str(dscp): count for dscp, count in sorted(self.stats.dscp_seen.items())
+                },
+            }
+            return [
+                json.dumps(
+                    {
+                        "event": "summary",
+                        "host": host,
+                        "server": self.server[0],
+                        "port": self.server[1],
+                        "size": self.size,
+                        **self.stats.figures(elapsed),
+                        **marking,
+                        **paths,
+                    }
+                )
+            ]
         dscp = [] if self.dscp is None else [self.stats.dscp_line(self.dscp)]
-        return self.stats.summary(host, elapsed) + dscp + [
-            f"port {index + 1} of {self.ports}, from {self._source_port(index)}: "
-            + path.path_line() for index, path in enumerate(self.by_port)]
+        return (
+            self.stats.summary(host, elapsed)
+            + dscp
+            + [
+                f"port {index + 1} of {self.ports}, from {self._source_port(index)}: "
+                + path.path_line()
+                for index, path in enumerate(self.by_port)
+            ]
+        )
 
     def _source_port(self, index: int) -> int | None:
-        get_host = getattr(self.transports[index], "getHost", None) \
-            if index < len(self.transports) else None
+        get_host = (
+            getattr(self.transports[index], "getHost", None)
+            if index < len(self.transports)
+            else None
+        )
         return get_host().port if get_host is not None else None
 
 

@@ -32,7 +32,6 @@ import ipaddress
 import re
 import time
 from dataclasses import dataclass
-from typing import Union
 
 from twisted.internet import defer
 
@@ -44,11 +43,26 @@ from udpupper.transform import max_payload
 from udpupper.twisted_privates import queue_stop_signals
 from udpupper.udp import MarkedPort
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The round-trip histogram's upper bounds, in seconds.
-BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-           0.5, 1.0, 2.5, 5.0)
+BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds a probe leaves of the scrape's timeout, for the answer to get back
 # (blackbox_exporter's default offset).
@@ -79,8 +93,9 @@ def limits_for(networks: list[Network], exposed: bool, **bounds) -> Limits:
 
 
 def names_loopback(network: Network) -> bool:
-    return any(network.version == loopback.version and network.subnet_of(loopback)
-               for loopback in LOOPBACK)
+    return any(
+        network.version == loopback.version and network.subnet_of(loopback) for loopback in LOOPBACK
+    )
 
 
 class QueryError(ValueError):
@@ -91,22 +106,34 @@ class QueryError(ValueError):
         self.status = status
 
 
-def judge_target(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                 limits: Limits) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def judge_target(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, limits: Limits
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """``address`` as it is probed (IPv4-mapped IPv6 as IPv4), if it may be."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if (address.is_unspecified or address.is_multicast
-            or address == ipaddress.IPv4Address("255.255.255.255")
-            or (isinstance(address, ipaddress.IPv4Address)
-                and address in ipaddress.ip_network("0.0.0.0/8"))):
+    if (
+        address.is_unspecified
+        or address.is_multicast
+        or address == ipaddress.IPv4Address("255.255.255.255")
+        or (
+            isinstance(address, ipaddress.IPv4Address)
+            and address in ipaddress.ip_network("0.0.0.0/8")
+        )
+    ):
         raise QueryError(403, f"{address} is not a host: never probed")
     if not any(address in network for network in limits.networks):
         raise QueryError(403, f"{address} is not in the networks this prober may probe")
-    if limits.exposed and address.is_loopback and not any(
-            address in network for network in limits.networks if names_loopback(network)):
-        raise QueryError(403, f"{address} is this host's own, and this prober serves "
-                              "scrapers beyond it: name it in --probe-networks")
+    if (
+        limits.exposed
+        and address.is_loopback
+        and not any(address in network for network in limits.networks if names_loopback(network))
+    ):
+        raise QueryError(
+            403,
+            f"{address} is this host's own, and this prober serves "
+            "scrapers beyond it: name it in --probe-networks",
+        )
     return address
 
 
@@ -147,11 +174,11 @@ def parse_query(args: dict[str, list[str]], limits: Limits) -> dict:
     return {
         "server": (host, port),
         "count": one("count", int, min(3, limits.max_count), 1, limits.max_count),
-        "interval": one("interval", float, max(0.1, limits.min_interval),
-                        limits.min_interval, 10.0),
+        "interval": one(
+            "interval", float, max(0.1, limits.min_interval), limits.min_interval, 10.0
+        ),
         "size": one("size", int, 32, MIN_SIZE, max_payload(host)),
-        "timeout": one("timeout", float, min(1.0, limits.max_timeout), 0.01,
-                       limits.max_timeout),
+        "timeout": one("timeout", float, min(1.0, limits.max_timeout), 0.01, limits.max_timeout),
         "dscp": one("dscp", int, None, 0, 63),
     }
 
@@ -171,34 +198,42 @@ def exposition(stats: PingStats, duration: float) -> bytes:
     """What one probe measured, in Prometheus' text format."""
     lines = []
 
-    def gauge(name: str, value: float, text: str) -> None:
-        lines.extend([f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {value:g}"])
+    def gauge(name: str, value: float, meaning: str) -> None:
+        lines.extend([f"# HELP {name} {meaning}", f"# TYPE {name} gauge", f"{name} {value:g}"])
 
     gauge("probe_success", int(stats.received > 0), "1 when some probe was answered right")
     gauge("probe_duration_seconds", duration, "How long the probe took")
     gauge("udpupper_probe_sent", stats.transmitted, "Probes sent")
     gauge("udpupper_probe_received", stats.received, "Probes answered right")
     gauge("udpupper_probe_loss_ratio", stats.loss / 100, "Probes unanswered, of those sent")
-    for name, text in (
+    for name, meaning in (
         ("duplicates", "Second and later replies to a probe"),
         ("reordered", "Replies with a lower sequence number than one answered before (RFC 4737)"),
         ("late", "Replies that came after their probe's timeout"),
         ("wrong", "Replies that were not a probe upper-cased"),
     ):
-        gauge(f"udpupper_probe_{name}", getattr(stats, name), text)
+        gauge(f"udpupper_probe_{name}", getattr(stats, name), meaning)
     jitter = stats.jitter
     if jitter is not None:
-        gauge("udpupper_probe_jitter_seconds", jitter,
-              "IPDV: mean absolute difference of consecutive probes' round trips")
+        gauge(
+            "udpupper_probe_jitter_seconds",
+            jitter,
+            "IPDV: mean absolute difference of consecutive probes' round trips",
+        )
     name = "udpupper_probe_rtt_seconds"
-    lines += [f"# HELP {name} Round trips of the probes answered (1% buckets, folded)",
-              f"# TYPE {name} histogram"]
+    lines += [
+        f"# HELP {name} Round trips of the probes answered (1% buckets, folded)",
+        f"# TYPE {name} histogram",
+    ]
     weighted = stats.latencies.weighted()
     for bound in BUCKETS:
         below = sum(count for value, count in weighted if value <= bound)
         lines.append(f'{name}_bucket{{le="{bound:g}"}} {below}')
-    lines += [f'{name}_bucket{{le="+Inf"}} {stats.received}',
-              f"{name}_sum {stats.rtt_sum:g}", f"{name}_count {stats.received}"]
+    lines += [
+        f'{name}_bucket{{le="+Inf"}} {stats.received}',
+        f"{name}_sum {stats.rtt_sum:g}",
+        f"{name}_count {stats.received}",
+    ]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -219,8 +254,9 @@ class Prober:
         now = self.reactor.seconds()
         elapsed = max(0.0, now - self.budget_at)
         self.budget_at = now
-        self.budget = min(float(self.limits.max_scrape_bytes),
-                          self.budget + elapsed * self.limits.byte_rate)
+        self.budget = min(
+            float(self.limits.max_scrape_bytes), self.budget + elapsed * self.limits.byte_rate
+        )
         if payload > self.budget:
             return False
         self.budget -= payload
@@ -236,18 +272,26 @@ class Prober:
             allowed = waits - MARGIN
             why = f"the scrape's timeout is {waits:g} s, less {MARGIN:g} s"
         if duration(settings) > allowed:
-            raise QueryError(400, f"this probe takes up to {duration(settings):g} s, and "
-                                  f"{why}: ask for fewer probes, or shorter")
+            raise QueryError(
+                400,
+                f"this probe takes up to {duration(settings):g} s, and "
+                f"{why}: ask for fewer probes, or shorter",
+            )
         payload = settings["count"] * settings["size"]
         if payload > limits.max_scrape_bytes:
-            raise QueryError(400, f"this probe sends {payload} bytes; a scrape may send "
-                                  f"{limits.max_scrape_bytes} (--max-scrape-bytes)")
+            raise QueryError(
+                400,
+                f"this probe sends {payload} bytes; a scrape may send "
+                f"{limits.max_scrape_bytes} (--max-scrape-bytes)",
+            )
         if self.running >= limits.max_probes:
-            raise QueryError(503, f"busy: {self.running} running, the most "
-                                  "--max-probes allows")
+            raise QueryError(503, f"busy: {self.running} running, the most --max-probes allows")
         if not self.spend(payload):
-            raise QueryError(503, f"busy: the probes sent their {limits.byte_rate} bytes "
-                                  "a second (--probe-byte-rate); try later")
+            raise QueryError(
+                503,
+                f"busy: the probes sent their {limits.byte_rate} bytes "
+                "a second (--probe-byte-rate); try later",
+            )
         return settings
 
     def __call__(self, request: Request) -> Response | defer.Deferred[Response]:
@@ -257,10 +301,18 @@ class Prober:
             return text(error.status, str(error))
         host, _ = settings["server"]
         started = time.monotonic()
-        pinger = Ping(settings["server"], self.reactor, lambda line: None, quiet=True,
-                      count=settings["count"], interval=settings["interval"],
-                      size=settings["size"], timeout=settings["timeout"],
-                      dscp=settings["dscp"], now=time.monotonic)
+        pinger = Ping(
+            settings["server"],
+            self.reactor,
+            lambda line: None,
+            quiet=True,
+            count=settings["count"],
+            interval=settings["interval"],
+            size=settings["size"],
+            timeout=settings["timeout"],
+            dscp=settings["dscp"],
+            now=time.monotonic,
+        )
         port = MarkedPort(0, pinger, "::" if ":" in host else "0.0.0.0", self.reactor)
         try:
             port.startListening()
@@ -277,9 +329,9 @@ class Prober:
             self.running -= 1
             port.stopListening()
             if not answer.called:
-                answer.callback(Response(200, exposition(pinger.stats,
-                                                         time.monotonic() - started),
-                                         EXPOSITION))
+                answer.callback(
+                    Response(200, exposition(pinger.stats, time.monotonic() - started), EXPOSITION)
+                )
 
         pinger.when_done = done
         pinger.start()
@@ -291,8 +343,9 @@ def serve_probes(reactor, endpoint: str, limits: Limits, check=None):
     a Deferred of the listening port."""
     from twisted.internet.endpoints import serverFromString
 
-    factory = ScrapeFactory({"/probe": Prober(reactor, limits)}, reactor, check=check,
-                            realm="udpupper prober")
+    factory = ScrapeFactory(
+        {"/probe": Prober(reactor, limits)}, reactor, check=check, realm="udpupper prober"
+    )
     return serverFromString(reactor, endpoint).listen(factory)
 
 
@@ -307,12 +360,16 @@ def run_prober(reactor, endpoint: str, limits: Limits, check=None) -> int:
         host = getattr(address, "host", "?")
         scheme = "https" if endpoint.startswith("ssl:") else "http"
         where = f"[{host}]" if ":" in host else host
-        print(f"udpupper-client: serving probes at {scheme}://{where}:{address.port}/probe",
-              flush=True)
+        print(
+            f"udpupper-client: serving probes at {scheme}://{where}:{address.port}/probe",
+            flush=True,
+        )
 
     def failed(failure) -> None:
-        print(f"udpupper-client: cannot serve probes on {endpoint}: "
-              f"{failure.getErrorMessage()}", file=sys.stderr)
+        print(
+            f"udpupper-client: cannot serve probes on {endpoint}: {failure.getErrorMessage()}",
+            file=sys.stderr,
+        )
         outcome["status"] = 1
         reactor.callWhenRunning(reactor.stop)
 

@@ -207,9 +207,7 @@ class UpperClient(DatagramProtocol):
     def _pump(self) -> None:
         while self.queue and len(self.in_flight) < self.window:
             request = self.queue[0]
-            if self.in_flight and (
-                self.bytes_in_flight + len(request.line) > MAX_BYTES_IN_FLIGHT
-            ):
+            if self.in_flight and (self.bytes_in_flight + len(request.line) > MAX_BYTES_IN_FLIGHT):
                 break
             self.queue.popleft()
             self.in_flight.append(request)

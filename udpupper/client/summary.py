@@ -66,23 +66,35 @@ class PingStats:
     def figures(self, elapsed: float) -> dict:
         """The summary as numbers (milliseconds), for ``--json``."""
         average = self.rtt_sum / self.received if self.received else None
-        mdev = (math.sqrt(max(0.0, self.rtt_squares / self.received - average**2))
-                if average is not None else None)
-        p50, p90, p99 = self.latencies.percentiles(0.5, 0.9, 0.99) if self.received \
-            else (None, None, None)
+        mdev = (
+            math.sqrt(max(0.0, self.rtt_squares / self.received - average**2))
+            if average is not None
+            else None
+        )
+        p50, p90, p99 = (
+            self.latencies.percentiles(0.5, 0.9, 0.99) if self.received else (None, None, None)
+        )
         jitter = self.jitter
 
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value * 1000, 6)
 
         return {
-            "transmitted": self.transmitted, "received": self.received,
-            "loss_pct": round(self.loss, 6), "duplicates": self.duplicates,
-            "reordered": self.reordered, "late": self.late, "wrong": self.wrong,
+            "transmitted": self.transmitted,
+            "received": self.received,
+            "loss_pct": round(self.loss, 6),
+            "duplicates": self.duplicates,
+            "reordered": self.reordered,
+            "late": self.late,
+            "wrong": self.wrong,
             "time_ms": round(elapsed * 1000, 3),
-            "rtt_min_ms": ms(self.rtt_min if self.received else None), "rtt_avg_ms": ms(average),
-            "rtt_max_ms": ms(self.rtt_max if self.received else None), "rtt_mdev_ms": ms(mdev),
-            "jitter_ms": ms(jitter), "rtt_p50_ms": ms(p50), "rtt_p90_ms": ms(p90),
+            "rtt_min_ms": ms(self.rtt_min if self.received else None),
+            "rtt_avg_ms": ms(average),
+            "rtt_max_ms": ms(self.rtt_max if self.received else None),
+            "rtt_mdev_ms": ms(mdev),
+            "jitter_ms": ms(jitter),
+            "rtt_p50_ms": ms(p50),
+            "rtt_p90_ms": ms(p90),
             "rtt_p99_ms": ms(p99),
         }
 
@@ -100,14 +112,18 @@ class PingStats:
 
     def path_line(self) -> str:
         """One source port's figures, for ``--ports``."""
-        line = (f"{self.transmitted} transmitted, {self.received} received, "
-                f"{self.loss:g}% packet loss")
+        line = (
+            f"{self.transmitted} transmitted, {self.received} received, {self.loss:g}% packet loss"
+        )
         if self.duplicates:
             line += f", +{self.duplicates} duplicates"
         if self.received:
             figures = (self.rtt_min, self.rtt_sum / self.received, self.rtt_max)
-            line += (", rtt min/avg/max = "
-                     + "/".join(f"{value * 1000:.3f}" for value in figures) + " ms")
+            line += (
+                ", rtt min/avg/max = "
+                + "/".join(f"{value * 1000:.3f}" for value in figures)
+                + " ms"
+            )
         return line
 
     def summary(self, host: str, elapsed: float) -> list[str]:
@@ -123,17 +139,24 @@ class PingStats:
             average = self.rtt_sum / self.received
             mdev = math.sqrt(max(0.0, self.rtt_squares / self.received - average**2))
             figures = (self.rtt_min, average, self.rtt_max, mdev)
-            lines.append("rtt min/avg/max/mdev = "
-                         + "/".join(f"{value * 1000:.3f}" for value in figures) + " ms")
-        counts = (f"{self.reordered} reordered, {self.duplicates} duplicates, "
-                  f"{self.late} late, {self.wrong} wrong")
+            lines.append(
+                "rtt min/avg/max/mdev = "
+                + "/".join(f"{value * 1000:.3f}" for value in figures)
+                + " ms"
+            )
+        counts = (
+            f"{self.reordered} reordered, {self.duplicates} duplicates, "
+            f"{self.late} late, {self.wrong} wrong"
+        )
         if self.received:
             jitter = self.jitter
             percentiles = self.latencies.percentiles(0.5, 0.9, 0.99)
             lines.append(
                 ("jitter n/a, " if jitter is None else f"jitter {jitter * 1000:.3f} ms, ")
                 + "rtt p50/p90/p99 = "
-                + "/".join(f"{value * 1000:.3f}" for value in percentiles) + f" ms, {counts}")
+                + "/".join(f"{value * 1000:.3f}" for value in percentiles)
+                + f" ms, {counts}"
+            )
         else:
             lines.append(counts)
         return lines

@@ -33,8 +33,9 @@ def dont_fragment(sock: socket.socket, on: bool) -> None:
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, int(on))
     else:
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER,
-                        IP_PMTUDISC_DO if on else IP_PMTUDISC_DONT)
+        sock.setsockopt(
+            socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if on else IP_PMTUDISC_DONT
+        )
 
 
 class Sweep(DatagramProtocol):
@@ -46,10 +47,18 @@ class Sweep(DatagramProtocol):
     noisy = False
     transport: IUDPTransport
 
-    def __init__(self, server: tuple[str, int], clock: IReactorTime,
-                 say: Callable[[str], object], fragmenting: Callable[[bool], object], *,
-                 maximum: int, timeout: float = 1.0, tries: int = 2,
-                 header: int = 28) -> None:
+    def __init__(
+        self,
+        server: tuple[str, int],
+        clock: IReactorTime,
+        say: Callable[[str], object],
+        fragmenting: Callable[[bool], object],
+        *,
+        maximum: int,
+        timeout: float = 1.0,
+        tries: int = 2,
+        header: int = 28,
+    ) -> None:
         self.server, self.clock, self.say = server, clock, say
         self.fragmenting = fragmenting
         self.maximum, self.timeout, self.tries, self.header = maximum, timeout, tries, header
@@ -79,8 +88,7 @@ class Sweep(DatagramProtocol):
         except OSError as error:
             if error.errno != errno.EMSGSIZE:
                 raise
-            self.say(f"{self.size} bytes: too big to send from here unfragmented "
-                     f"(the route's MTU)")
+            self.say(f"{self.size} bytes: too big to send from here unfragmented (the route's MTU)")
             self._settle(False)
             return
         self.timer = self.clock.callLater(self.timeout, self._no_answer)
@@ -90,21 +98,30 @@ class Sweep(DatagramProtocol):
         if self.sent < self.tries:
             self._send()
         else:
-            self.say(f"{self.size} bytes: no answer"
-                     f"{' with the DF bit set' if self.whole else ', fragmented'}")
+            self.say(
+                f"{self.size} bytes: no answer"
+                f"{' with the DF bit set' if self.whole else ', fragmented'}"
+            )
             self._settle(False)
 
     def datagramReceived(self, datagram: bytes, addr: tuple, tos: int | None = None) -> None:
         expected = probe(self.seq, self.size, self.token).upper()
-        if (self.timer is None or tuple(addr[:2]) != tuple(self.server) or not datagram
-                or not expected.startswith(datagram)):
+        if (
+            self.timer is None
+            or tuple(addr[:2]) != tuple(self.server)
+            or not datagram
+            or not expected.startswith(datagram)
+        ):
             return  # a stranger's, a late one of a size already settled, or wrong
         self.timer.cancel()
         self.timer = None
         # A server that reads less than the probe (the textbook's reads 2,048
         # bytes) answers its beginning: the probe got there whole all the same.
-        cut = "" if len(datagram) == self.size else \
-            f" (with its first {len(datagram)} bytes: the server reads no more)"
+        cut = (
+            ""
+            if len(datagram) == self.size
+            else f" (with its first {len(datagram)} bytes: the server reads no more)"
+        )
         self.say(f"{self.size} bytes: answered{'' if self.whole else ', fragmented'}{cut}")
         self._settle(True)
 
@@ -128,15 +145,22 @@ class Sweep(DatagramProtocol):
 
     def _finish(self) -> None:
         if self.answered:
-            self.say(f"largest answered with the DF bit set: {self.answered} bytes "
-                     f"({self.answered + self.header} with the IP and UDP headers)")
+            self.say(
+                f"largest answered with the DF bit set: {self.answered} bytes "
+                f"({self.answered + self.header} with the IP and UDP headers)"
+            )
         else:
             self.say(f"no probe answered, from {MIN_SIZE} to {self.maximum} bytes")
         if self.fragments is not None:
-            self.say(f"{self.maximum} bytes fragmented: "
-                     + ("answered, fragments get through" if self.fragments else
-                        "no answer: fragments are dropped on this path (a fragmentation "
-                        "black hole), or the far end does not reassemble them"))
+            self.say(
+                f"{self.maximum} bytes fragmented: "
+                + (
+                    "answered, fragments get through"
+                    if self.fragments
+                    else "no answer: fragments are dropped on this path (a fragmentation "
+                    "black hole), or the far end does not reassemble them"
+                )
+            )
         if self.when_done is not None:
             done, self.when_done = self.when_done, None
             done(0 if self.answered else 1)
@@ -147,8 +171,14 @@ class Sweep(DatagramProtocol):
         self.timer = None
 
 
-def run_sweep(reactor, host: str, server: tuple[str, int], family: int, timeout: float,
-              say: Callable[[str], object]) -> int:
+def run_sweep(
+    reactor,
+    host: str,
+    server: tuple[str, int],
+    family: int,
+    timeout: float,
+    say: Callable[[str], object],
+) -> int:
     """``--ping --sweep`` from start to end, on ``reactor``: the exit status."""
     from udpupper.transform import max_payload
     from udpupper.udp import UDPPort
@@ -157,8 +187,15 @@ def run_sweep(reactor, host: str, server: tuple[str, int], family: int, timeout:
     header = 48 if family == socket.AF_INET6 else 28
     outcome: dict[str, int] = {}
     port = UDPPort(0, None, "::" if family == socket.AF_INET6 else "0.0.0.0", reactor)
-    sweep = Sweep(server, reactor, say, lambda on: dont_fragment(port.socket, not on),
-                  maximum=maximum, timeout=timeout, header=header)
+    sweep = Sweep(
+        server,
+        reactor,
+        say,
+        lambda on: dont_fragment(port.socket, not on),
+        maximum=maximum,
+        timeout=timeout,
+        header=header,
+    )
     port.protocol = sweep
 
     def done(status: int) -> None:
@@ -167,8 +204,10 @@ def run_sweep(reactor, host: str, server: tuple[str, int], family: int, timeout:
             reactor.stop()
 
     sweep.when_done = done
-    say(f"SWEEP {host} ({server[0]}) port {server[1]}: the largest probe answered with the "
-        f"DF bit set, {MIN_SIZE} to {maximum} bytes.")
+    say(
+        f"SWEEP {host} ({server[0]}) port {server[1]}: the largest probe answered with the "
+        f"DF bit set, {MIN_SIZE} to {maximum} bytes."
+    )
     port.startListening()
     port.connect_socket(server)
     reactor.callWhenRunning(sweep.start)

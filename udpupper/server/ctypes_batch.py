@@ -65,10 +65,15 @@ class _IOVec(ctypes.Structure):
 
 
 class _MsgHdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.c_void_p), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int)]
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.c_void_p),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
 
 
 class _MMsgHdr(ctypes.Structure):
@@ -93,7 +98,7 @@ def parse_control(control: bytes) -> list[tuple[int, int, bytes]]:
         length, level, kind = struct.unpack_from(_CMSG_FORMAT, control, offset)
         if length < _CMSG_HEADER or offset + length > len(control):
             break
-        found.append((level, kind, control[offset + _CMSG_HEADER:offset + length]))
+        found.append((level, kind, control[offset + _CMSG_HEADER : offset + length]))
         offset += (length + _CMSG_ALIGN - 1) & -_CMSG_ALIGN
     return found
 
@@ -108,8 +113,12 @@ def format_name(name: bytes) -> tuple[str, tuple] | None:
         return host, (host, _BIG_U16.unpack_from(name, 2)[0])
     if family == socket.AF_INET6 and len(name) >= 28:
         host = socket.inet_ntop(socket.AF_INET6, name[8:24])
-        return host, (host, _BIG_U16.unpack_from(name, 2)[0], _BIG_U32.unpack_from(name, 4)[0],
-                      _NATIVE_U32.unpack_from(name, 24)[0])
+        return host, (
+            host,
+            _BIG_U16.unpack_from(name, 2)[0],
+            _BIG_U32.unpack_from(name, 4)[0],
+            _NATIVE_U32.unpack_from(name, 24)[0],
+        )
     return None
 
 
@@ -160,17 +169,20 @@ class Receiver:
         # By (pktinfo, dscp): raw sender address and ancillary data ->
         # (the sender as the protocol is given it, the route or an int refusal).
         self.known: dict[tuple[bool, bool], dict[bytes, tuple[Any, Any]]] = {
-            (pktinfo, dscp): {} for pktinfo in (False, True) for dscp in (False, True)}
+            (pktinfo, dscp): {} for pktinfo in (False, True) for dscp in (False, True)
+        }
         # And the ancillary data alone -> reply_control's answer: a new
         # sender (a spoofed flood's) costs its address, not its ancillary data.
         self.routes: dict[tuple[bool, bool], dict[bytes, Any]] = {
-            (pktinfo, dscp): {} for pktinfo in (False, True) for dscp in (False, True)}
+            (pktinfo, dscp): {} for pktinfo in (False, True) for dscp in (False, True)
+        }
 
     def count_into(self, counts) -> None:
         self.counts = None if counts is None else memoryview(counts).cast("B").cast("Q")
 
-    def recv_batch(self, fd: int, count: int, pktinfo: bool, spin_us: int = 0,
-                   dscp: bool = False) -> list[tuple[bytes, tuple | None, Any]]:
+    def recv_batch(
+        self, fd: int, count: int, pktinfo: bool, spin_us: int = 0, dscp: bool = False
+    ) -> list[tuple[bytes, tuple | None, Any]]:
         """As ``_batch.recv_batch``: up to ``count`` datagrams, without blocking."""
         control = bool(pktinfo or dscp)
         count = count if 0 < count <= BATCH else BATCH
@@ -190,15 +202,19 @@ class Receiver:
 
     def _unpack(self, received: int, pktinfo: bool, dscp: bool, control: bool) -> list:
         stride, size_stride = self.stride, self.size_stride
-        lengths = self.words[_LEN:_LEN + received * stride:stride].tolist()
+        lengths = self.words[_LEN : _LEN + received * stride : stride].tolist()
         if control:
             # Where the key ends: the whole sockaddr_in6 room (past a shorter
             # name lies only a stale one), then the ancillary data.
-            ends = [NAME_ROOM + size for size in self.sizes[
-                _CONTROLLEN:_CONTROLLEN + received * size_stride:size_stride].tolist()]
+            ends = [
+                NAME_ROOM + size
+                for size in self.sizes[
+                    _CONTROLLEN : _CONTROLLEN + received * size_stride : size_stride
+                ].tolist()
+            ]
         else:
             ends = [NAME_SIZE] * received
-        flags = self.words[_FLAGS:_FLAGS + received * stride:stride].tolist()
+        flags = self.words[_FLAGS : _FLAGS + received * stride : stride].tolist()
         truncated = control and any(flag & _MSG_CTRUNC for flag in flags)
         buffers, meta = self.buffers, self.meta
         known = self.known[pktinfo, dscp]
@@ -206,30 +222,31 @@ class Receiver:
         append = batch.append
         for i, length in enumerate(lengths):
             start = i * META_SIZE
-            found = known.get(meta[start:start + ends[i]])
+            found = known.get(meta[start : start + ends[i]])
             if found is None or truncated:
                 found = self._learn(i, ends[i], pktinfo, dscp, truncated and flags[i] & _MSG_CTRUNC)
             start = i * BUFFER_SIZE
-            append((buffers[start:start + length], found[0], found[1]))
+            append((buffers[start : start + length], found[0], found[1]))
         counts = self.counts
         if counts is not None:
             counts[0] += received
             counts[2] += sum(lengths)
         return batch
 
-    def _learn(self, index: int, end: int, pktinfo: bool, dscp: bool,
-               truncated: int) -> tuple[Any, Any]:
+    def _learn(
+        self, index: int, end: int, pktinfo: bool, dscp: bool, truncated: int
+    ) -> tuple[Any, Any]:
         """(sender, route or int refusal) of message ``index``, remembered
         unless its ancillary data was truncated or its address is not IP."""
         start = index * META_SIZE
         name_length = self.words[index * self.stride + _NAMELEN]
-        formatted = format_name(self.meta[start:start + min(name_length, NAME_SIZE)])
+        formatted = format_name(self.meta[start : start + min(name_length, NAME_SIZE)])
         if formatted is None:
             return None, NOT_IP
         host, address = formatted
         if truncated:
             return (host, address[1]), NO_DESTINATION  # fails closed
-        control = self.meta[start + NAME_ROOM:start + end]
+        control = self.meta[start + NAME_ROOM : start + end]
         routes = self.routes[pktinfo, dscp]
         reply = routes.get(control)
         if reply is None:
@@ -247,7 +264,7 @@ class Receiver:
         known = self.known[pktinfo, dscp]
         if len(known) >= MEMORY:
             known.clear()
-        known[self.meta[start:start + end]] = found
+        known[self.meta[start : start + end]] = found
         return found
 
 
@@ -292,8 +309,9 @@ class CtypesBatch:
         if self._receiver is not None:
             self._receiver.count_into(counts)
 
-    def recv_batch(self, fd: int, count: int, pktinfo: bool, spin_us: int = 0,
-                   dscp: bool = False) -> list:
+    def recv_batch(
+        self, fd: int, count: int, pktinfo: bool, spin_us: int = 0, dscp: bool = False
+    ) -> list:
         if self._receiver is None:
             self.reserve()
         return self._receiver.recv_batch(fd, count, pktinfo, spin_us, dscp)  # type: ignore[union-attr]
@@ -308,8 +326,13 @@ def load() -> CtypesBatch | None:
         recvmmsg = libc.recvmmsg
     except (OSError, AttributeError):
         return None
-    recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
-                         ctypes.c_void_p]
+    recvmmsg.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_void_p,
+    ]
     recvmmsg.restype = ctypes.c_int
     mallopt = getattr(libc, "gnu_get_libc_version", None) and getattr(libc, "mallopt", None)
     if mallopt:

@@ -17,7 +17,7 @@ LOG_PERIOD = 30.0  # seconds between two lines for the same reason
 class Throttle:
     """Says yes at most once per ``period``, for a log line that could repeat."""
 
-    __slots__ = ("period", "last")
+    __slots__ = ("last", "period")
 
     def __init__(self, period: float = LOG_PERIOD) -> None:
         self.period = period

@@ -60,13 +60,16 @@ def refuse_to_join_a_group(interface: str, port: int) -> None:
         try:
             probe.bind(group_name(port))
         except OSError:
-            cannot_listen(interface, port, "a --workers group serves this port, and its "
-                          "steering would give this process nothing; stop the group, or "
-                          "give another --port")
+            cannot_listen(
+                interface,
+                port,
+                "a --workers group serves this port, and its "
+                "steering would give this process nothing; stop the group, or "
+                "give another --port",
+            )
 
 
-def reserve_port(interface: str | None, port: int, reuse_port: bool = False
-                 ) -> tuple[str, int]:
+def reserve_port(interface: str | None, port: int, reuse_port: bool = False) -> tuple[str, int]:
     """Check that nothing serves ``port`` yet (pick one when 0); the address.
 
     Exits with one line, as the single-process daemon does, when the port is

@@ -116,8 +116,11 @@ class WorkersCollector:
 
     def collect(self) -> Iterator:
         workers = self.workers
-        yield gauge("udpupper_workers_alive", "Processes answering datagrams "
-                    "(workers that reported within the last 2 s).", workers.alive())
+        yield gauge(
+            "udpupper_workers_alive",
+            "Processes answering datagrams (workers that reported within the last 2 s).",
+            workers.alive(),
+        )
         drops = workers.kernel_drops()  # one read of each socket a scrape
         yield from counter_families("udpupper_", [], [([], workers.totals(drops))])
         counters = workers.counters
@@ -130,8 +133,9 @@ class WorkersCollector:
         yield gauge("udpupper_rate_limit_prefixes", PREFIXES, sum(counters.prefixes.values()))
         from prometheus_client.core import GaugeMetricFamily
 
-        per_worker = GaugeMetricFamily("udpupper_worker_rate_limit_prefixes", PREFIXES,
-                                       labels=["worker"])
+        per_worker = GaugeMetricFamily(
+            "udpupper_worker_rate_limit_prefixes", PREFIXES, labels=["worker"]
+        )
         for name in workers.names:
             per_worker.add_metric([name.removeprefix("worker-")], counters.prefixes[name])
         yield per_worker
@@ -262,7 +266,6 @@ class MetricsService(service.Service):
             reason = getattr(cause, "strerror", None) or cause
             exit_with(f"udpupper: cannot serve metrics on {self.description}: {reason}")
 
-
     def startService(self) -> None:
         if not self.asked:  # started without twistd's privileged step
             self.privilegedStartService()
@@ -273,8 +276,11 @@ class MetricsService(service.Service):
         self.port = port
         address = port.getHost()
         host = getattr(address, "host", None)
-        where = (f"http://{'[' + host + ']' if ':' in host else host}:{address.port}/metrics"
-                 if host is not None else f"{self.description} (/metrics)")
+        where = (
+            f"http://{'[' + host + ']' if ':' in host else host}:{address.port}/metrics"
+            if host is not None
+            else f"{self.description} (/metrics)"
+        )
         self.log.info("udpupper serving metrics at {where}", where=where)
 
         def wrap(observer):
@@ -307,8 +313,7 @@ def try_endpoint(description: str, reactor) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted's
             probe.bind((interface, port))
     except OSError as error:
-        exit_with(f"udpupper: cannot serve metrics on {description}: "
-                  f"{error.strerror or error}")
+        exit_with(f"udpupper: cannot serve metrics on {description}: {error.strerror or error}")
 
 
 def metrics_service(
@@ -319,6 +324,7 @@ def metrics_service(
 
     registry = CollectorRegistry()
     registry.register(collector)
-    factory = ScrapeFactory({"/metrics": exposition_page(registry)}, reactor,
-                            max_connections=connection_cap())
+    factory = ScrapeFactory(
+        {"/metrics": exposition_page(registry)}, reactor, max_connections=connection_cap()
+    )
     return MetricsService(endpoint, factory, reactor)

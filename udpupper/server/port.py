@@ -90,9 +90,9 @@ class ServerPort(UDPPort):
     ``busy_poll`` microseconds for the next before going back to the
     reactor.  Without it, recvmmsg through ctypes reads the batches
     (:mod:`udpupper.server.ctypes_batch`) and :class:`Segmenter` sends the
-    replies, a run to one sender a call.  An IPv4 sender is given to the protocol as IPv4, on an IPv6
-    socket too.  With ``reflect_dscp``, each reply leaves with the DSCP its
-    request arrived with (:mod:`udpupper.dscp`).
+    replies, a run to one sender a call.  An IPv4 sender is given to the
+    protocol as IPv4, on an IPv6 socket too.  With ``reflect_dscp``, each
+    reply leaves with the DSCP its request arrived with (:mod:`udpupper.dscp`).
     """
 
     batch: Any = BATCHES  # the C helper's module, ctypes_batch's, or None

@@ -86,8 +86,9 @@ class UpperProtocol(DatagramProtocol):
             else None
         )
         self.loops = (
-            LoopBreaker(protections.loop_budget,
-                        min(len(PAIRS) * protections.rate_table, LOOP_MEMORY))
+            LoopBreaker(
+                protections.loop_budget, min(len(PAIRS) * protections.rate_table, LOOP_MEMORY)
+            )
             if protections.loop_budget
             else None
         )

@@ -27,8 +27,9 @@ MAX_SEGMENT = 1_472
 
 # Errors that may be the segmenting's, not the replies': a segment larger
 # than the route's MTU (EMSGSIZE, EINVAL), or no segmenting at all (the rest).
-SEGMENTING_REFUSED = frozenset({errno.EMSGSIZE, errno.EINVAL, errno.EIO,
-                                errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+SEGMENTING_REFUSED = frozenset(
+    {errno.EMSGSIZE, errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
+)
 _SEGMENT_SIZES = [struct.pack("=H", size) for size in range(MAX_SEGMENT + 1)]
 
 Route = tuple[list[tuple[int, int, bytes]], Any]  # (ancillary data, the sender's address)
@@ -59,8 +60,11 @@ class Segmenter:
                 while end < limit:
                     other, other_route = queue[end]
                     length = len(other)
-                    if not length or length > size or (
-                            other_route is not route and other_route != route):
+                    if (
+                        not length
+                        or length > size
+                        or (other_route is not route and other_route != route)
+                    ):
                         break
                     end += 1
                     if length < size:

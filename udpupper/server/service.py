@@ -44,8 +44,10 @@ def start_listening(port: ServerPort) -> None:
     try:
         port.startListening()
     except MemoryError:
-        exit_with("udpupper: not enough memory for the receive buffers (4 MiB); "
-                  "give the daemon more memory, or a smaller --rate-table")
+        exit_with(
+            "udpupper: not enough memory for the receive buffers (4 MiB); "
+            "give the daemon more memory, or a smaller --rate-table"
+        )
 
 
 class UpperService(service.MultiService):
@@ -147,8 +149,11 @@ class UpperService(service.MultiService):
                 if interface == DUAL_STACK and errno in (EAFNOSUPPORT, EADDRNOTAVAIL):
                     continue  # no IPv6 on this host: fall back to IPv4
                 # A getaddrinfo error has a negative number: its own text.
-                reason = strerror(errno) if errno and errno > 0 else str(
-                    getattr(error.socketError, "strerror", None) or error.socketError)
+                reason = (
+                    strerror(errno)
+                    if errno and errno > 0
+                    else str(getattr(error.socketError, "strerror", None) or error.socketError)
+                )
                 cannot_listen(interface, self.port_number, reason)
         raise AssertionError("unreachable: the IPv4 fallback binds or exits")
 
@@ -173,19 +178,30 @@ class UpperService(service.MultiService):
         )
         systemd.notify("READY=1")
         if not hasattr(self.port.batch, "send_batch"):
-            how, speed = (("batches read through ctypes", "0.6x") if self.port.batch is not None
-                          else ("one system call per datagram", "0.4x"))
+            how, speed = (
+                ("batches read through ctypes", "0.6x")
+                if self.port.batch is not None
+                else ("one system call per datagram", "0.4x")
+            )
             self.log.warn(
                 "udpupper runs without its C helper (udpupper._batch did not "
                 "build or import): {how}, about {speed} the speed; install a C "
                 "compiler and Python's headers, then reinstall",
-                how=how, speed=speed,
+                how=how,
+                speed=speed,
             )
-        missing = [name for name, fallback in (
-            ("udpupper.server.protections._ratelimit", protocol_module.RateLimiter is PythonRateLimiter),
-            ("udpupper.server.protections._sources", protocol_module.Sources is PythonSources),
-            ("udpupper.server.protections._loops", loops.echoes is loops.python_echoes),
-        ) if fallback]
+        missing = [
+            name
+            for name, fallback in (
+                (
+                    "udpupper.server.protections._ratelimit",
+                    protocol_module.RateLimiter is PythonRateLimiter,
+                ),
+                ("udpupper.server.protections._sources", protocol_module.Sources is PythonSources),
+                ("udpupper.server.protections._loops", loops.echoes is loops.python_echoes),
+            )
+            if fallback
+        ]
         if missing:
             self.log.warn(
                 "udpupper runs without its C policy tables ({missing} did not build "
@@ -227,8 +243,7 @@ class UpperService(service.MultiService):
         """As a worker, send the parent the counters."""
         if self.reporter is not None:
             limiter = self.protocol.limiter
-            self.reporter.report(self.stats, len(limiter) if limiter is not None else 0,
-                                 hangup)
+            self.reporter.report(self.stats, len(limiter) if limiter is not None else 0, hangup)
 
     def stopService(self):
         systemd.notify("STOPPING=1")

@@ -45,4 +45,3 @@ def stop_once(reactor) -> None:
 
     stop_only_once.once = True  # type: ignore[attr-defined]
     reactor.stop = stop_only_once
-

@@ -62,7 +62,7 @@ class Stats:
     daemon's socket before it could read them (its receive buffer was full).
     """
 
-    __slots__ = ("received", "replied", "bytes_in", "bytes_out", "drops", "kernel_drops")
+    __slots__ = ("bytes_in", "bytes_out", "drops", "kernel_drops", "received", "replied")
 
     def __init__(self) -> None:
         self.received = 0
@@ -134,12 +134,11 @@ class Stats:
 
     def summary(self) -> str:
         """One line for the log: every counter, the drops by reason that had any."""
-        reasons = ", ".join(
-            f"{reason}={count}" for reason, count in sorted(self.counted().items())
-        )
+        reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.counted().items()))
         return (
             f"received={self.received} replied={self.replied} "
             f"bytes_in={self.bytes_in} bytes_out={self.bytes_out} "
-            f"dropped={self.dropped}" + (f" ({reasons})" if reasons else "")
+            f"dropped={self.dropped}"
+            + (f" ({reasons})" if reasons else "")
             + f" kernel_drops={self.kernel_drops}"
         )

@@ -76,11 +76,18 @@ class Options(OneLineUsageErrors, usage.Options):
     )
     optFlags = [
         ["allow-low-ports", None, "Answer source ports 1-1023 too (port 0 never)."],
-        ["reuse-port", None, "Share the port with other processes (SO_REUSEPORT); "
-         "what each of --workers does."],
-        ["reflect-dscp", None, "Answer each datagram with the DSCP it arrived with "
-         "(as TWAMP-Light reflectors do; off: a reply to a spoofed source would carry "
-         "the attacker's marking)."],
+        [
+            "reuse-port",
+            None,
+            "Share the port with other processes (SO_REUSEPORT); what each of --workers does.",
+        ],
+        [
+            "reflect-dscp",
+            None,
+            "Answer each datagram with the DSCP it arrived with "
+            "(as TWAMP-Light reflectors do; off: a reply to a spoofed source would carry "
+            "the attacker's marking).",
+        ],
     ]
     optParameters = [
         ["port", "p", DEFAULT_PORT, "UDP port to listen on; 0 picks a free one."],
@@ -91,37 +98,79 @@ class Options(OneLineUsageErrors, usage.Options):
             "IPv4 or IPv6 address to listen on "
             "[default: :: serving IPv4 and IPv6, or 0.0.0.0 without IPv6].",
         ],
-        ["rate", None, DEFAULT_RATE,
-         "Replies a second per source /24 (IPv4) or /56 (IPv6); 0: no limit."],
+        [
+            "rate",
+            None,
+            DEFAULT_RATE,
+            "Replies a second per source /24 (IPv4) or /56 (IPv6); 0: no limit.",
+        ],
         ["burst", None, None, "Replies a prefix may get at once [default: 2 x rate]."],
-        ["rate-table", None, DEFAULT_RATE_TABLE,
-         "Prefixes the rate limiter's table keeps at least (the most recent to "
-         "settle; it holds at most twice as many, and takes in at most as many "
-         "in 120 s)."],
-        ["new-prefix-rate", None, DEFAULT_NEW_PREFIX_RATE,
-         "Strangers answered a second, all together (addresses not heard from "
-         "in seconds, of prefixes not in that table); beyond it no reply, but an "
-         "address that asks again gets one (a spoofed-source flood); 0: no limit."],
-        ["loop-budget", None, DEFAULT_LOOP_BUDGET,
-         "Each loop through an echo service (a request that is its own upper case "
-         "and echoes a reply sent to its address, exactly or with a few bytes "
-         "written in) ends within this many round trips, however many loops; a "
-         "client that repeats itself sends one line in as many again; exempt "
-         "sources too; 0: never."],
-        ["exempt", None, DEFAULT_EXEMPT,
-         "Comma-separated networks never rate limited or capped; '' for none."],
-        ["max-amplification", None, 1.0,
-         "A reply to a source not exempt may be at most this many times its "
-         "request's size."],
-        ["rcvbuf", None, DEFAULT_RCVBUF,
-         "Bytes of socket receive buffer to ask for; 0: the kernel's default."],
-        ["workers", None, 1, "Processes answering on the port (SO_REUSEPORT, Linux), "
-         "supervised and restarted, each source prefix steered to one of them."],
-        ["busy-poll", None, DEFAULT_BUSY_POLL, "Microseconds to poll for the next "
-         "datagram after answering (lower latency, more CPU under light load); 0: "
-         "never."],
-        ["metrics", None, None, "Serve Prometheus metrics at /metrics on this Twisted "
-         "endpoint, e.g. tcp:9812:interface=127.0.0.1 [default: off]."],
+        [
+            "rate-table",
+            None,
+            DEFAULT_RATE_TABLE,
+            "Prefixes the rate limiter's table keeps at least (the most recent to "
+            "settle; it holds at most twice as many, and takes in at most as many "
+            "in 120 s).",
+        ],
+        [
+            "new-prefix-rate",
+            None,
+            DEFAULT_NEW_PREFIX_RATE,
+            "Strangers answered a second, all together (addresses not heard from "
+            "in seconds, of prefixes not in that table); beyond it no reply, but an "
+            "address that asks again gets one (a spoofed-source flood); 0: no limit.",
+        ],
+        [
+            "loop-budget",
+            None,
+            DEFAULT_LOOP_BUDGET,
+            "Each loop through an echo service (a request that is its own upper case "
+            "and echoes a reply sent to its address, exactly or with a few bytes "
+            "written in) ends within this many round trips, however many loops; a "
+            "client that repeats itself sends one line in as many again; exempt "
+            "sources too; 0: never.",
+        ],
+        [
+            "exempt",
+            None,
+            DEFAULT_EXEMPT,
+            "Comma-separated networks never rate limited or capped; '' for none.",
+        ],
+        [
+            "max-amplification",
+            None,
+            1.0,
+            "A reply to a source not exempt may be at most this many times its request's size.",
+        ],
+        [
+            "rcvbuf",
+            None,
+            DEFAULT_RCVBUF,
+            "Bytes of socket receive buffer to ask for; 0: the kernel's default.",
+        ],
+        [
+            "workers",
+            None,
+            1,
+            "Processes answering on the port (SO_REUSEPORT, Linux), "
+            "supervised and restarted, each source prefix steered to one of them.",
+        ],
+        [
+            "busy-poll",
+            None,
+            DEFAULT_BUSY_POLL,
+            "Microseconds to poll for the next "
+            "datagram after answering (lower latency, more CPU under light load); 0: "
+            "never.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this Twisted "
+            "endpoint, e.g. tcp:9812:interface=127.0.0.1 [default: off].",
+        ],
     ]
     checks = {
         "port": port_number,
@@ -175,12 +224,20 @@ def makeService(config: Options, reactor=None) -> service.IService:
     collector: metrics.StatsCollector | metrics.WorkersCollector
     if config["workers"] > 1:
         if systemd.inherited_descriptors():
-            exit_with("udpupper: --workers binds a group of sockets of its own and cannot "
-                      "serve the socket systemd passed: run udpupper-workers.service, "
-                      "without a .socket unit (contrib/systemd), or drop --workers")
+            exit_with(
+                "udpupper: --workers binds a group of sockets of its own and cannot "
+                "serve the socket systemd passed: run udpupper-workers.service, "
+                "without a .socket unit (contrib/systemd), or drop --workers"
+            )
         interface, port = reserve_port(config["interface"], config["port"])
-        workers = Workers(config["workers"], interface, port, worker_options(config),
-                          rcvbuf=config["rcvbuf"], reactor=reactor)
+        workers = Workers(
+            config["workers"],
+            interface,
+            port,
+            worker_options(config),
+            rcvbuf=config["rcvbuf"],
+            reactor=reactor,
+        )
         daemon, collector = workers, metrics.WorkersCollector(workers)
     else:
         protections = Protections(
@@ -263,8 +320,11 @@ def table_mib(rate_table: int) -> int:
         return 1 << max(2 * keys - 1, 1).bit_length()
 
     trial = min(rate_table, TRIAL_MEMORY)
-    return (2 * 16 * slots(rate_table) + 2 * 24 * slots(trial)
-            + 2 * 8 * slots(probation_size(rate_table))) >> 20
+    return (
+        2 * 16 * slots(rate_table)
+        + 2 * 24 * slots(trial)
+        + 2 * 8 * slots(probation_size(rate_table))
+    ) >> 20
 
 
 # What only the parent of --workers does: each worker serves the socket the

@@ -9,6 +9,7 @@ import sys
 
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.dscp import IP_TOS
 from udpupper.kernel import IP_PKTINFO
 from udpupper.server.port import HELPER_REFUSALS
@@ -32,14 +33,12 @@ TIMESTAMP = socket.SOL_SOCKET, 37  # SCM_TIMESTAMPING, as a socket unit may turn
 
 
 def in_pktinfo(ifindex: int, local: str, destination: str) -> tuple[int, int, bytes]:
-    data = (ifindex.to_bytes(4, "little") + socket.inet_aton(local)
-            + socket.inet_aton(destination))
+    data = ifindex.to_bytes(4, "little") + socket.inet_aton(local) + socket.inet_aton(destination)
     return (*V4, data)
 
 
 def in6_pktinfo(destination: str, ifindex: int = 1) -> tuple[int, int, bytes]:
-    return (*V6, socket.inet_pton(socket.AF_INET6, destination)
-            + ifindex.to_bytes(4, "little"))
+    return (*V6, socket.inet_pton(socket.AF_INET6, destination) + ifindex.to_bytes(4, "little"))
 
 
 def answer_ipv4(local: str) -> Destination:
@@ -53,21 +52,31 @@ TIMESTAMPS = (*TIMESTAMP, bytes(48))
 
 # (what, ancillary data, flags, what the check must say)
 CASES = [
-    ("IPv4 unicast on an IPv4 socket",
-     [in_pktinfo(2, "10.0.0.2", "10.0.0.2")], 0, answer_ipv4("10.0.0.2")),
-    ("IPv4 unicast on a dual-stack socket",
-     [MAPPED, in_pktinfo(2, "10.0.0.2", "10.0.0.2")], 0, answer_ipv4("10.0.0.2")),
+    (
+        "IPv4 unicast on an IPv4 socket",
+        [in_pktinfo(2, "10.0.0.2", "10.0.0.2")],
+        0,
+        answer_ipv4("10.0.0.2"),
+    ),
+    (
+        "IPv4 unicast on a dual-stack socket",
+        [MAPPED, in_pktinfo(2, "10.0.0.2", "10.0.0.2")],
+        0,
+        answer_ipv4("10.0.0.2"),
+    ),
     ("IPv6 unicast", [UNICAST6], 0, Destination([UNICAST6], False)),
-    ("IPv6 unicast after a timestamp", [TIMESTAMPS, UNICAST6], 0,
-     Destination([UNICAST6], False)),
+    ("IPv6 unicast after a timestamp", [TIMESTAMPS, UNICAST6], 0, Destination([UNICAST6], False)),
     ("IPv6 multicast", [in6_pktinfo("ff02::1")], 0, Reason.NOT_UNICAST_DESTINATION),
-    ("IPv6 multicast, global scope", [in6_pktinfo("ff0e::1")], 0,
-     Reason.NOT_UNICAST_DESTINATION),
+    ("IPv6 multicast, global scope", [in6_pktinfo("ff0e::1")], 0, Reason.NOT_UNICAST_DESTINATION),
     ("no destination at all", [], 0, Reason.NO_DESTINATION),
     ("only a timestamp", [TIMESTAMPS], 0, Reason.NO_DESTINATION),
     ("truncated (MSG_CTRUNC), pktinfo lost", [], CTRUNC, Reason.NO_DESTINATION),
-    ("truncated (MSG_CTRUNC), pktinfo kept", [in_pktinfo(2, "10.0.0.2", "10.0.0.2")],
-     CTRUNC, Reason.NO_DESTINATION),
+    (
+        "truncated (MSG_CTRUNC), pktinfo kept",
+        [in_pktinfo(2, "10.0.0.2", "10.0.0.2")],
+        CTRUNC,
+        Reason.NO_DESTINATION,
+    ),
     ("a short IP_PKTINFO", [(*V4, bytes(8))], 0, Reason.NO_DESTINATION),
 ]
 for local, destination in (
@@ -79,11 +88,15 @@ for local, destination in (
     ("240.0.0.1", "240.0.0.1"),
 ):
     ipv4 = in_pktinfo(2, local, destination)
-    CASES.append((f"to {destination} (IPv4 socket)", [ipv4], 0,
-                  Reason.NOT_UNICAST_DESTINATION))
-    CASES.append((f"to {destination} (dual-stack socket)",
-                  [in6_pktinfo("::ffff:" + destination), ipv4], 0,
-                  Reason.NOT_UNICAST_DESTINATION))
+    CASES.append((f"to {destination} (IPv4 socket)", [ipv4], 0, Reason.NOT_UNICAST_DESTINATION))
+    CASES.append(
+        (
+            f"to {destination} (dual-stack socket)",
+            [in6_pktinfo("::ffff:" + destination), ipv4],
+            0,
+            Reason.NOT_UNICAST_DESTINATION,
+        )
+    )
 
 
 def raw_control(ancdata) -> bytes:
@@ -102,10 +115,11 @@ def parse_control(raw: bytes) -> list[tuple[int, int, bytes]]:
     while raw:
         length, level, kind = struct.unpack_from("@Nii", raw)
         out.append((level, kind, raw[header:length]))
-        raw = raw[socket.CMSG_SPACE(length - header):]
+        raw = raw[socket.CMSG_SPACE(length - header) :]
     return out
 
 
+@tiers.unit
 class CheckDestinationTests(unittest.TestCase):
     def test_python_path(self) -> None:
         for what, ancdata, flags, expected in CASES:
@@ -126,15 +140,17 @@ class CheckDestinationTests(unittest.TestCase):
         tos = (socket.IPPROTO_IP, IP_TOS, b"\xb9")
         marked = (socket.IPPROTO_IP, IP_TOS, (0xB8).to_bytes(4, sys.byteorder))
         self.assertEqual(reply_route([tos], 0, pktinfo=False), Destination([], True))
-        self.assertEqual(reply_route([tos], 0, pktinfo=False, reflect=True),
-                         Destination([marked], True))
+        self.assertEqual(
+            reply_route([tos], 0, pktinfo=False, reflect=True), Destination([marked], True)
+        )
         for what, ancdata, flags, expected in CASES:
             verdict = reply_route([*ancdata, tos], flags, reflect=True)
             if isinstance(expected, Reason):
                 self.assertEqual(verdict, expected, what)
             else:
-                self.assertEqual(verdict, Destination(expected.ancillary + [marked],
-                                                      expected.ipv4), what)
+                self.assertEqual(
+                    verdict, Destination([*expected.ancillary, marked], expected.ipv4), what
+                )
         cache = DestinationCache(pktinfo=False)
         self.assertEqual(cache.check([], socket.MSG_CTRUNC), Destination([], True))
 
@@ -154,11 +170,16 @@ class CheckDestinationTests(unittest.TestCase):
             raise unittest.SkipTest("the C helper is not built here")
         self.assertEqual(
             HELPER_REFUSALS,
-            {_batch.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
-             _batch.NO_DESTINATION: Reason.NO_DESTINATION, _batch.NOT_IP: Reason.BAD_SOURCE})
+            {
+                _batch.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
+                _batch.NO_DESTINATION: Reason.NO_DESTINATION,
+                _batch.NOT_IP: Reason.BAD_SOURCE,
+            },
+        )
         self.assertEqual(len({_batch.NOT_UNICAST, _batch.NO_DESTINATION, _batch.NOT_IP}), 3)
 
 
+@tiers.unit
 class WildcardTests(unittest.TestCase):
     def test_wildcards(self) -> None:
         for interface in ("", "::", "0.0.0.0", "0:0::0", "::0"):

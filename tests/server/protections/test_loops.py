@@ -16,9 +16,9 @@ import urllib.request
 
 from twisted.trial import unittest
 
-from tests import spoof
+from tests import spoof, tiers
 from tests.bench.test_load import BENCH
-from tests.processes import Daemon, METRICS_AT, run_client
+from tests.processes import METRICS_AT, Daemon, run_client
 from tests.support import NO_IPV6, long_run
 from udpupper.server import metrics
 from udpupper.server.protections import loops
@@ -35,6 +35,7 @@ from udpupper.server.protections.policy import DEFAULT_LOOP_BUDGET
 from udpupper.transform import upper
 
 
+@tiers.unit
 class SketchTests(unittest.TestCase):
     """The loop breaker's comparisons, and their C twins held to them."""
 
@@ -56,13 +57,18 @@ class SketchTests(unittest.TestCase):
         @given(st.binary(max_size=200), st.data())
         def check(payload, data):
             self.assertEqual(sketch(payload), python_sketch(payload))
-            other = data.draw(st.one_of(
-                st.just(payload),
-                st.binary(min_size=len(payload), max_size=len(payload)),
-                st.binary(max_size=200),
-                st.builds(lambda at, mark: payload[:at] + mark + payload[at + len(mark):],
-                          st.integers(0, len(payload)), st.binary(max_size=20)),
-            ))
+            other = data.draw(
+                st.one_of(
+                    st.just(payload),
+                    st.binary(min_size=len(payload), max_size=len(payload)),
+                    st.binary(max_size=200),
+                    st.builds(
+                        lambda at, mark: payload[:at] + mark + payload[at + len(mark) :],
+                        st.integers(0, len(payload)),
+                        st.binary(max_size=20),
+                    ),
+                )
+            )
             last = python_sketch(other)
             self.assertIs(loops.echoes(payload, last), python_echoes(payload, last))
 
@@ -78,13 +84,21 @@ class SketchTests(unittest.TestCase):
         from hypothesis import given, settings
         from hypothesis import strategies as st
 
-        hosts = st.one_of(st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"]),
-                          st.integers(0, 40).map(lambda n: f"198.51.100.{n}"))
+        hosts = st.one_of(
+            st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"]),
+            st.integers(0, 40).map(lambda n: f"198.51.100.{n}"),
+        )
         payloads = st.binary(max_size=80)
 
         @settings(max_examples=300)
-        @given(st.integers(1, 4), st.integers(1, 6), st.lists(st.tuples(
-            hosts, payloads, st.sampled_from(["echo", "stamped", "other"])), max_size=60))
+        @given(
+            st.integers(1, 4),
+            st.integers(1, 6),
+            st.lists(
+                st.tuples(hosts, payloads, st.sampled_from(["echo", "stamped", "other"])),
+                max_size=60,
+            ),
+        )
         def check(every, size, events):
             ours, theirs = LoopBreaker(every, size), PythonLoopBreaker(every, size)
             last_reply: dict = {}
@@ -167,7 +181,8 @@ class SketchTests(unittest.TestCase):
             q = len(last) // 4
             quarters = [(0, q), (q, 2 * q), (2 * q, 3 * q), (3 * q, len(last))]
             new = b"".join(
-                last[lo:hi] if data.draw(st.booleans())
+                last[lo:hi]
+                if data.draw(st.booleans())
                 else data.draw(st.binary(min_size=hi - lo, max_size=hi - lo))
                 for lo, hi in quarters
             )
@@ -185,7 +200,7 @@ class SketchTests(unittest.TestCase):
             size = max(1, len(payload) // 4)  # a stamp at most a quarter long
             at = data.draw(st.integers(0, len(payload) - size))
             mark = data.draw(st.binary(min_size=size, max_size=size))
-            stamped = payload[:at] + mark + payload[at + size:]
+            stamped = payload[:at] + mark + payload[at + size :]
             self.assertTrue(resembles(sketch(stamped), sketch(payload)))
 
         check()
@@ -199,6 +214,7 @@ def scrape(port: int) -> dict:
         return parse(page.read().decode())
 
 
+@tiers.system
 class RealLoopTests(unittest.TestCase):
     """Daemons with their default protections, as twistd runs them."""
 
@@ -223,15 +239,22 @@ class RealLoopTests(unittest.TestCase):
                 return figures
             time.sleep(0.05)
 
-    def assert_loops_die(self, host: str, first: tuple[int, int], second: tuple[int, int],
-                         payloads: list[bytes], other_host: str | None = None) -> None:
+    def assert_loops_die(
+        self,
+        host: str,
+        first: tuple[int, int],
+        second: tuple[int, int],
+        payloads: list[bytes],
+        other_host: str | None = None,
+    ) -> None:
         """Spoof one datagram for each payload from ``first`` to ``second``:
         each loop between them ends within the loop budget of its round trips,
         withheld once, counted under ``loop``."""
         daemons = sorted({first[1], second[1]})  # their metrics ports
         before = sum(scrape(port)["udpupper_datagrams_received_total"] for port in daemons)
-        withheld_before = sum(scrape(port)[("udpupper_datagrams_dropped_total", "loop")]
-                              for port in daemons)
+        withheld_before = sum(
+            scrape(port)[("udpupper_datagrams_dropped_total", "loop")] for port in daemons
+        )
         for payload in payloads:
             spoof.send_spoofed((host, first[0]), (other_host or host, second[0]), payload)
         figures = self.wait_for_withheld(withheld_before + len(payloads), daemons)
@@ -241,8 +264,13 @@ class RealLoopTests(unittest.TestCase):
         # trips, two datagrams each (one to each end).
         self.assertLessEqual(received, len(payloads) * (1 + 2 * DEFAULT_LOOP_BUDGET))
 
-    def assert_loop_dies(self, host: str, first: tuple[int, int], second: tuple[int, int],
-                         other_host: str | None = None) -> None:
+    def assert_loop_dies(
+        self,
+        host: str,
+        first: tuple[int, int],
+        second: tuple[int, int],
+        other_host: str | None = None,
+    ) -> None:
         self.assert_loops_die(host, first, second, [b"loop"], other_host)
 
     def test_interleaved_loops_between_two_daemons(self) -> None:
@@ -255,8 +283,12 @@ class RealLoopTests(unittest.TestCase):
         draw = random.Random(3)
         for count in (2, 3, 16):
             with self.subTest(loops=count):
-                self.assert_loops_die("127.0.0.1", first, second,
-                                      [b"%032x" % draw.getrandbits(128) for _ in range(count)])
+                self.assert_loops_die(
+                    "127.0.0.1",
+                    first,
+                    second,
+                    [b"%032x" % draw.getrandbits(128) for _ in range(count)],
+                )
 
     def test_a_daemon_with_itself(self) -> None:
         own = self.daemon()
@@ -273,14 +305,21 @@ class RealLoopTests(unittest.TestCase):
 
     def test_two_daemons_on_one_port(self) -> None:
         first = self.daemon("--interface", "127.0.0.1")
-        second = Daemon("--port", str(first[0]), "--interface", "127.0.0.2",
-                        "--metrics", "tcp:0:interface=127.0.0.1")
+        second = Daemon(
+            "--port",
+            str(first[0]),
+            "--interface",
+            "127.0.0.2",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
+        )
         self.addCleanup(second.stop)
         second.start()
         metrics_port = int(second.find(METRICS_AT).group(1))
         self.assert_loop_dies("127.0.0.1", first, (first[0], metrics_port), "127.0.0.2")
 
 
+@tiers.system
 class LegitimateTrafficTests(unittest.TestCase):
     """What clients send at full speed on loopback, with the default options
     (loopback exempt, the loop breaker on): every reply comes."""
@@ -302,9 +341,11 @@ class LegitimateTrafficTests(unittest.TestCase):
         self.assertEqual(summary["dropped"], summary.get("loop", 0))
         self.assertLessEqual(summary["dropped"], len(lines) // 1000 + 1)
         if summary["dropped"]:
-            self.assertRegex(result.stderr.decode(),
-                             r"^udpupper-client: \d+ of 4800 lines were answered only after "
-                             r"being sent again[^\n]*\n$")
+            self.assertRegex(
+                result.stderr.decode(),
+                r"^udpupper-client: \d+ of 4800 lines were answered only after "
+                r"being sent again[^\n]*\n$",
+            )
         else:
             self.assertEqual(result.stderr, b"")
 
@@ -314,22 +355,43 @@ class LegitimateTrafficTests(unittest.TestCase):
         echo: one in --loop-budget (1,000) is withheld, the documented
         trade-off, and the bench counts it lost."""
         withheld = 0
-        for payload, size in (("ascii", 32), ("unicode", 200), ("ascii", 1400),
-                              ("binary", 32), ("binary", 1400), ("ascii", 16)):
+        for payload, size in (
+            ("ascii", 32),
+            ("unicode", 200),
+            ("ascii", 1400),
+            ("binary", 32),
+            ("binary", 1400),
+            ("ascii", 16),
+        ):
             result = subprocess.run(
                 # No warm-up: a request sent in one, withheld, would time out
                 # and count lost in the measured second without counting sent.
-                [*BENCH, "--port", str(self.port), "--duration", "1", "--warmup", "0",
-                 "--sockets", "2", "--window", "32", "--payload", payload,
-                 "--size", str(size), "--json"],
-                capture_output=True, timeout=60,
+                [
+                    *BENCH,
+                    "--port",
+                    str(self.port),
+                    "--duration",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--sockets",
+                    "2",
+                    "--window",
+                    "32",
+                    "--payload",
+                    payload,
+                    "--size",
+                    str(size),
+                    "--json",
+                ],
+                capture_output=True,
+                timeout=60,
             )
             figures = json.loads(result.stdout.splitlines()[-1])
             self.assertGreater(figures["received"], 1000, (payload, size))
             self.assertEqual(figures["mismatched"], 0, (payload, size))
             if payload == "binary" or size == 16:
-                self.assertLessEqual(figures["lost"], figures["sent"] // 1000 + 4,
-                                     (payload, size))
+                self.assertLessEqual(figures["lost"], figures["sent"] // 1000 + 4, (payload, size))
                 withheld += figures["lost"]
             else:
                 self.assertEqual(figures["lost"], 0, (payload, size))
@@ -345,7 +407,9 @@ class LegitimateTrafficTests(unittest.TestCase):
         for _ in range(3):  # the same line, three times
             result = subprocess.run(
                 ["socat", "-T", "5", "-", f"UDP:127.0.0.1:{self.port}"],
-                input=b"SAME LINE\n", capture_output=True, timeout=30,
+                input=b"SAME LINE\n",
+                capture_output=True,
+                timeout=30,
             )
             self.assertEqual(result.stdout, b"SAME LINE\n")
 
@@ -355,13 +419,15 @@ class Reflector:
     or with a counter written in at ``stamp_at`` (a timestamping reflector),
     ``delay`` seconds later (a path that long).  It counts what it reflects."""
 
-    def __init__(self, stamp_at: int | None = None, host: str = "127.0.0.1",
-                 delay: float = 0.0) -> None:
+    def __init__(
+        self, stamp_at: int | None = None, host: str = "127.0.0.1", delay: float = 0.0
+    ) -> None:
         import socket
         import threading
 
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                  socket.SOCK_DGRAM)
+        self.sock = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+        )
         self.sock.bind((host, 0))
         self.address = self.sock.getsockname()[:2]
         self.stamp_at = stamp_at
@@ -377,8 +443,7 @@ class Reflector:
 
         pending: deque = deque()  # (when it leaves, datagram, to), in order
         while self.running:
-            self.sock.settimeout(
-                max(0.0, pending[0][0] - time.monotonic()) if pending else 0.05)
+            self.sock.settimeout(max(0.0, pending[0][0] - time.monotonic()) if pending else 0.05)
             try:
                 datagram, source = self.sock.recvfrom(65_535)
             except OSError:
@@ -389,7 +454,7 @@ class Reflector:
                 if self.stamp_at is not None:
                     mark = b"%06d" % (self.reflected % 1_000_000)
                     at = self.stamp_at % max(1, len(datagram) - len(mark) + 1)
-                    datagram = datagram[:at] + mark + datagram[at + len(mark):]
+                    datagram = datagram[:at] + mark + datagram[at + len(mark) :]
                 pending.append((self.last_at + self.delay, datagram, source))
             while pending and pending[0][0] <= time.monotonic():
                 _, datagram, source = pending.popleft()
@@ -404,6 +469,7 @@ class Reflector:
         self.sock.close()
 
 
+@tiers.system
 class ReflectorLoopTests(unittest.TestCase):
     """Loops between the daemon and a reflector, each started by one datagram
     from the reflector's address (what a spoofer would send): each dies
@@ -446,8 +512,7 @@ class ReflectorLoopTests(unittest.TestCase):
         if NO_IPV6:
             raise unittest.SkipTest(NO_IPV6)
         reflector = Reflector(stamp_at=4, host="::1")
-        self.run_loops(reflector, [b"a loop with timestamps in it"],
-                       "--exempt", "", "--rate", "0")
+        self.run_loops(reflector, [b"a loop with timestamps in it"], "--exempt", "", "--rate", "0")
         self.assertLessEqual(reflector.reflected, DEFAULT_LOOP_BUDGET)
 
     def test_three_loops_through_a_stamping_reflector_20_ms_away(self) -> None:
@@ -464,6 +529,7 @@ class ReflectorLoopTests(unittest.TestCase):
         self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")], 0)
 
 
+@tiers.system
 class ClientRepetitionTests(unittest.TestCase):
     """What the loop breaker costs a client that repeats itself: 50,000
     lines of one upper-case line, of distinct upper-case lines, of nothing,

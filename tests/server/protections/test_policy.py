@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.protections import policy
 from udpupper.server.protections.policy import (
     DEFAULT_EXEMPT,
@@ -22,6 +23,7 @@ NETWORKS = st.one_of(
 ).map(lambda pair: ip_network(f"{pair[0]}/{pair[1]}", strict=False))
 
 
+@tiers.unit
 class ParseNetworksTests(unittest.TestCase):
     def test_default(self) -> None:
         self.assertEqual(LOOPBACK, [ip_network("127.0.0.0/8"), ip_network("::1/128")])
@@ -38,21 +40,40 @@ class ParseNetworksTests(unittest.TestCase):
             self.assertRaises(ValueError, parse_networks, bad)
 
 
+@tiers.unit
 class ClassifyTests(unittest.TestCase):
     def test_bad_sources(self) -> None:
         for host in (
-            "0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.255",
-            "240.0.0.1", "250.1.2.3", "255.255.255.254", "255.255.255.255",  # class E
-            "::", "ff02::1", "ff0e::1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "239.255.255.255",
+            "240.0.0.1",
+            "250.1.2.3",
+            "255.255.255.254",
+            "255.255.255.255",  # class E
+            "::",
+            "ff02::1",
+            "ff0e::1",
             # The port gives IPv4 senders as IPv4: a mapped address here came
             # in an IPv6 packet, which no real sender sends (RFC 4291 2.5.5.2).
-            "::ffff:127.0.0.1", "::ffff:192.0.2.1", "::ffff:0.0.0.0",
+            "::ffff:127.0.0.1",
+            "::ffff:192.0.2.1",
+            "::ffff:0.0.0.0",
         ):
             self.assertTrue(classify(host, LOOPBACK).bad, host)
 
     def test_good_sources(self) -> None:
-        for host in ("1.0.0.1", "192.0.2.1", "223.255.255.255", "2001:db8::1",
-                     "::1", "::2", "fe80::1%eth0", "64:ff9b::c000:201"):
+        for host in (
+            "1.0.0.1",
+            "192.0.2.1",
+            "223.255.255.255",
+            "2001:db8::1",
+            "::1",
+            "::2",
+            "fe80::1%eth0",
+            "64:ff9b::c000:201",
+        ):
             self.assertFalse(classify(host, LOOPBACK).bad, host)
 
     def test_exempt(self) -> None:
@@ -86,8 +107,7 @@ class ClassifyTests(unittest.TestCase):
             bad = address in ip_network("0.0.0.0/8") or address >= ip_address("224.0.0.0")
             prefix = address.packed[:3]
         else:
-            bad = (address.is_multicast or address.is_unspecified
-                   or address.ipv4_mapped is not None)
+            bad = address.is_multicast or address.is_unspecified or address.ipv4_mapped is not None
             prefix = address.packed[:7]
         self.assertEqual((source.bad, source.prefix), (bad, prefix))
         # Exemption matters for a source that is not bad.
@@ -95,6 +115,7 @@ class ClassifyTests(unittest.TestCase):
         self.assertEqual(source.exempt, exempt and not bad)
 
 
+@tiers.unit
 class PythonClassifyTests(ClassifyTests):
     """The same cases on the class that runs without a compiler."""
 
@@ -102,6 +123,7 @@ class PythonClassifyTests(ClassifyTests):
         self.patch(policy, "Sources", PythonSources)
 
 
+@tiers.unit
 class SourcesTests(unittest.TestCase):
     Sources = policy.Sources
 
@@ -115,8 +137,16 @@ class SourcesTests(unittest.TestCase):
 
     def test_what_is_not_an_address(self) -> None:
         sources = self.Sources(LOOPBACK)
-        for text in ("", "nonsense", "1.2.3", "1.2.3.4.5", "::g", "1.2.3.4%eth0",
-                     "::1" + "0" * 100, "١٢٧.0.0.1"):
+        for text in (
+            "",
+            "nonsense",
+            "1.2.3",
+            "1.2.3.4.5",
+            "::g",
+            "1.2.3.4%eth0",
+            "::1" + "0" * 100,
+            "١٢٧.0.0.1",
+        ):
             self.assertRaises(OSError, sources.get, text)
         self.assertRaises(ValueError, sources.get, "127.0.0.1\0")
         self.assertRaises(TypeError, sources.get, b"127.0.0.1")
@@ -125,6 +155,7 @@ class SourcesTests(unittest.TestCase):
         self.assertEqual(sources.get("::1%" + "x" * 100), bytes([policy.EXEMPT]) + bytes(7))
 
 
+@tiers.unit
 class PythonSourcesTests(SourcesTests):
     Sources = PythonSources
 
@@ -139,6 +170,7 @@ def host_texts():
     )
 
 
+@tiers.unit
 class ImplementationsAgreeTests(unittest.TestCase):
     """The C class and the Python one give the same keys, and keep as many."""
 
@@ -146,7 +178,9 @@ class ImplementationsAgreeTests(unittest.TestCase):
         try:
             from udpupper.server.protections import _sources
         except ImportError:
-            raise unittest.SkipTest("udpupper.server.protections._sources is not built here") from None
+            raise unittest.SkipTest(
+                "udpupper.server.protections._sources is not built here"
+            ) from None
         self.assertIs(policy.Sources, _sources.Sources)
 
     def test_a_str_subclass_is_taken_as_its_text(self) -> None:
@@ -164,8 +198,7 @@ class ImplementationsAgreeTests(unittest.TestCase):
         self.assertIs(sources.get("192.0.2.1"), sources.get(Host("192.0.2.1")))
 
     @settings(max_examples=300, deadline=None)
-    @given(st.lists(NETWORKS, max_size=4), st.integers(1, 5),
-           st.lists(host_texts(), max_size=30))
+    @given(st.lists(NETWORKS, max_size=4), st.integers(1, 5), st.lists(host_texts(), max_size=30))
     def test_same_keys(self, networks, size, hosts) -> None:
         ours, python = policy.Sources(networks, size), PythonSources(networks, size)
         for host in hosts + hosts[::-1]:  # each again, some forgotten by then
@@ -178,6 +211,7 @@ class ImplementationsAgreeTests(unittest.TestCase):
             self.assertEqual(len(ours), len(python))
 
 
+@tiers.unit
 class LowestPortTests(unittest.TestCase):
     def test_lowest_port(self) -> None:
         self.assertEqual(lowest_port(False), 1024)

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.protections import ratelimit
 from udpupper.server.protections.ratelimit import PythonRateLimiter
 
@@ -14,6 +15,7 @@ def replies(limiter, prefix: bytes, count: int, now: float) -> int:
     return sum(limiter.allow(prefix, now) for _ in range(count))
 
 
+@tiers.unit
 class RateLimiterTests(unittest.TestCase):
     RateLimiter = ratelimit.RateLimiter
 
@@ -76,6 +78,7 @@ class RateLimiterTests(unittest.TestCase):
             self.assertRaises(ValueError, self.RateLimiter, rate, burst, size)
 
 
+@tiers.unit
 class NewKeyTests(unittest.TestCase):
     """At most ``new_rate`` keys not in the table a second are taken in."""
 
@@ -117,6 +120,7 @@ class NewKeyTests(unittest.TestCase):
         self.assertRaises(ValueError, self.RateLimiter, 10, 20, 100, -1)
 
 
+@tiers.unit
 class TrialTests(unittest.TestCase):
     """With the sender given, a key not in the table is on trial until two
     datagrams from addresses that asked before settle it: how new clients
@@ -184,8 +188,11 @@ class TrialTests(unittest.TestCase):
         for second in range(60):
             for n in range(10_000):
                 number = second * 10_000 + n
-                limiter.allow(number.to_bytes(4, "big"), second + n / 10_000,
-                              f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}")
+                limiter.allow(
+                    number.to_bytes(4, "big"),
+                    second + n / 10_000,
+                    f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}",
+                )
         self.assertEqual(limiter.where(A), 2)
         self.assertEqual([key for key in flood if limiter.where(key) == 2], [])
         self.assertEqual(replies(limiter, A, 30, 60.0), 20)  # its burst, as it was
@@ -232,6 +239,7 @@ class TrialTests(unittest.TestCase):
         self.assertEqual(settled, int(size / ratelimit.SETTLE_TIME))
 
 
+@tiers.unit
 class FloodShapeTests(unittest.TestCase):
     """Every shape of flood the attacker of the third round sent, at fifteen
     times ``new_rate``, on a fake clock (the same decisions, scaled down from
@@ -297,6 +305,7 @@ class FloodShapeTests(unittest.TestCase):
                 self.assertLessEqual(max(answered.values()), 2, answered)
 
 
+@tiers.unit
 class ClockStepTests(unittest.TestCase):
     """Time is the caller's: it may step back or jump ahead (a wall clock
     set by hand or by NTP).  No prefix is starved, none gets past its burst."""
@@ -332,6 +341,7 @@ class ClockStepTests(unittest.TestCase):
         self.assertGreater(answered, 0)
 
 
+@tiers.unit
 class EvictionTests(unittest.TestCase):
     """As an LRU table of ``size`` keys would: a key is forgotten only after
     ``size`` others have been seen since it last was, and by then it is
@@ -364,6 +374,7 @@ class EvictionTests(unittest.TestCase):
         self.assertLessEqual(len(limiter), 200)
 
 
+@tiers.unit
 class ImplementationsAgreeTests(unittest.TestCase):
     """The C table and the Python one give the same answers, whatever comes."""
 
@@ -383,8 +394,12 @@ class ImplementationsAgreeTests(unittest.TestCase):
         probation=st.integers(1, 5),
         trial=st.one_of(st.none(), st.integers(1, 4)),
         steps=st.lists(
-            st.tuples(st.integers(0, 9), st.one_of(st.none(), st.integers(0, 9)),
-                      st.floats(-0.5, 2.0, allow_nan=False)), max_size=80
+            st.tuples(
+                st.integers(0, 9),
+                st.one_of(st.none(), st.integers(0, 9)),
+                st.floats(-0.5, 2.0, allow_nan=False),
+            ),
+            max_size=80,
         ),
     )
     def test_same_answers(self, rate, burst, size, new_rate, probation, trial, steps) -> None:
@@ -397,8 +412,9 @@ class ImplementationsAgreeTests(unittest.TestCase):
             key = b"prefix %d" % key
             if sender is not None:
                 sender = ("192.0.2.%d" % sender, 4000)
-            self.assertEqual(ours.allow(key, now, sender), python.allow(key, now, sender),
-                             (key, sender, now))
+            self.assertEqual(
+                ours.allow(key, now, sender), python.allow(key, now, sender), (key, sender, now)
+            )
             self.assertEqual(len(ours), len(python))
             self.assertEqual(
                 [ours.where(b"prefix %d" % k) for k in range(10)],

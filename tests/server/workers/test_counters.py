@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
+from tests import tiers
 
+
+@tiers.unit
 class WorkerCountersTests(unittest.TestCase):
     def report(self, received: int, replied: int, **drops: int) -> dict:
-        return {"received": received, "replied": replied, "bytes_in": received,
-                "bytes_out": replied, "drops": drops}
+        return {
+            "received": received,
+            "replied": replied,
+            "bytes_in": received,
+            "bytes_out": replied,
+            "drops": drops,
+        }
 
     def test_what_a_killed_worker_did_after_its_report_is_counted(self) -> None:
         from udpupper.server.stats import Reason, Stats
@@ -28,10 +36,15 @@ class WorkerCountersTests(unittest.TestCase):
         total = counters.totals()
         self.assertEqual((total.received, total.replied, total.dropped), (29, 24, 5))
 
+
 def shared_of(received: int, replied: int):
     from udpupper.server.stats import Stats
 
     shared = Stats()
     shared.received, shared.replied, shared.bytes_in, shared.bytes_out = (
-        received, replied, received, replied)
+        received,
+        replied,
+        received,
+        replied,
+    )
     return shared

@@ -15,12 +15,13 @@ import time
 
 from twisted.trial import unittest
 
-from tests.processes import Daemon, LISTENING, METRICS_AT, TWISTD
+from tests import tiers
+from tests.processes import LISTENING, METRICS_AT, TWISTD, Daemon
 from tests.server.test_metrics import parse
 from tests.support import CapturedStderr, exchange, long_run
 from udpupper.kernel import set_receive_buffer
-from udpupper.server.port import _batch
 from udpupper.server import metrics
+from udpupper.server.port import _batch
 from udpupper.server.tap import PARENT_ONLY, Options, makeService, worker_options
 from udpupper.server.workers.parent import Workers
 
@@ -40,12 +41,12 @@ def alive(pid: int) -> bool:
         return False
 
 
+@tiers.system
 class WorkersTests(unittest.TestCase):
     skip = None if sys.platform.startswith("linux") else "SO_REUSEPORT sharing is Linux's"
 
     def start(self, count: int) -> int:
-        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1",
-                             "--workers", str(count))
+        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", str(count))
         self.addCleanup(self.daemon.stop)
         port = self.daemon.start()
         for _ in range(count - 1):
@@ -80,8 +81,11 @@ class WorkersTests(unittest.TestCase):
             reply, _ = exchange("127.0.0.1", port, b"q%d" % number, source=source)
             self.assertEqual(reply, b"Q%d" % number)
         self.daemon.stop()
-        received = [int(match.group(1)) for line in self.daemon.log
-                    if (match := re.search(r"udpupper stopped: received=(\d+)", line))]
+        received = [
+            int(match.group(1))
+            for line in self.daemon.log
+            if (match := re.search(r"udpupper stopped: received=(\d+)", line))
+        ]
         self.assertEqual(sorted(received) and sum(received), 60, self.daemon.log)
         self.assertEqual(len(received), 2)
         self.assertTrue(all(count > 0 for count in received), received)
@@ -114,8 +118,17 @@ class WorkersTests(unittest.TestCase):
         """Two workers on 127.0.0.1 with metrics; wait until both listen."""
         if not metrics.available():
             raise unittest.SkipTest(metrics.MISSING)
-        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
-                             "--metrics", "tcp:0:interface=127.0.0.1", *options)
+        self.daemon = Daemon(
+            "--port",
+            "0",
+            "--interface",
+            "127.0.0.1",
+            "--workers",
+            "2",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
+            *options,
+        )
         self.addCleanup(self.daemon.stop)
         port = self.daemon.start()
         self.daemon.wait_for(LISTENING)
@@ -154,7 +167,7 @@ class WorkersTests(unittest.TestCase):
         for number in range(10):  # 127.0.0/24, exempt, to worker-1: all answered
             exchange("127.0.0.1", port, b"e%d" % number)
         answered = 0
-        for number in range(4):  # 127.0.1/24, to worker-2: a burst of 2
+        for _ in range(4):  # 127.0.1/24, to worker-2: a burst of 2
             try:
                 exchange("127.0.0.1", port, b"r", source="127.0.1.1", timeout=0.3)
                 answered += 1
@@ -165,8 +178,9 @@ class WorkersTests(unittest.TestCase):
         figures = self.scrape()
         self.assertEqual(figures["udpupper_datagrams_received_total"], 14)
         self.assertEqual(figures["udpupper_datagrams_replied_total"], 10 + answered)
-        self.assertEqual(figures[("udpupper_datagrams_dropped_total", "rate_limited")],
-                         4 - answered)
+        self.assertEqual(
+            figures[("udpupper_datagrams_dropped_total", "rate_limited")], 4 - answered
+        )
         self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "1")], 10)
         self.assertEqual(figures[("udpupper_worker_datagrams_replied_total", "2")], answered)
         self.assertEqual(figures["udpupper_workers_alive"], 2)
@@ -185,9 +199,12 @@ class WorkersTests(unittest.TestCase):
             waiting.append(peer)
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        held = int(self.daemon.wait_for(
-            r"worker-1 ended \(killed by signal 9\); its last report: received=10 .* "
-            r"holds (\d+) bytes").group(1))
+        held = int(
+            self.daemon.wait_for(
+                r"worker-1 ended \(killed by signal 9\); its last report: received=10 .* "
+                r"holds (\d+) bytes"
+            ).group(1)
+        )
         self.assertGreater(held, 0)
         self.daemon.find(r"worker-2 ended \(killed by signal 9\).* holds 0 bytes")
         for number, peer in enumerate(waiting):
@@ -229,8 +246,17 @@ class WorkersTests(unittest.TestCase):
         def descriptors() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
-        self.daemon = Daemon("--port", "0", "--interface", "127.0.0.1", "--workers", "2",
-                             "--metrics", "tcp:0:interface=127.0.0.1", preexec=descriptors)
+        self.daemon = Daemon(
+            "--port",
+            "0",
+            "--interface",
+            "127.0.0.1",
+            "--workers",
+            "2",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
+            preexec=descriptors,
+        )
         self.addCleanup(self.daemon.stop)
         port = self.daemon.start()
         self.daemon.wait_for(LISTENING)
@@ -243,8 +269,7 @@ class WorkersTests(unittest.TestCase):
         os.kill(min(before), signal.SIGKILL)
         self.daemon.wait_for(LISTENING, timeout=30)  # its successor
         for number in range(64):  # a prefix each: both workers
-            reply, _ = exchange("127.0.0.1", port, b"p%d" % number,
-                                source=f"127.{number + 1}.0.1")
+            reply, _ = exchange("127.0.0.1", port, b"p%d" % number, source=f"127.{number + 1}.0.1")
             self.assertEqual(reply, b"P%d" % number)
         self.assertEqual([line for line in self.daemon.log if "cannot start" in line], [])
 
@@ -252,22 +277,49 @@ class WorkersTests(unittest.TestCase):
         port = self.start(2)
         for extra in (["--workers", "2"], []):  # another group; a plain daemon
             result = subprocess.run(
-                [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
-                 "--port", str(port), *extra], capture_output=True, timeout=60)
+                [
+                    *TWISTD,
+                    "-n",
+                    "--pidfile=",
+                    "udpupper",
+                    "--interface",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    *extra,
+                ],
+                capture_output=True,
+                timeout=60,
+            )
             self.assertEqual(result.returncode, 1, extra)
-            self.assertEqual(result.stderr.decode(),
-                             f"udpupper: cannot listen on 127.0.0.1:{port}/udp: "
-                             "Address already in use\n")
+            self.assertEqual(
+                result.stderr.decode(),
+                f"udpupper: cannot listen on 127.0.0.1:{port}/udp: Address already in use\n",
+            )
         # A lone daemon that would share the port (before: it said it
         # listened, and the group's steering gave it nothing, 0 of 20,000).
         result = subprocess.run(
-            [*TWISTD, "-n", "--pidfile=", "udpupper", "--interface", "127.0.0.1",
-             "--port", str(port), "--reuse-port"], capture_output=True, timeout=60)
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "udpupper",
+                "--interface",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--reuse-port",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
         self.assertEqual(result.returncode, 1)
-        self.assertEqual(result.stderr.decode(),
-                         f"udpupper: cannot listen on 127.0.0.1:{port}/udp: a --workers group "
-                         "serves this port, and its steering would give this process "
-                         "nothing; stop the group, or give another --port\n")
+        self.assertEqual(
+            result.stderr.decode(),
+            f"udpupper: cannot listen on 127.0.0.1:{port}/udp: a --workers group "
+            "serves this port, and its steering would give this process "
+            "nothing; stop the group, or give another --port\n",
+        )
         self.assertEqual(len(children(self.daemon.process.pid)), 2)
 
     def test_sighup_makes_each_worker_say_its_counters(self) -> None:
@@ -275,8 +327,10 @@ class WorkersTests(unittest.TestCase):
         for number in range(10):
             exchange("127.0.0.1", port, b"h%d" % number)
         self.daemon.process.send_signal(signal.SIGHUP)
-        said = [int(self.daemon.wait_for(r"udpupper counters: received=(\d+)").group(1))
-                for _ in range(2)]
+        said = [
+            int(self.daemon.wait_for(r"udpupper counters: received=(\d+)").group(1))
+            for _ in range(2)
+        ]
         self.assertEqual(sum(said), 10)
         # The parent's line waits for what the workers said (before: received=0).
         totals = self.daemon.find(r"udpupper workers' counters: received=(\d+)")
@@ -323,8 +377,10 @@ class WorkersTests(unittest.TestCase):
         workers = children(self.daemon.process.pid)
         self.daemon.stop(signal.SIGTERM)
         for pid in workers:
-            self.assertFalse(os.path.exists(f"/proc/{pid}/status")
-                             and "State:\tZ" not in open(f"/proc/{pid}/status").read())
+            self.assertFalse(
+                os.path.exists(f"/proc/{pid}/status")
+                and "State:\tZ" not in open(f"/proc/{pid}/status").read()
+            )
 
 
 def parse_workers(text: str) -> dict:
@@ -340,14 +396,26 @@ def parse_workers(text: str) -> dict:
     return figures
 
 
+@tiers.loopback
 class WorkersServiceTests(unittest.TestCase):
     # A value for every option (not its default): a new option fails here
     # until it has one, and then it is checked to reach the workers.
     SAMPLES = {
-        "port": "0", "interface": "127.0.0.1", "rate": "7.5", "burst": "9",
-        "rate-table": "1000", "new-prefix-rate": "123", "loop-budget": "3", "exempt": "10.0.0.0/8,2001:db8::/32",
-        "max-amplification": "2.5", "rcvbuf": "65536", "workers": "3",
-        "busy-poll": "0", "metrics": "tcp:0", "allow-low-ports": True, "reuse-port": True,
+        "port": "0",
+        "interface": "127.0.0.1",
+        "rate": "7.5",
+        "burst": "9",
+        "rate-table": "1000",
+        "new-prefix-rate": "123",
+        "loop-budget": "3",
+        "exempt": "10.0.0.0/8,2001:db8::/32",
+        "max-amplification": "2.5",
+        "rcvbuf": "65536",
+        "workers": "3",
+        "busy-poll": "0",
+        "metrics": "tcp:0",
+        "allow-low-ports": True,
+        "reuse-port": True,
         "reflect-dscp": True,
     }
 
@@ -357,8 +425,9 @@ class WorkersServiceTests(unittest.TestCase):
         samples = dict(self.SAMPLES)
         if not metrics.available():
             del samples["metrics"]
-        argv = [f"--{name}" if value is True else f"--{name}={value}"
-                for name, value in samples.items()]
+        argv = [
+            f"--{name}" if value is True else f"--{name}={value}" for name, value in samples.items()
+        ]
         parent = Options()
         parent.parseOptions(argv)
         forwarded = worker_options(parent)
@@ -374,17 +443,40 @@ class WorkersServiceTests(unittest.TestCase):
 
     def test_a_worker_is_an_ordinary_daemon_on_its_given_socket(self) -> None:
         options = Options()
-        options.parseOptions(["--workers", "3", "--port", "0", "--interface", "127.0.0.1",
-                              "--rate", "50", "--exempt", "10.0.0.0/8", "--allow-low-ports"])
+        options.parseOptions(
+            [
+                "--workers",
+                "3",
+                "--port",
+                "0",
+                "--interface",
+                "127.0.0.1",
+                "--rate",
+                "50",
+                "--exempt",
+                "10.0.0.0/8",
+                "--allow-low-ports",
+            ]
+        )
         service = makeService(options)
         self.assertIsInstance(service, Workers)
         self.assertEqual(service.names, ["worker-1", "worker-2", "worker-3"])
         command = service.command
-        self.assertEqual(command[command.index("udpupper"):], [
-            "udpupper", "--allow-low-ports", "--rate=50", "--rate-table=65536",
-            "--new-prefix-rate=10000",
-            "--loop-budget=1000", "--exempt=10.0.0.0/8", "--max-amplification=1.0",
-            "--rcvbuf=4194304", "--busy-poll=50"])
+        self.assertEqual(
+            command[command.index("udpupper") :],
+            [
+                "udpupper",
+                "--allow-low-ports",
+                "--rate=50",
+                "--rate-table=65536",
+                "--new-prefix-rate=10000",
+                "--loop-budget=1000",
+                "--exempt=10.0.0.0/8",
+                "--max-amplification=1.0",
+                "--rcvbuf=4194304",
+                "--busy-poll=50",
+            ],
+        )
         self.assertGreater(service.port, 0)
 
     def test_a_kernel_that_refuses_the_program_is_said_once(self) -> None:
@@ -397,8 +489,10 @@ class WorkersServiceTests(unittest.TestCase):
         options = Options()
         options.parseOptions(["--workers", "2", "--port", "0", "--interface", "127.0.0.1"])
         service = makeService(options)
-        with mock.patch("udpupper.server.workers.parent.attach", return_value="Invalid argument"), \
-                capturedLogs() as events:
+        with (
+            mock.patch("udpupper.server.workers.parent.attach", return_value="Invalid argument"),
+            capturedLogs() as events,
+        ):
             service.privilegedStartService()
         self.addCleanup(lambda: [sock.close() for sock in service.sockets])
         self.assertFalse(service.steered)
@@ -411,8 +505,16 @@ class WorkersServiceTests(unittest.TestCase):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
             taken.bind(("127.0.0.1", 0))
             options = Options()
-            options.parseOptions(["--workers", "2", "--interface", "127.0.0.1",
-                                  "--port", str(taken.getsockname()[1])])
+            options.parseOptions(
+                [
+                    "--workers",
+                    "2",
+                    "--interface",
+                    "127.0.0.1",
+                    "--port",
+                    str(taken.getsockname()[1]),
+                ]
+            )
             with CapturedStderr() as stderr, self.assertRaises(SystemExit) as raised:
                 makeService(options)
         self.assertEqual(raised.exception.code, 1)
@@ -420,6 +522,7 @@ class WorkersServiceTests(unittest.TestCase):
         self.assertEqual(len(stderr.text.splitlines()), 1)
 
 
+@tiers.system
 class DependableWorkersTests(unittest.TestCase):
     """Workers as dependable as one daemon: hung, crash-looping, orphaned,
     unable to start, and telling systemd when they serve."""
@@ -434,10 +537,10 @@ class DependableWorkersTests(unittest.TestCase):
         for sock in bind_group("::", 0, 2, rcvbuf=1 << 20):
             with sock:
                 self.assertEqual(sock.getsockopt(socket.IPPROTO_IP, IP_PKTINFO), 1)
-                self.assertEqual(
-                    sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO), 1)
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO), 1)
                 self.assertGreaterEqual(
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 1 << 20)
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 1 << 20
+                )
 
     def wait(self, condition, timeout: float, what: str) -> float:
         """Wait until ``condition()``; how long it took."""
@@ -477,8 +580,7 @@ class DependableWorkersTests(unittest.TestCase):
             line = self.daemon.wait_for(r"udpupper workers' counters: ")
             self.assertNotIn("did not answer", line.string)
         self.assertEqual(children(parent), workers)
-        self.assertEqual([line for line in self.daemon.log if "killed, to be replaced" in line],
-                         [])
+        self.assertEqual([line for line in self.daemon.log if "killed, to be replaced" in line], [])
         self.assertEqual(exchange("127.0.0.1", port, b"on")[0], b"ON")
 
     @long_run
@@ -489,8 +591,11 @@ class DependableWorkersTests(unittest.TestCase):
         for _ in range(6):  # one worker, killed within a second of each start
             (victim,) = children(parent) - {survivor}
             os.kill(victim, signal.SIGKILL)
-            self.wait(lambda: len(children(parent)) == 2 and victim not in children(parent),
-                      5.0, "restarted")
+            self.wait(
+                lambda victim=victim: len(children(parent)) == 2 and victim not in children(parent),
+                5.0,
+                "restarted",
+            )
             time.sleep(0.2)
         self.assertNotIn(first, children(parent))
         self.assertIn(survivor, children(parent))  # the other worker never moved
@@ -570,8 +675,9 @@ class DependableWorkersTests(unittest.TestCase):
         self.assertLessEqual(replies, counters["replied"], line)
         self.assertEqual(counters["bytes_in"], 4 * counters["received"], line)
         self.assertEqual(counters["bytes_out"], 4 * counters["replied"], line)
-        self.assertEqual(counters["received"],
-                         counters["replied"] + counters.get("worker_ended", 0), line)
+        self.assertEqual(
+            counters["received"], counters["replied"] + counters.get("worker_ended", 0), line
+        )
 
     def test_a_stopped_worker_dies_with_a_killed_parent(self) -> None:
         port = self.start(2)
@@ -591,14 +697,31 @@ class DependableWorkersTests(unittest.TestCase):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
         result = subprocess.run(
-            [*TWISTD, "-n", "--pidfile=", "udpupper", "--port", "0", "--interface",
-             "127.0.0.1", "--workers", "2", "--rate-table", "16777216"],
-            capture_output=True, timeout=120, preexec_fn=small_memory)
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "udpupper",
+                "--port",
+                "0",
+                "--interface",
+                "127.0.0.1",
+                "--workers",
+                "2",
+                "--rate-table",
+                "16777216",
+            ],
+            capture_output=True,
+            timeout=120,
+            preexec_fn=small_memory,
+        )
         self.assertEqual(result.returncode, 1, result.stdout[-3000:] + result.stderr)
         self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
-        self.assertRegex(result.stderr.decode(),
-                         r"udpupper: worker-\d could not start \(3 times in a row\); "
-                         r"it said: .*not enough memory")
+        self.assertRegex(
+            result.stderr.decode(),
+            r"udpupper: worker-\d could not start \(3 times in a row\); "
+            r"it said: .*not enough memory",
+        )
 
     def test_ready_comes_from_the_main_pid_once_every_worker_serves(self) -> None:
         import tempfile

@@ -12,6 +12,7 @@ import time
 
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.workers import steering
 from udpupper.server.workers.steering import SKF_NET_OFF, attach, bind_group, prefix_program
 
@@ -21,8 +22,8 @@ def run_program(program, ip_header: bytes) -> int:
     a = x = pc = 0
 
     def load(k: int, size: int) -> int:
-        offset = (k - (SKF_NET_OFF & 0xFFFFFFFF))
-        return int.from_bytes(ip_header[offset:offset + size], "big")
+        offset = k - (SKF_NET_OFF & 0xFFFFFFFF)
+        return int.from_bytes(ip_header[offset : offset + size], "big")
 
     while True:
         code, jt, jf, k = program[pc]
@@ -57,6 +58,7 @@ def ipv6_header(source: str) -> bytes:
     return bytes([0x60]) + bytes(7) + socket.inet_pton(socket.AF_INET6, source) + bytes(16)
 
 
+@tiers.unit
 class ProgramTests(unittest.TestCase):
     """The program, interpreted: one socket per /24 and per /56."""
 
@@ -80,11 +82,11 @@ class ProgramTests(unittest.TestCase):
             }
             self.assertEqual(len(chosen), 1, base)
         # The next /56 may go elsewhere: the 56 bits all count.
-        spread = {run_program(program, ipv6_header(f"2001:db8:0:{n:x}00::1"))
-                  for n in range(9)}
+        spread = {run_program(program, ipv6_header(f"2001:db8:0:{n:x}00::1")) for n in range(9)}
         self.assertEqual(spread, {0, 1, 2})
 
 
+@tiers.loopback
 class KernelTests(unittest.TestCase):
     """The program in the kernel: datagrams from many sources, one group."""
 
@@ -154,6 +156,7 @@ class KernelTests(unittest.TestCase):
                 bind_group("127.0.0.1", taken.getsockname()[1], 2)
 
 
+@tiers.unit
 class PackingTests(unittest.TestCase):
     def test_network_offsets(self) -> None:
         self.assertEqual(steering.net(12), struct.unpack("I", struct.pack("i", -0x100000 + 12))[0])

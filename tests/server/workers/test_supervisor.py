@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.stats import Stats
 from udpupper.server.workers import supervisor
 from udpupper.server.workers.counters import WorkerCounters
@@ -35,8 +36,18 @@ class ProcessReactor(MemoryReactor, task.Clock):
         self.refuse = 0  # spawnProcess calls to fail, as an exec that cannot run
         self.stopped = 0
 
-    def spawnProcess(self, protocol, executable, args=(), env=None, path=None, uid=None,
-                     gid=None, usePTY=0, childFDs=None):
+    def spawnProcess(
+        self,
+        protocol,
+        executable,
+        args=(),
+        env=None,
+        path=None,
+        uid=None,
+        gid=None,
+        usePTY=0,
+        childFDs=None,
+    ):
         if self.refuse:
             self.refuse -= 1
             raise PermissionError(13, "Permission denied")
@@ -115,6 +126,7 @@ class FakeSocket:
         return 3
 
 
+@tiers.unit
 class SupervisorTests(unittest.TestCase):
     def setUp(self) -> None:
         self.patch(supervisor, "socket_memory", lambda sock: (0, 0))
@@ -138,15 +150,18 @@ class SupervisorTests(unittest.TestCase):
     def run_for(self, seconds: float, reporting: tuple[str, ...] = ()) -> None:
         """The reactor turns for ``seconds``, the named workers reporting
         once a second, as they do."""
-        for _ in range(int(round(seconds / WATCH_INTERVAL))):
+        for _ in range(round(seconds / WATCH_INTERVAL)):
             self.reactor.advance(WATCH_INTERVAL)
             self.ticks += 1
             if self.ticks % 4 == 0:
                 self.report(*reporting)
 
     def killed(self) -> list[str]:
-        return [process.protocol.name for process in self.reactor.spawned
-                if signal.SIGKILL in process.signals]
+        return [
+            process.protocol.name
+            for process in self.reactor.spawned
+            if signal.SIGKILL in process.signals
+        ]
 
     def test_a_paused_parent_kills_no_worker(self) -> None:
         """The parent stopped for 1.5, 3 and 10 s while its workers served

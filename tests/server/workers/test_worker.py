@@ -7,10 +7,12 @@ import os
 
 from twisted.trial import unittest
 
+from tests import tiers
 from udpupper.server.stats import Stats
 from udpupper.server.workers.worker import Reporter, die_with_parent, given_socket
 
 
+@tiers.unit
 class WorkerSideTests(unittest.TestCase):
     def test_shared_counts_are_what_the_worker_counted(self) -> None:
         from udpupper.server.workers.worker import SharedCounts, given_counts
@@ -23,8 +25,9 @@ class WorkerSideTests(unittest.TestCase):
         view = memoryview(worker_side).cast("Q")
         view[0], view[1], view[2], view[3] = 3, 2, 30, 20
         counted = shared.stats()
-        self.assertEqual((counted.received, counted.replied, counted.bytes_in,
-                          counted.bytes_out), (3, 2, 30, 20))
+        self.assertEqual(
+            (counted.received, counted.replied, counted.bytes_in, counted.bytes_out), (3, 2, 30, 20)
+        )
         shared.reset()
         self.assertEqual(shared.stats().received, 0)
         view.release()

@@ -77,8 +77,9 @@ def check_destination(ancdata: Ancillary, flags: int = 0) -> Destination | Reaso
     return Reason.NO_DESTINATION
 
 
-def reply_route(ancdata: Ancillary, flags: int = 0, pktinfo: bool = True,
-                reflect: bool = False) -> Destination | Reason:
+def reply_route(
+    ancdata: Ancillary, flags: int = 0, pktinfo: bool = True, reflect: bool = False
+) -> Destination | Reason:
     """How to answer a datagram on a socket bound to every address
     (``pktinfo``: :func:`check_destination`) or to one, with ``reflect`` the
     DSCP it arrived with added (:func:`udpupper.dscp.reflected`); or why not."""

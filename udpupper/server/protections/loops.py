@@ -55,8 +55,12 @@ def python_sketch(payload: bytes) -> bytes:
     if size <= SKETCH:
         return payload
     step = size // 4
-    return (payload[:_PART] + payload[step:step + _PART]
-            + payload[2 * step:2 * step + _PART] + payload[-_PART:])
+    return (
+        payload[:_PART]
+        + payload[step : step + _PART]
+        + payload[2 * step : 2 * step + _PART]
+        + payload[-_PART:]
+    )
 
 
 def resembles(new: bytes, last: bytes) -> bool:
@@ -73,12 +77,12 @@ def resembles(new: bytes, last: bytes) -> bool:
     if new[0] != last[0] and new[q] != last[q] and new[2 * q] != last[2 * q]:
         return False
     first = new[:q] == last[:q]
-    if new[q:2 * q] == last[q:2 * q]:
+    if new[q : 2 * q] == last[q : 2 * q]:
         if first:
             return True
     elif not first:  # two differ: both of the others must be equal
-        return new[2 * q:3 * q] == last[2 * q:3 * q] and new[3 * q:] == last[3 * q:]
-    return new[2 * q:3 * q] == last[2 * q:3 * q] or new[3 * q:] == last[3 * q:]
+        return new[2 * q : 3 * q] == last[2 * q : 3 * q] and new[3 * q :] == last[3 * q :]
+    return new[2 * q : 3 * q] == last[2 * q : 3 * q] or new[3 * q :] == last[3 * q :]
 
 
 def python_echoes(datagram: bytes, last: bytes) -> bool:
@@ -93,14 +97,14 @@ def python_keys(host: object, size: int, sketch: bytes) -> list[int]:
     if len(sketch) < 4:
         return [hash((host, size, sketch))]
     q = len(sketch) // 4
-    parts = (sketch[:q], sketch[q:2 * q], sketch[2 * q:3 * q], sketch[3 * q:])
+    parts = (sketch[:q], sketch[q : 2 * q], sketch[2 * q : 3 * q], sketch[3 * q :])
     return [hash((host, size, i, j, parts[i], parts[j])) for i, j in PAIRS]
 
 
 class PythonLoopBreaker:
     """Whether a reply may go, or is withheld to end a possible loop."""
 
-    __slots__ = ("every", "size", "recent", "older")
+    __slots__ = ("every", "older", "recent", "size")
 
     def __init__(self, every: int, size: int) -> None:
         if every < 1:

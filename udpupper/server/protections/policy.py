@@ -69,7 +69,7 @@ class Exemptions:
     case) is a set look-up of that many leading bytes; any other is masked.
     """
 
-    __slots__ = ("whole", "masked")
+    __slots__ = ("masked", "whole")
 
     def __init__(self, networks: Iterable[Network]) -> None:
         whole: dict[tuple[int, int], set[bytes]] = {}
@@ -78,12 +78,12 @@ class Exemptions:
             size = 4 if network.version == 4 else 16
             if network.prefixlen % 8 == 0:
                 length = network.prefixlen // 8
-                whole.setdefault((size, length), set()).add(
-                    network.network_address.packed[:length])
+                whole.setdefault((size, length), set()).add(network.network_address.packed[:length])
             else:
                 masked.append((size, int(network.network_address), int(network.netmask)))
-        self.whole = tuple((size, length, frozenset(heads))
-                           for (size, length), heads in whole.items())
+        self.whole = tuple(
+            (size, length, frozenset(heads)) for (size, length), heads in whole.items()
+        )
         self.masked = tuple(masked)
 
     def __contains__(self, packed: bytes) -> bool:
@@ -93,8 +93,9 @@ class Exemptions:
                 return True
         if self.masked:
             value = int.from_bytes(packed, "big")
-            return any(size == length and value & mask == network
-                       for length, network, mask in self.masked)
+            return any(
+                size == length and value & mask == network for length, network, mask in self.masked
+            )
         return False
 
 
@@ -109,7 +110,7 @@ class PythonSources:
     about what a known one does.
     """
 
-    __slots__ = ("exempt", "size", "known")
+    __slots__ = ("exempt", "known", "size")
 
     def __init__(self, exempt: Iterable[Network], size: int = SOURCE_MEMORY) -> None:
         exemptions = Exemptions(exempt)

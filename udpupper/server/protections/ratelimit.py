@@ -86,10 +86,29 @@ def gate_depth(interval: float) -> float:
 class PythonRateLimiter:
     """Decides, key by key, whether one more token may be spent now."""
 
-    __slots__ = ("rate", "burst", "size", "recent", "older", "interval", "depth", "limit",
-                 "new_interval", "new_depth", "new_full_at", "settle_interval",
-                 "settle_depth", "settled_full_at", "trial", "trial_recent", "trial_older",
-                 "probation", "seen", "seen_before", "seen_since")
+    __slots__ = (
+        "burst",
+        "depth",
+        "interval",
+        "limit",
+        "new_depth",
+        "new_full_at",
+        "new_interval",
+        "older",
+        "probation",
+        "rate",
+        "recent",
+        "seen",
+        "seen_before",
+        "seen_since",
+        "settle_depth",
+        "settle_interval",
+        "settled_full_at",
+        "size",
+        "trial",
+        "trial_older",
+        "trial_recent",
+    )
 
     def __init__(
         self,
@@ -228,14 +247,14 @@ class PythonRateLimiter:
         """Whether one more new key may be answered this second."""
         if not self.new_interval:
             return True
-        self.new_full_at, allowed = gate(self.new_full_at, now, self.new_interval,
-                                         self.new_depth)
+        self.new_full_at, allowed = gate(self.new_full_at, now, self.new_interval, self.new_depth)
         return allowed
 
     def _settles(self, now: float) -> bool:
         """Whether one more key may settle in the table now."""
-        self.settled_full_at, allowed = gate(self.settled_full_at, now,
-                                             self.settle_interval, self.settle_depth)
+        self.settled_full_at, allowed = gate(
+            self.settled_full_at, now, self.settle_interval, self.settle_depth
+        )
         return allowed
 
     def _age_probation(self, now: float) -> None:
@@ -275,8 +294,7 @@ class PythonRateLimiter:
     def __len__(self) -> int:
         """How many keys are known now, in the table and on trial: at most
         twice ``size`` and twice ``trial``."""
-        return (len(self.recent) + len(self.older) + len(self.trial_recent)
-                + len(self.trial_older))
+        return len(self.recent) + len(self.older) + len(self.trial_recent) + len(self.trial_older)
 
 
 def gate(full_at: float, now: float, interval: float, depth: float) -> tuple[float, bool]:

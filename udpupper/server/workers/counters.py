@@ -40,7 +40,8 @@ class WorkerCounters:
             for field in ("received", "replied", "bytes_in", "bytes_out"):
                 setattr(counted, field, max(getattr(shared, field), getattr(last, field)))
             counted.drops[Reason.WORKER_ENDED] += max(
-                counted.received - counted.replied - counted.dropped, 0)
+                counted.received - counted.replied - counted.dropped, 0
+            )
         self.retired[name].add(counted)
         self.current[name] = Stats()
         self.prefixes[name] = 0

@@ -43,16 +43,26 @@ from udpupper.server.stats import Stats
 from udpupper.server.workers.counters import WorkerCounters
 from udpupper.server.workers.steering import attach, bind_group
 from udpupper.server.workers.supervisor import WATCH_INTERVAL, Supervisor
-from udpupper.server.workers.worker import (PARENT, REPORT, REPORT_FD, SOCKET, SOCKET_FD,
-                                            SharedCounts, worker_log)
+from udpupper.server.workers.worker import (
+    PARENT,
+    REPORT,
+    REPORT_FD,
+    SOCKET,
+    SOCKET_FD,
+    SharedCounts,
+    worker_log,
+)
 from udpupper.twisted_privates import queue_stop_signals
 
 # The workers import udpupper from where the parent did: ``python -c`` puts
 # the working directory first on sys.path, and a source tree there (``make
 # run`` in a clone) would shadow the installed package, without its C helpers.
 _IMPORTED_FROM = os.path.dirname(os.path.dirname(os.path.abspath(udpupper.__file__)))
-TWISTD = [sys.executable, "-c", f"import sys; sys.path[0] = {_IMPORTED_FROM!r}; "
-          "from twisted.scripts.twistd import run; run()"]
+TWISTD = [
+    sys.executable,
+    "-c",
+    f"import sys; sys.path[0] = {_IMPORTED_FROM!r}; from twisted.scripts.twistd import run; run()",
+]
 
 HANGUP_WAIT = 2.0  # seconds the parent waits for its workers' counters at SIGHUP
 
@@ -83,10 +93,12 @@ class Workers(Supervisor, service.Service):
         self.command = [*TWISTD, "-n", "--pidfile=", f"--logger={logger}", "udpupper", *options]
         # The workers end with their parent, however it ends (die_with_parent);
         # only the parent speaks to systemd.
-        self.env = {key: value for key, value in os.environ.items()
-                    if key not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
-        self.env.update({PARENT: str(os.getpid()), SOCKET: str(SOCKET_FD),
-                         REPORT: str(REPORT_FD)})
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")
+        }
+        self.env.update({PARENT: str(os.getpid()), SOCKET: str(SOCKET_FD), REPORT: str(REPORT_FD)})
         self.sockets: list[socket.socket] = []
         self.claim: socket.socket | None = None  # says a group serves the port
         # What each worker read and sent, counted in shared memory.
@@ -107,8 +119,9 @@ class Workers(Supervisor, service.Service):
     def privilegedStartService(self) -> None:
         """Bind the group (as root, before twistd drops privileges) and steer it."""
         try:
-            self.sockets = bind_group(self.interface, self.port, len(self.names),
-                                      rcvbuf=self.rcvbuf)
+            self.sockets = bind_group(
+                self.interface, self.port, len(self.names), rcvbuf=self.rcvbuf
+            )
         except OSError as error:
             cannot_listen(self.interface, self.port, strerror(error.errno or 0))
         self.claim = claim_for_group(self.sockets[0].getsockname()[1])
@@ -118,7 +131,9 @@ class Workers(Supervisor, service.Service):
             self.log.warn(
                 "udpupper cannot steer by source prefix (the kernel refused its "
                 "program: {reason}); the kernel spreads datagrams by address and "
-                "port, so a prefix's rate limit is per worker", reason=refused)
+                "port, so a prefix's rate limit is per worker",
+                reason=refused,
+            )
         super().privilegedStartService()
 
     def startService(self) -> None:
@@ -146,8 +161,7 @@ class Workers(Supervisor, service.Service):
             report = json.loads(line)
             self.counters.update(name, report)
         except (ValueError, TypeError, AttributeError):
-            self.log.warn("udpupper {name} sent a report that is not its counters",
-                          name=name)
+            self.log.warn("udpupper {name} sent a report that is not its counters", name=name)
             return
         self.heard(name)
         self.first_report(name)
@@ -157,8 +171,7 @@ class Workers(Supervisor, service.Service):
                 self.say_hangup_totals()
         if not self.ready and all(self.reported_at[n] is not None for n in self.names):
             self.ready = True
-            self.log.info("udpupper workers all serving on {endpoint}",
-                          endpoint=self.endpoint)
+            self.log.info("udpupper workers all serving on {endpoint}", endpoint=self.endpoint)
             systemd.notify("READY=1")
 
     def all_ended_maybe(self) -> None:
@@ -199,10 +212,11 @@ class Workers(Supervisor, service.Service):
         self.hangup_timer = None
         late = sorted(self.hangup_waiting & set(self.protocols))
         self.hangup_waiting.clear()
-        self.log.info("udpupper workers' counters: {summary}{late}",
-                      summary=self.totals().summary(),
-                      late=f" ({', '.join(late)} did not answer: their last report)"
-                      if late else "")
+        self.log.info(
+            "udpupper workers' counters: {summary}{late}",
+            summary=self.totals().summary(),
+            late=f" ({', '.join(late)} did not answer: their last report)" if late else "",
+        )
 
     # -- stopping ---------------------------------------------------------
 
@@ -232,8 +246,11 @@ class Workers(Supervisor, service.Service):
         return ended
 
     def _say_totals(self, _: None) -> None:
-        self.log.info("udpupper workers stopped: {summary} (totals of {count} workers)",
-                      summary=self.totals().summary(), count=len(self.names))
+        self.log.info(
+            "udpupper workers stopped: {summary} (totals of {count} workers)",
+            summary=self.totals().summary(),
+            count=len(self.names),
+        )
         for sock in self.sockets:
             sock.close()
         if self.claim is not None:

@@ -33,8 +33,12 @@ TAX, RET_A = 0x07, 0x16
 
 
 class SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8),
-                ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
 
 
 class SockFprog(ctypes.Structure):
@@ -77,9 +81,7 @@ def attach(sock: socket.socket, count: int) -> str | None:
     return None
 
 
-def bind_group(
-    interface: str, port: int, count: int, rcvbuf: int = 0
-) -> list[socket.socket]:
+def bind_group(interface: str, port: int, count: int, rcvbuf: int = 0) -> list[socket.socket]:
     """``count`` sockets on ``interface``:``port``, in one reuseport group,
     in the order the kernel numbers them (the order of binding).
 

@@ -113,7 +113,12 @@ class Supervisor:
         self.reported_at[name] = None
         self.seen_received[name] = 0
         child_fds: dict[int, int | str] = {
-            0: "w", 1: "r", 2: "r", SOCKET_FD: sock.fileno(), REPORT_FD: "r"}
+            0: "w",
+            1: "r",
+            2: "r",
+            SOCKET_FD: sock.fileno(),
+            REPORT_FD: "r",
+        }
         env = self.env
         shared = self.shared[name]
         if shared is not None:
@@ -122,7 +127,11 @@ class Supervisor:
             env = {**env, COUNTS: str(COUNTS_FD)}
         try:
             self.reactor.spawnProcess(
-                protocol, self.command[0], self.command, env=env, childFDs=child_fds,
+                protocol,
+                self.command[0],
+                self.command,
+                env=env,
+                childFDs=child_fds,
             )
         except OSError as error:
             del self.protocols[name]
@@ -149,8 +158,11 @@ class Supervisor:
     def alive(self) -> int:
         """How many workers answer: those with news within SILENCE."""
         now = self.reactor.seconds()
-        return sum(1 for name in self.protocols
-                   if self.reported_at[name] is not None and now - self.news_at[name] <= SILENCE)
+        return sum(
+            1
+            for name in self.protocols
+            if self.reported_at[name] is not None and now - self.news_at[name] <= SILENCE
+        )
 
     def watch(self) -> None:
         """Kill a worker with no news for SILENCE (hung, or stopped): it is
@@ -170,8 +182,11 @@ class Supervisor:
             silent_for = now - self.news_at[name]
             if silent_for > limit and not protocol.killed:
                 protocol.killed = True
-                self.log.warn("udpupper {name} has not reported for {seconds:.1f} s: "
-                              "killed, to be replaced", name=name, seconds=silent_for)
+                self.log.warn(
+                    "udpupper {name} has not reported for {seconds:.1f} s: killed, to be replaced",
+                    name=name,
+                    seconds=silent_for,
+                )
                 self.send_signal(protocol, signal.SIGKILL)
 
     def ended(self, name: str, protocol: WorkerProtocol, reason: Failure) -> None:
@@ -186,17 +201,23 @@ class Supervisor:
             return
         status = getattr(reason.value, "status", None)
         signal_number = getattr(reason.value, "signal", None)
-        how = (f"killed by signal {signal_number}" if signal_number
-               else f"exit status {getattr(reason.value, 'exitCode', status)}")
+        how = (
+            f"killed by signal {signal_number}"
+            if signal_number
+            else f"exit status {getattr(reason.value, 'exitCode', status)}"
+        )
         held, drops = socket_memory(self.sockets[self.names.index(name)])
         self.log.warn(
             "udpupper {name} ended ({how}); its last report: {summary}; its "
             "socket, kept for the next {name}, holds {held} bytes of datagrams "
             "and the kernel has dropped {drops} there so far",
-            name=name, how=how, summary=last.summary(), held=held, drops=drops,
+            name=name,
+            how=how,
+            summary=last.summary(),
+            held=held,
+            drops=drops,
         )
-        if never_served and not signal_number and not self.failed_start(name,
-                                                                         protocol.last_line):
+        if never_served and not signal_number and not self.failed_start(name, protocol.last_line):
             return
         lived = self.reactor.seconds() - self.started_at[name]
         self.schedule(name, young=lived < YOUNG, at_once=protocol.killed)
@@ -215,7 +236,8 @@ class Supervisor:
             return
         self.failure = one_line(
             f"udpupper: {name} could not start ({GIVE_UP} times in a row)"
-            + (f"; it said: {last_line}" if last_line else ""))
+            + (f"; it said: {last_line}" if last_line else "")
+        )
         self.log.error("{line}", line=self.failure)
         self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
         self.reactor.callWhenRunning(self.reactor.stop)

@@ -86,8 +86,9 @@ class SharedCounts:
     def stats(self) -> Stats:
         """What the worker read and sent: received, replied, bytes_in, bytes_out."""
         counted = Stats()
-        (counted.received, counted.replied, counted.bytes_in,
-         counted.bytes_out) = self.view.tolist()
+        (counted.received, counted.replied, counted.bytes_in, counted.bytes_out) = (
+            self.view.tolist()
+        )
         return counted
 
     def close(self) -> None:
