@@ -113,7 +113,7 @@ class Parent(Supervisor):
         self.stopping = False
         self.init_supervision()
 
-    def reported(self, name: str, line: bytes) -> None:
+    def reported(self, name: str, line: bytes, hangup: bool = False) -> None:
         self.heard(name)
         self.first_report(name)
 
@@ -257,3 +257,33 @@ class SupervisorTests(unittest.TestCase):
         self.process("worker-1").end(ProcessDone(0))
         self.reactor.advance(10)
         self.assertNotIn("worker-1", self.parent.protocols)
+
+
+@tiers.unit
+class HangupTests(unittest.TestCase):
+    """SIGHUP at the parent: its totals once each worker has answered."""
+
+    def test_an_answer_read_with_a_later_report_counts(self) -> None:
+        """A worker's SIGHUP report and its next periodic one, read together
+        (a busy or paused parent): the answer is not lost with the first."""
+        from udpupper.server.workers.parent import Workers
+        from udpupper.server.workers.supervisor import WorkerProtocol
+
+        reactor = ProcessReactor()
+        workers = Workers(2, "127.0.0.1", 0, [], reactor=reactor)
+        self.addCleanup(lambda: [shared.close() for shared in workers.shared.values() if shared])
+        lines: list[str] = []
+        workers.log = Logger(observer=lambda event: lines.append(event.get("log_format", "")))
+        for name in workers.names:
+            protocol = WorkerProtocol(workers, name)
+            protocol.makeConnection(FakeProcess(protocol))
+            workers.protocols[name] = protocol
+        workers.pass_hangup_on()
+        report = b'{"received": 5, "hangup": true}\n{"received": 6}\n'
+        for name in workers.names:
+            self.assertEqual(workers.protocols[name].transport.signals, [signal.SIGHUP])
+            workers.protocols[name].childDataReceived(4, report)
+        said = [line for line in lines if "workers' counters" in line]
+        self.assertEqual(len(said), 1)
+        self.assertEqual(workers.totals().received, 12)
+        self.assertEqual(reactor.getDelayedCalls(), [])  # no wait left for a late one

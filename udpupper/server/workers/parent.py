@@ -155,8 +155,9 @@ class Workers(Supervisor, service.Service):
 
     # -- while running ----------------------------------------------------
 
-    def reported(self, name: str, line: bytes) -> None:
-        """A worker's counters: it serves."""
+    def reported(self, name: str, line: bytes, hangup: bool = False) -> None:
+        """A worker's counters: it serves.  ``hangup``: they (or an earlier
+        report read with them) answer a SIGHUP."""
         try:
             report = json.loads(line)
             self.counters.update(name, report)
@@ -165,7 +166,7 @@ class Workers(Supervisor, service.Service):
             return
         self.heard(name)
         self.first_report(name)
-        if report.get("hangup") and name in self.hangup_waiting:
+        if (hangup or report.get("hangup")) and name in self.hangup_waiting:
             self.hangup_waiting.discard(name)
             if not self.hangup_waiting:
                 self.say_hangup_totals()

@@ -63,8 +63,9 @@ class WorkerProtocol(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         *lines, self.buffers[childFD] = (self.buffers.get(childFD, b"") + data).split(b"\n")
         if childFD == REPORT_FD:
-            if lines:  # totals: only the newest matters
-                self.workers.reported(self.name, lines[-1])
+            if lines:  # totals: only the newest matters, and whether one answered a SIGHUP
+                hangup = any(b'"hangup"' in line for line in lines)
+                self.workers.reported(self.name, lines[-1], hangup)
             return
         for line in lines:
             text = line.decode("utf-8", "replace").rstrip()
