@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from tests import tiers
 from tests.processes import CLIENT, TWISTD, Daemon, Terminal, run_client
-from tests.support import NO_IPV6, exchange, long_run
+from tests.support import NO_IPV6, exchange
 from udpupper.kernel import set_receive_buffer
 from udpupper.server import metrics
 
@@ -462,7 +462,6 @@ class ClientOnABadPathTests(DaemonTestCase):
     """``udpupper-client`` through a relay that delays, duplicates and
     reorders datagrams both ways (:mod:`tests.relay`): never a wrong line."""
 
-    @long_run
     def test_100000_lines_and_not_one_printed_for_another(self) -> None:
         from tests.relay import Relay
 

@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from tests import tiers
 from tests.netns import ROOT
 from tests.processes import TWISTD, Daemon
-from tests.support import NO_IPV6, exchange, free_port, long_run
+from tests.support import NO_IPV6, exchange, free_port
 from udpupper.server import systemd
 
 
@@ -132,7 +132,6 @@ class InstalledRecipeTests(unittest.TestCase):
 
     skip = None if shutil.which("systemd-socket-activate") else "no systemd-socket-activate"
 
-    @long_run
     def test_the_units_exec_start_from_a_venv(self) -> None:
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder, True)
