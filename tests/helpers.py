@@ -6,21 +6,14 @@ only: the tests then run the pure-Python paths, and must say so, loudly.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from udpupper import C_HELPERS as HELPERS
+from udpupper import helpers
 
 
 def missing() -> list[str]:
-    """The helpers that do not import here."""
-    absent = []
-    for name in HELPERS:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            absent.append(name)
-    return absent
+    """The helpers that do not import here (or that UDPUPPER_PURE_PYTHON hides)."""
+    return [module for name, (module, _) in helpers.HELPERS.items() if helpers.load(name) is None]
 
 
 def banner() -> str:

@@ -19,3 +19,30 @@ class HelpersBuiltTests(unittest.TestCase):
             sys.stderr.write(banner() + "\n")
             raise unittest.SkipTest(banner())
         self.assertIn("all built", banner())
+
+
+@tiers.system
+class PurePythonTests(unittest.TestCase):
+    """UDPUPPER_PURE_PYTHON=1: every helper's Python twin runs, and the
+    daemon says so once, naming each and why."""
+
+    def test_the_daemon_in_pure_python(self) -> None:
+        import os
+
+        from tests.processes import Daemon
+        from tests.support import exchange
+
+        os.environ["UDPUPPER_PURE_PYTHON"] = "1"
+        try:
+            daemon = Daemon("--port", "0", "--interface", "127.0.0.1")
+        finally:
+            del os.environ["UDPUPPER_PURE_PYTHON"]
+        self.addCleanup(daemon.stop)
+        port = daemon.start()
+        self.assertEqual(exchange("127.0.0.1", port, b"pure")[0], b"PURE")
+        line = daemon.find(r"udpupper runs without its C helpers .*").group(0)
+        for module in ("udpupper._batch", "udpupper._transform", "_ratelimit", "_sources",
+                       "_loops"):
+            self.assertIn(f"{module} (UDPUPPER_PURE_PYTHON is set)", line)
+        daemon.stop()
+        self.assertEqual(sum("without its C helpers" in line for line in daemon.log), 1)

@@ -71,8 +71,10 @@
 #include <malloc.h>
 #endif
 
-#define BATCH 64
-#define BUFFER_SIZE 65536
+#include "_layout.h"
+
+#define BATCH LAYOUT_BATCH
+#define BUFFER_SIZE LAYOUT_BUFFER_SIZE
 /* The buffers lie this far apart: not a power of two, so that the first
  * bytes of each, where a datagram of ordinary size lands, fall into
  * different cache sets rather than all into one. */
@@ -85,7 +87,8 @@
 #define CONTROL_SIZE 512
 
 /* Why a datagram gets no route (the values of recv_batch's int routes). */
-enum { NOT_UNICAST = 0, NO_DESTINATION = 1, NOT_IP = 2 };
+enum { NOT_UNICAST = LAYOUT_NOT_UNICAST, NO_DESTINATION = LAYOUT_NO_DESTINATION,
+       NOT_IP = LAYOUT_NOT_IP };
 
 /* Ancillary data, aligned as the CMSG_* macros need it. */
 typedef union {
@@ -326,9 +329,11 @@ static PyObject *count_into(PyObject *module, PyObject *buffer)
     if (buffer != Py_None) {
         if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0)
             return NULL;
-        if (view.len < 4 * (Py_ssize_t)sizeof(uint64_t) || (uintptr_t)view.buf % sizeof(uint64_t)) {
+        if (view.len < LAYOUT_COUNT_SLOTS * (Py_ssize_t)sizeof(uint64_t)
+            || (uintptr_t)view.buf % sizeof(uint64_t)) {
             PyBuffer_Release(&view);
-            PyErr_SetString(PyExc_ValueError, "count_into needs 32 aligned bytes");
+            PyErr_Format(PyExc_ValueError, "count_into needs %d aligned bytes",
+                         LAYOUT_COUNT_SLOTS * (int)sizeof(uint64_t));
             return NULL;
         }
     }
@@ -463,8 +468,9 @@ static PyObject *recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t 
         receive_limit = bytes <= BATCH_BYTES ? BATCH
                         : (int)((uint64_t)received * BATCH_BYTES / bytes) + 1;
         if (counts.buf) {
-            __atomic_fetch_add((uint64_t *)counts.buf, (uint64_t)received, __ATOMIC_RELAXED);
-            __atomic_fetch_add((uint64_t *)counts.buf + 2, bytes, __ATOMIC_RELAXED);
+            __atomic_fetch_add((uint64_t *)counts.buf + LAYOUT_RECEIVED, (uint64_t)received,
+                               __ATOMIC_RELAXED);
+            __atomic_fetch_add((uint64_t *)counts.buf + LAYOUT_BYTES_IN, bytes, __ATOMIC_RELAXED);
         }
     }
     if (!(list = PyList_New(received)))
@@ -730,8 +736,10 @@ static PyObject *send_batch(PyObject *module, PyObject *const *args, Py_ssize_t 
                 chunk_bytes += vectors[i].iov_len;
             sent_before = sent;
             bytes_before = sent_bytes;
-            __atomic_fetch_add((uint64_t *)counts.buf + 1, (uint64_t)count, __ATOMIC_RELAXED);
-            __atomic_fetch_add((uint64_t *)counts.buf + 3, chunk_bytes, __ATOMIC_RELAXED);
+            __atomic_fetch_add((uint64_t *)counts.buf + LAYOUT_REPLIED, (uint64_t)count,
+                               __ATOMIC_RELAXED);
+            __atomic_fetch_add((uint64_t *)counts.buf + LAYOUT_BYTES_OUT, chunk_bytes,
+                               __ATOMIC_RELAXED);
         }
         while (at < m) {
             int done = sendmmsg(fd, messages + at, m - at, MSG_DONTWAIT), k;
@@ -780,9 +788,9 @@ static PyObject *send_batch(PyObject *module, PyObject *const *args, Py_ssize_t 
             at += done;
         }
         if (counts.buf) {
-            __atomic_fetch_sub((uint64_t *)counts.buf + 1, (uint64_t)(count - (sent - sent_before)),
-                               __ATOMIC_RELAXED);
-            __atomic_fetch_sub((uint64_t *)counts.buf + 3,
+            __atomic_fetch_sub((uint64_t *)counts.buf + LAYOUT_REPLIED,
+                               (uint64_t)(count - (sent - sent_before)), __ATOMIC_RELAXED);
+            __atomic_fetch_sub((uint64_t *)counts.buf + LAYOUT_BYTES_OUT,
                                chunk_bytes - (uint64_t)(sent_bytes - bytes_before), __ATOMIC_RELAXED);
         }
     }

@@ -8,6 +8,8 @@ UTF-8 travel through unchanged, and the empty datagram stays empty.
 
 from __future__ import annotations
 
+from udpupper import helpers
+
 # The largest UDP payload each IP version can carry (65,535 minus the IP and
 # UDP headers; IPv6's header is not counted in its payload length).
 MAX_IPV4_PAYLOAD = 65_507
@@ -29,9 +31,11 @@ def python_upper(payload: bytes) -> bytes:
     return payload.decode("utf-8", "surrogateescape").upper().encode("utf-8", "surrogateescape")
 
 
-try:  # both in C where it could be built: eight bytes a step, a frame fewer
-    from udpupper._transform import upper, upper_ascii
-except ImportError:  # pragma: no cover - depends on the build
+# Both in C where it could be built: eight bytes a step, a frame fewer.
+_transform = helpers.load("transform")
+if _transform is not None:
+    upper, upper_ascii = _transform.upper, _transform.upper_ascii
+else:  # pragma: no cover - depends on the build
     upper, upper_ascii = python_upper, python_upper_ascii
 
 

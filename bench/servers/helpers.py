@@ -16,12 +16,22 @@ goes").
 import socket
 import sys
 
-from udpupper._batch import BATCH, recv_batch, reserve, send_batch
+from udpupper import helpers
 from udpupper.kernel import prepare_server_socket
 from udpupper.server.port import DEFAULT_BUSY_POLL
 from udpupper.server.protections.destination import is_wildcard
 from udpupper.server.service import DEFAULT_RCVBUF
 from udpupper.transform import upper
+
+_batch = helpers.load("batch")
+if _batch is None:
+    sys.exit(f"bench/servers/helpers.py: no C helper: {helpers.missing['batch']}")
+BATCH, recv_batch, reserve, send_batch = (
+    _batch.BATCH,
+    _batch.recv_batch,
+    _batch.reserve,
+    _batch.send_batch,
+)
 
 # As the daemon: with no ADDRESS, both stacks on one socket, the kernel
 # saying where each datagram was sent; with one, that address alone.

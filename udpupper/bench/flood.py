@@ -144,7 +144,11 @@ def run_flood(
     second; 0: flat out), measuring the last ``duration`` s: after the
     warm-up the daemon's tables hold what the flood brings, a steady state."""
     if batch is None:
-        from udpupper import _batch as batch
+        from udpupper import helpers
+
+        batch = helpers.load("batch")
+        if batch is None:
+            raise ImportError(f"no C helper: {helpers.missing['batch']}")
     # Each from its source: the route, IP_PKTINFO included, as the helper makes it.
     items = [(PAYLOAD, batch.route("127.0.0.1", port, source)) for source in sources(kind)]
     size = batch.BATCH

@@ -19,14 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from udpupper import helpers
 from udpupper.latency import Latencies
 from udpupper.transform import upper
 
-_batch: Any
-try:
-    from udpupper import _batch
-except ImportError:  # pragma: no cover - depends on the build
-    _batch = None
+_batch: Any = helpers.load("batch")
 
 HEADER = 16  # digits of sequence number at the start of every request
 PAYLOADS = ("ascii", "unicode", "binary")

@@ -28,6 +28,16 @@ import sys
 import time
 from typing import Any
 
+from udpupper.abi import (
+    BATCH,
+    BUFFER_SIZE,
+    BYTES_IN,
+    NO_DESTINATION,
+    NOT_IP,
+    NOT_UNICAST,
+    RECEIVE_BUFFERS,
+    RECEIVED,
+)
 from udpupper.server.protections.destination import (
     CONTROL_SPACE,
     Destination,
@@ -35,12 +45,9 @@ from udpupper.server.protections.destination import (
 )
 from udpupper.server.stats import Reason
 
-BATCH = 64
-# Why a datagram gets no route: the C helper's values (a test holds them).
-NOT_UNICAST, NO_DESTINATION, NOT_IP = 0, 1, 2
+# Why a datagram gets no route: the C helper's values, defined once.
 _REFUSAL = {Reason.NOT_UNICAST_DESTINATION: NOT_UNICAST, Reason.NO_DESTINATION: NO_DESTINATION}
 
-BUFFER_SIZE = 65_536  # any UDP payload
 NAME_SIZE = 28  # sizeof(struct sockaddr_in6)
 NAME_ROOM = 32  # the name's room, before the ancillary data (aligned for it)
 META_SIZE = NAME_ROOM + CONTROL_SPACE
@@ -229,8 +236,8 @@ class Receiver:
             append((buffers[start : start + length], found[0], found[1]))
         counts = self.counts
         if counts is not None:
-            counts[0] += received
-            counts[2] += sum(lengths)
+            counts[RECEIVED] += received
+            counts[BYTES_IN] += sum(lengths)
         return batch
 
     def _learn(
@@ -300,7 +307,7 @@ class CtypesBatch:
             self._receiver = Receiver(self._recvmmsg)
             self._receiver.count_into(self._counts)
         if self._mallopt is not None:
-            self._mallopt(_M_TRIM_THRESHOLD, 4 * BATCH * BUFFER_SIZE)
+            self._mallopt(_M_TRIM_THRESHOLD, 4 * RECEIVE_BUFFERS)
             self._mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
 
     def count_into(self, counts) -> None:

@@ -14,6 +14,8 @@ from typing import Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 
+from udpupper import abi, helpers
+from udpupper.abi import BYTES_IN, BYTES_OUT, RECEIVED, REPLIED
 from udpupper.dscp import receive_marking
 from udpupper.kernel import prepare_server_socket
 from udpupper.server.interfaces import IServerProtocol
@@ -28,11 +30,7 @@ from udpupper.server.stats import Reason
 from udpupper.twisted_privates import adopt_socket
 from udpupper.udp import MAX_DATAGRAM, READ_BUDGET, UDPPort
 
-_batch: Any
-try:  # recvmmsg/sendmmsg, where the C helper could be built
-    from udpupper import _batch
-except ImportError:  # pragma: no cover - depends on the build
-    _batch = None
+_batch: Any = helpers.load("batch")  # recvmmsg/sendmmsg, where it could be built
 
 ctypes_batch: Any
 try:  # libc's recvmmsg through ctypes, where the C helper is missing
@@ -44,16 +42,15 @@ except ImportError:  # pragma: no cover - a Python built without ctypes
 # ctypes where there is one, else None (a datagram a call).
 BATCHES: Any = _batch if _batch is not None or ctypes_batch is None else ctypes_batch.load()
 
-# The reasons of the int routes, by the values both batch readers give
-# (NOT_UNICAST, NO_DESTINATION, NOT_IP: a test holds them to these).
+# The reasons of the int routes, by the values both batch readers give.
 HELPER_REFUSALS: dict[int, Reason] = {
-    0: Reason.NOT_UNICAST_DESTINATION,
-    1: Reason.NO_DESTINATION,
-    2: Reason.BAD_SOURCE,
+    abi.NOT_UNICAST: Reason.NOT_UNICAST_DESTINATION,
+    abi.NO_DESTINATION: Reason.NO_DESTINATION,
+    abi.NOT_IP: Reason.BAD_SOURCE,
 }
 
 # Read a datagram a call, replies are sent after at most this many datagrams.
-BATCH = 64
+BATCH = abi.BATCH
 
 # After answering, wait this many microseconds for the next datagram before
 # going back to the reactor: a request is often one round trip behind its
@@ -179,13 +176,13 @@ class ServerPort(UDPPort):
                     self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
                     return
                 # Counted before the call (a worker killed in it never returns).
-                counts[1] += 1
-                counts[3] += len(datagram)
+                counts[REPLIED] += 1
+                counts[BYTES_OUT] += len(datagram)
                 try:
                     self.socket.sendmsg((datagram,), ancillary, 0, raw_addr)
                 except BaseException:
-                    counts[1] -= 1
-                    counts[3] -= len(datagram)
+                    counts[REPLIED] -= 1
+                    counts[BYTES_OUT] -= len(datagram)
                     raise
         else:
             host, port = addr[:2]
@@ -326,8 +323,8 @@ class ServerPort(UDPPort):
                 queue.clear()
             handled += 1
             if counts is not None:
-                counts[0] += 1
-                counts[2] += len(datagram)
+                counts[RECEIVED] += 1
+                counts[BYTES_IN] += len(datagram)
             destination = destinations.check(ancdata, flags)
             if destination.__class__ is not Destination:
                 refuse(datagram, destination)  # type: ignore[arg-type]  # a Reason

@@ -16,6 +16,8 @@ import socket
 import struct
 from typing import Any
 
+from udpupper.abi import BYTES_OUT, REPLIED
+
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 
@@ -78,8 +80,8 @@ class Segmenter:
         replies = [reply for reply, _ in queue[start:end]]
         sent_bytes = sum(map(len, replies))
         if counts is not None:  # before the call: a worker killed in it never returns
-            counts[1] += end - start
-            counts[3] += sent_bytes
+            counts[REPLIED] += end - start
+            counts[BYTES_OUT] += sent_bytes
         if end - start == 1:
             try:
                 self.sock.sendmsg(replies, ancillary, 0, address)
@@ -109,5 +111,5 @@ class Segmenter:
     @staticmethod
     def _uncount(counts, replies: int, sent_bytes: int) -> None:
         if counts is not None:
-            counts[1] -= replies
-            counts[3] -= sent_bytes
+            counts[REPLIED] -= replies
+            counts[BYTES_OUT] -= sent_bytes

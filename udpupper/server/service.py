@@ -10,9 +10,10 @@ from twisted.application import internet, service
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from udpupper import helpers
+from udpupper.abi import RECEIVE_BUFFERS, mebibytes
 from udpupper.kernel import socket_drops
 from udpupper.options import exit_with
-from udpupper.server import protocol as protocol_module
 from udpupper.server import systemd
 from udpupper.server.droplog import DropLog
 from udpupper.server.interfaces import Clock
@@ -24,9 +25,7 @@ from udpupper.server.listening import (
     refuse_to_join_a_group,
 )
 from udpupper.server.port import DEFAULT_BUSY_POLL, ServerPort
-from udpupper.server.protections import loops
-from udpupper.server.protections.policy import Protections, PythonSources
-from udpupper.server.protections.ratelimit import PythonRateLimiter
+from udpupper.server.protections.policy import Protections
 from udpupper.server.protocol import MonotonicClock, UpperProtocol
 from udpupper.server.signals import on_hangup, stop_once
 from udpupper.server.stats import Stats
@@ -45,7 +44,8 @@ def start_listening(port: ServerPort) -> None:
         port.startListening()
     except MemoryError:
         exit_with(
-            "udpupper: not enough memory for the receive buffers (4 MiB); "
+            f"udpupper: not enough memory for the receive buffers "
+            f"({mebibytes(RECEIVE_BUFFERS)}); "
             "give the daemon more memory, or a smaller --rate-table"
         )
 
@@ -177,38 +177,9 @@ class UpperService(service.MultiService):
             how=f" (socket from {self.given_by})" if self.given_by else "",
         )
         systemd.notify("READY=1")
-        if not hasattr(self.port.batch, "send_batch"):
-            how, speed = (
-                ("batches read through ctypes", "0.6x")
-                if self.port.batch is not None
-                else ("one system call per datagram", "0.4x")
-            )
-            self.log.warn(
-                "udpupper runs without its C helper (udpupper._batch did not "
-                "build or import): {how}, about {speed} the speed; install a C "
-                "compiler and Python's headers, then reinstall",
-                how=how,
-                speed=speed,
-            )
-        missing = [
-            name
-            for name, fallback in (
-                (
-                    "udpupper.server.protections._ratelimit",
-                    protocol_module.RateLimiter is PythonRateLimiter,
-                ),
-                ("udpupper.server.protections._sources", protocol_module.Sources is PythonSources),
-                ("udpupper.server.protections._loops", loops.echoes is loops.python_echoes),
-            )
-            if fallback
-        ]
-        if missing:
-            self.log.warn(
-                "udpupper runs without its C policy tables ({missing} did not build "
-                "or import): about 0.85x the speed under a flood from many prefixes; "
-                "install a C compiler and Python's headers, then reinstall",
-                missing=" and ".join(missing),
-            )
+        without = helpers.warning()
+        if without is not None:
+            self.log.warn("{line}", line=without)
         granted = self.port.rcvbuf_granted
         if granted is not None and granted < self.rcvbuf:
             self.log.warn(

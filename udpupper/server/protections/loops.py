@@ -40,6 +40,8 @@ two to each other.
 
 from __future__ import annotations
 
+from udpupper import helpers
+
 # Keys remembered per generation: six for each upper-case reply that
 # continues or starts a chain (2 MiB a generation in C).
 LOOP_MEMORY = 65_536
@@ -159,9 +161,11 @@ class PythonLoopBreaker:
         return len(self.recent) + len(self.older)
 
 
-try:  # the same, in C, where it could be built: every answered datagram is
-    # compared (about 0.3 us in Python) and an upper-case one remembered
-    from udpupper.server.protections._loops import LoopBreaker, echoes, sketch
-except ImportError:  # pragma: no cover - depends on the build
+# The same, in C, where it could be built: every answered datagram is
+# compared (about 0.3 us in Python) and an upper-case one remembered.
+_loops = helpers.load("loops")
+if _loops is not None:
+    LoopBreaker, echoes, sketch = _loops.LoopBreaker, _loops.echoes, _loops.sketch
+else:  # pragma: no cover - depends on the build
     LoopBreaker = PythonLoopBreaker  # type: ignore[misc, assignment]
     sketch, echoes = python_sketch, python_echoes

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import NamedTuple
 
+from udpupper import helpers
 from udpupper.options import Network, parse_networks
 
 DEFAULT_EXEMPT = "127.0.0.0/8,::1/128"
@@ -156,10 +157,8 @@ class PythonSources:
         return key
 
 
-try:  # the same class in C, where it could be built
-    from udpupper.server.protections._sources import Sources
-except ImportError:  # pragma: no cover - depends on the build
-    Sources = PythonSources  # type: ignore[misc, assignment]
+_sources = helpers.load("sources")  # the same class in C, where it could be built
+Sources = PythonSources if _sources is None else _sources.Sources
 
 
 def classify(host: str, exempt: Iterable[Network]) -> Source:

@@ -64,6 +64,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from udpupper import helpers
+
 # How long a generation of probation lasts: an address is on probation for
 # two to four seconds after it last asked (less under a flood that fills a
 # generation first), and a client asks again after one.
@@ -319,7 +321,5 @@ def probation_size(size: int) -> int:
     return min(max(4 * size, 1 << 18), 1 << 20)
 
 
-try:  # the same class in C, where it could be built
-    from udpupper.server.protections._ratelimit import RateLimiter
-except ImportError:  # pragma: no cover - depends on the build
-    RateLimiter = PythonRateLimiter  # type: ignore[misc, assignment]
+_ratelimit = helpers.load("ratelimit")  # the same class in C, where it could be built
+RateLimiter = PythonRateLimiter if _ratelimit is None else _ratelimit.RateLimiter

@@ -19,6 +19,7 @@ from collections.abc import MutableMapping
 
 from twisted.logger import FileLogObserver, ILogObserver, formatEventAsClassicLogText
 
+from udpupper.abi import BYTES_IN, BYTES_OUT, COUNT_SLOTS, COUNTS_SIZE, RECEIVED, REPLIED
 from udpupper.server.stats import Stats
 
 # In a worker's environment: the parent it must not outlive, the descriptor
@@ -30,7 +31,6 @@ REPORT = "UDPUPPER_REPORT"
 # four native uint64s, datagrams read, replies sent, bytes read, bytes sent.
 COUNTS = "UDPUPPER_COUNTS"
 SOCKET_FD, REPORT_FD, COUNTS_FD = 3, 4, 5  # where the parent puts them
-COUNTS_SIZE = 32
 PR_SET_PDEATHSIG = 1  # prctl(2), Linux
 
 
@@ -77,18 +77,19 @@ class SharedCounts:
 
     def reset(self) -> None:
         """Before a new worker starts: it counts from 0."""
-        self.view[0] = self.view[1] = self.view[2] = self.view[3] = 0
+        for slot in range(COUNT_SLOTS):
+            self.view[slot] = 0
 
     def received(self) -> int:
         """What the worker has read so far."""
-        return self.view[0]
+        return self.view[RECEIVED]
 
     def stats(self) -> Stats:
         """What the worker read and sent: received, replied, bytes_in, bytes_out."""
         counted = Stats()
-        (counted.received, counted.replied, counted.bytes_in, counted.bytes_out) = (
-            self.view.tolist()
-        )
+        counts = self.view.tolist()
+        counted.received, counted.replied = counts[RECEIVED], counts[REPLIED]
+        counted.bytes_in, counted.bytes_out = counts[BYTES_IN], counts[BYTES_OUT]
         return counted
 
     def close(self) -> None:
