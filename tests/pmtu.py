@@ -18,7 +18,7 @@ import json
 import socket
 import time
 
-from tests.spoof import send_too_big
+from udpupper.bench.spoof import send_too_big
 
 
 def fragments_reassembled(ipv6: bool) -> int:

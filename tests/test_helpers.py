@@ -41,8 +41,13 @@ class PurePythonTests(unittest.TestCase):
         port = daemon.start()
         self.assertEqual(exchange("127.0.0.1", port, b"pure")[0], b"PURE")
         line = daemon.find(r"udpupper runs without its C helpers .*").group(0)
-        for module in ("udpupper._batch", "udpupper._transform", "_ratelimit", "_sources",
-                       "_loops"):
+        for module in (
+            "udpupper._batch",
+            "udpupper._transform",
+            "_ratelimit",
+            "_sources",
+            "_loops",
+        ):
             self.assertIn(f"{module} (UDPUPPER_PURE_PYTHON is set)", line)
         daemon.stop()
         self.assertEqual(sum("without its C helpers" in line for line in daemon.log), 1)

@@ -87,6 +87,18 @@ class LayoutTests(unittest.TestCase):
             folder = os.path.join(ROOT, "tests", *parts[:-1])
             self.assertTrue(os.path.isdir(folder), f"no tests/{'/'.join(parts[:-1])}")
 
+    def test_the_bench_scripts_need_nothing_from_the_tests(self) -> None:
+        """A clone without tests/ (or a bench script copied out) still runs."""
+        folder = os.path.join(ROOT, "bench")
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                if name.endswith((".c", ".md")) or "__pycache__" in path:
+                    continue
+                with open(path, errors="replace") as source:
+                    text = source.read()
+                self.assertNotRegex(text, r"(?m)^\s*(from tests[. ]|import tests)", path)
+
     def test_no_module_past_400_lines(self) -> None:
         for name, path in modules().items():
             with open(path) as source:

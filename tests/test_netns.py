@@ -16,10 +16,11 @@ import time
 
 from twisted.trial import unittest
 
-from tests import spoof, tiers
+from tests import tiers
 from tests.netns import ROOT, Link, why_not
 from tests.processes import Daemon
 from tests.support import long_run
+from udpupper.bench import spoof
 
 SERVER_ADDRESSES = ["10.77.0.1/24", "10.77.0.2/24", "2001:db8:77::1/64", "2001:db8:77::2/64"]
 CLIENT_ADDRESSES = ["10.77.0.3/24", "2001:db8:77::3/64"]
@@ -173,7 +174,7 @@ class LoopBetweenHostsTests(unittest.TestCase):
                 link.client,
                 sys.executable,
                 "-c",
-                "from tests.spoof import send_spoofed; "
+                "from udpupper.bench.spoof import send_spoofed; "
                 f"send_spoofed(('10.77.0.3', {there_port}), ('10.77.0.1', {here_port}), b'x')",
             ],
             check=True,
@@ -205,7 +206,7 @@ class LocalSourceFromOutsideTests(NetnsTestCase):
                 self.link.client,
                 sys.executable,
                 "-c",
-                "from tests.spoof import send_spoofed; "
+                "from udpupper.bench.spoof import send_spoofed; "
                 f"send_spoofed(({host!r}, 40000), ({host!r}, {self.port}), b'loop?')",
             ],
             check=True,

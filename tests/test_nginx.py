@@ -21,11 +21,12 @@ import time
 
 from twisted.trial import unittest
 
-from tests import spoof, tiers
+from tests import tiers
 from tests.netns import ROOT, Link, why_not
 from tests.processes import METRICS_AT, Daemon
 from tests.server.protections.test_loops import scrape
 from tests.support import NO_IPV6, free_port, long_run
+from udpupper.bench import spoof
 from udpupper.server.protections.policy import DEFAULT_LOOP_BUDGET
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)

@@ -6,7 +6,7 @@ from twisted.trial import unittest
 
 from tests import tiers
 from tests.processes import hiding, run_bench_script
-from tests.spoof import why_not
+from udpupper.bench.spoof import why_not
 from udpupper.server import metrics
 
 

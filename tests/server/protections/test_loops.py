@@ -16,10 +16,11 @@ import urllib.request
 
 from twisted.trial import unittest
 
-from tests import spoof, tiers
+from tests import tiers
 from tests.bench.test_load import BENCH
 from tests.processes import METRICS_AT, Daemon, run_client
 from tests.support import NO_IPV6, long_run
+from udpupper.bench import spoof
 from udpupper.server import metrics
 from udpupper.server.protections import loops
 from udpupper.server.protections.loops import (

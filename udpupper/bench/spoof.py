@@ -1,7 +1,9 @@
-"""Datagrams from any source address and port, as an attacker sends them.
+"""Datagrams from any source address and port, as an attacker sends them,
+for the attacks the bench scripts measure (``bench/loops``) and the tests
+make.
 
 A raw socket (root) writes the UDP header itself, so the source port is
-whatever the test says, a port another daemon listens on included.
+whatever the caller says, a port another daemon listens on included.
 """
 
 from __future__ import annotations
