@@ -264,3 +264,48 @@ class AnythingTypedTests(unittest.TestCase):
             self.assertEqual(code, 1, argv)
             self.assertEqual(len(said), 1, (argv, said))
             self.assertTrue(said[0].startswith(("twistd udpupper: error: --", "udpupper: ")), said)
+
+
+@tiers.unit
+class ProtectionsOptionsTests(unittest.TestCase):
+    """A protection is one field, one option: each field of Protections is
+    the option of its name, and makeService gives them all through."""
+
+    def test_every_field_is_an_option(self) -> None:
+        from dataclasses import fields
+
+        from udpupper.server.protections.policy import Protections
+
+        names = {option[0] for option in tap.Options.optParameters + tap.Options.optFlags}
+        for setting in fields(Protections):
+            self.assertIn(setting.name.replace("_", "-"), names, setting.name)
+
+    def test_the_options_reach_the_protocol(self) -> None:
+        service = tap.makeService(
+            parse(
+                "--rate",
+                "7",
+                "--burst",
+                "3",
+                "--rate-table",
+                "100",
+                "--new-prefix-rate",
+                "9",
+                "--loop-budget",
+                "5",
+                "--exempt",
+                "10.0.0.0/8",
+                "--max-amplification",
+                "2",
+                "--allow-low-ports",
+            )
+        )
+        protocol = service.protocol
+        limiter = protocol.limiter
+        self.assertEqual(
+            (limiter.rate, limiter.burst, limiter.size, limiter.new_rate), (7, 3, 100, 9)
+        )
+        self.assertEqual(protocol.loops.every, 5)
+        self.assertEqual(protocol.max_amplification, 2)
+        self.assertEqual(protocol.lowest_port, 1)
+        self.assertEqual(protocol.sources.get("10.1.2.3")[0], 1)  # exempt

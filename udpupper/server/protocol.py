@@ -20,16 +20,11 @@ from zope.interface import implementer
 
 from udpupper.server.droplog import LOG_PERIOD, Throttle
 from udpupper.server.interfaces import Clock, IServerProtocol
-from udpupper.server.protections.loops import LOOP_MEMORY, PAIRS, LoopBreaker
 from udpupper.server.protections.policy import (
     BAD,
     EXEMPT,
-    SOURCE_MEMORY,
     Protections,
-    Sources,
-    lowest_port,
 )
-from udpupper.server.protections.ratelimit import RateLimiter
 from udpupper.server.stats import Reason, Stats
 from udpupper.transform import upper
 
@@ -73,30 +68,11 @@ class UpperProtocol(DatagramProtocol):
         self.clock = MonotonicClock() if clock is None else clock
         self.seconds = self.clock.seconds
         self.transform = transform
-        self.sources = Sources(protections.exempt, min(protections.rate_table, SOURCE_MEMORY))
-        rate = protections.rate
-        self.limiter = (
-            RateLimiter(
-                rate,
-                max(1.0, 2 * rate) if protections.burst is None else protections.burst,
-                protections.rate_table,
-                protections.new_prefix_rate,
-            )
-            if rate
-            else None
-        )
-        self.loops = (
-            LoopBreaker(
-                protections.loop_budget, min(len(PAIRS) * protections.rate_table, LOOP_MEMORY)
-            )
-            if protections.loop_budget
-            else None
-        )
-        cap = protections.max_amplification
-        # A whole number as an int: the comparison with a length is then int
-        # arithmetic, which Python 3.11 specializes, and exactly the same.
-        self.max_amplification: float = int(cap) if float(cap).is_integer() else cap
-        self.lowest_port = lowest_port(protections.allow_low_ports)
+        self.sources = protections.sources()
+        self.limiter = protections.rate_limiter()
+        self.loops = protections.loop_breaker()
+        self.max_amplification = protections.amplification_cap()
+        self.lowest_port = protections.lowest_port()
         self.own_port = 0  # the port we listen on, once we do: 0 is never a source
         self.errors = Throttle(LOG_PERIOD)
 

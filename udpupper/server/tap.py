@@ -240,16 +240,7 @@ def makeService(config: Options, reactor=None) -> service.IService:
         )
         daemon, collector = workers, metrics.WorkersCollector(workers)
     else:
-        protections = Protections(
-            rate=config["rate"],
-            burst=config["burst"],
-            rate_table=config["rate-table"],
-            new_prefix_rate=config["new-prefix-rate"],
-            loop_budget=config["loop-budget"],
-            exempt=tuple(config["exempt"]),
-            max_amplification=config["max-amplification"],
-            allow_low_ports=bool(config["allow-low-ports"]),
-        )
+        protections = Protections.from_options(config)
         try:
             lone = UpperService(
                 config["port"],

@@ -18,7 +18,7 @@ so a never-seen source costs about what a known one does.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import NamedTuple
 
@@ -174,14 +174,20 @@ def lowest_port(allow_low_ports: bool) -> int:
 
 @dataclass(frozen=True)
 class Protections:
-    """The protections' settings, as ``twistd udpupper``'s options give them.
+    """The protections' settings, as ``twistd udpupper``'s options give them,
+    and the policy objects they make.
 
     ``rate`` replies a second per source prefix (0: no limit), with bursts up
     to ``burst`` (None: twice the rate), ``rate_table`` prefixes (and source
-    addresses) remembered; one in ``loop_budget`` datagrams that echo the last
-    reply to their source address is not answered (0: never);
+    addresses) remembered, strangers answered ``new_prefix_rate`` a second;
+    each loop ends within ``loop_budget`` of its round trips (0: never);
     sources in ``exempt`` are spared the limit and the amplification cap; a
-    reply may be at most ``max_amplification`` times its request.
+    reply may be at most ``max_amplification`` times its request; source
+    ports below 1024 are answered with ``allow_low_ports``.
+
+    Each field is the option of its name (``rate_table``: ``--rate-table``):
+    :meth:`from_options` reads them all, so a protection added here is one
+    field, one option, and its object made below (docs/development.md).
     """
 
     rate: float = DEFAULT_RATE
@@ -189,6 +195,51 @@ class Protections:
     rate_table: int = DEFAULT_RATE_TABLE
     new_prefix_rate: float = DEFAULT_NEW_PREFIX_RATE
     loop_budget: int = DEFAULT_LOOP_BUDGET
-    exempt: tuple[Network, ...] = tuple(parse_networks(DEFAULT_EXEMPT))
+    exempt: tuple[Network, ...] = field(
+        default=tuple(parse_networks(DEFAULT_EXEMPT)), metadata={"from_option": tuple}
+    )
     max_amplification: float = 1.0
-    allow_low_ports: bool = False
+    allow_low_ports: bool = field(default=False, metadata={"from_option": bool})
+
+    @classmethod
+    def from_options(cls, options) -> Protections:
+        """From ``twistd udpupper``'s options (checked already): each field
+        the option of its name."""
+        return cls(
+            **{
+                setting.name: setting.metadata.get("from_option", lambda value: value)(
+                    options[setting.name.replace("_", "-")]
+                )
+                for setting in fields(cls)
+            }
+        )
+
+    def sources(self):
+        """The classified source addresses, remembered."""
+        return Sources(self.exempt, min(self.rate_table, SOURCE_MEMORY))
+
+    def rate_limiter(self):
+        """The rate limit's table, or None with no ``rate``."""
+        from udpupper.server.protections.ratelimit import RateLimiter
+
+        if not self.rate:
+            return None
+        burst = max(1.0, 2 * self.rate) if self.burst is None else self.burst
+        return RateLimiter(self.rate, burst, self.rate_table, self.new_prefix_rate)
+
+    def loop_breaker(self):
+        """The loop breaker, or None with no ``loop_budget``."""
+        from udpupper.server.protections.loops import LOOP_MEMORY, PAIRS, LoopBreaker
+
+        if not self.loop_budget:
+            return None
+        return LoopBreaker(self.loop_budget, min(len(PAIRS) * self.rate_table, LOOP_MEMORY))
+
+    def amplification_cap(self) -> float:
+        """The cap, as the hot path compares it: a whole number as an int (int
+        arithmetic, which Python 3.11 specializes, and exactly the same)."""
+        cap = self.max_amplification
+        return int(cap) if float(cap).is_integer() else cap
+
+    def lowest_port(self) -> int:
+        return lowest_port(self.allow_low_ports)
