@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
-import time
 
 from twisted.trial import unittest
 
@@ -55,10 +55,12 @@ class PrivilegeTests(unittest.TestCase):
         self.assertEqual(daemon.start(), port)
         self.assertEqual(ids(daemon.process.pid), (NOBODY, NOBODY))
         self.assertEqual(exchange("127.0.0.1", port, b"as nobody")[0], b"AS NOBODY")
-        # The kernel's drops are read every second, and at the end, after the
-        # drop: with SO_MEMINFO, not a file that nobody may not be able to
-        # open (the interpreter's home here may be root's alone).
-        time.sleep(2.5)
+        # The kernel's drops are read (every second, at SIGHUP and at the
+        # end) after the privileges are dropped: with SO_MEMINFO, not a file
+        # that nobody may not be able to open (the interpreter's home here
+        # may be root's alone).
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for(r"udpupper counters: received=1 .*kernel_drops=0")
         counters = daemon.summary()
         self.assertEqual((counters["received"], counters["replied"]), (1, 1))
         self.assertIn("kernel_drops", counters)

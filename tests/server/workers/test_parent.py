@@ -141,6 +141,17 @@ class WorkersTests(unittest.TestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as page:
             return parse_workers(page.read().decode())
 
+    def scrape_when(self, *counts: tuple[object, float]) -> dict:
+        """The parent's figures once the workers have reported ``counts``
+        ((name, value) pairs): a report comes once a second."""
+        deadline = time.monotonic() + 30  # only workers that never report reach it
+        while True:
+            figures = self.scrape()
+            if all(figures.get(name) == value for name, value in counts):
+                return figures
+            self.assertLess(time.monotonic(), deadline, (counts, figures))
+            time.sleep(0.1)
+
     def test_exact_limits_across_workers(self) -> None:
         """One prefix from 16 source ports gets rate x t + burst, as from one
         worker; two prefixes, each on its own worker, get theirs each."""
@@ -155,8 +166,7 @@ class WorkersTests(unittest.TestCase):
             self.assertEqual(first[network], 5, (network, first, second))
             # Refilled at 2 a second since the first burst, within 1.
             self.assertLessEqual(abs(second[network] - 2 * elapsed), 1.5, (second, elapsed))
-        time.sleep(1.3)  # a report from each worker
-        figures = self.scrape()
+        figures = self.scrape_when(("udpupper_datagrams_received_total", 64))
         # 127.0.0/24 and 127.0.1/24 on different workers, all of each on one.
         self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "1")], 32)
         self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "2")], 32)
@@ -174,8 +184,8 @@ class WorkersTests(unittest.TestCase):
             except TimeoutError:
                 pass
         self.assertIn(answered, (2, 3))
-        time.sleep(1.3)
-        figures = self.scrape()
+        figures = self.scrape_when(("udpupper_datagrams_received_total", 14),
+                                   ("udpupper_workers_alive", 2))
         self.assertEqual(figures["udpupper_datagrams_received_total"], 14)
         self.assertEqual(figures["udpupper_datagrams_replied_total"], 10 + answered)
         self.assertEqual(
@@ -209,8 +219,7 @@ class WorkersTests(unittest.TestCase):
         self.daemon.find(r"worker-2 ended \(killed by signal 9\).* holds 0 bytes")
         for number, peer in enumerate(waiting):
             self.assertEqual(peer.recv(16), b"W%d" % number)  # nothing lost
-        time.sleep(1.3)
-        figures = self.scrape()
+        figures = self.scrape_when((("udpupper_worker_datagrams_received_total", "1"), 3))
         self.assertEqual(figures["udpupper_datagrams_received_total"], 17)  # kept
         self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "1")], 3)
         self.assertEqual(figures[("udpupper_worker_datagrams_received_total", "2")], 0)
