@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from udpupper import errqueue
 from udpupper.dscp import arrived_with, receive_marking
 
 # Enough for the largest UDP payload, IPv4 or IPv6.
@@ -68,15 +69,42 @@ class UDPPort(udp.Port):
             host = "::ffff:" + host
         self.socket.connect((host, port))
 
+    # Whether the socket hears what the network says of what it sends (ICMP
+    # errors, IP_RECVERR): the protocol's ``networkError(error)`` is told.
+    hears_network = False
+
     def readConnectionLost(self, reason) -> None:
         """The reactor's "hang-up": a socket error pending, not an end."""
         if self.socket is None or not self.connected:
             return
         error = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # and clears it
         told = getattr(self.protocol, "socketError", None)
-        if error and told is not None:
+        if error and told is not None and not self.hears_network:
             told(error)
-        self.startReading()
+        self._network_said()
+        if self.socket is not None and self.connected:
+            self.startReading()
+
+    def _network_said(self) -> None:
+        """Pass on what waits in the error queue: departures, and what the
+        network said."""
+        if not self.hears_network:
+            return
+        for message in errqueue.read_error_queue(self.socket):
+            if isinstance(message, errqueue.Departure):
+                departed = getattr(self.protocol, "departed", None)
+                if departed is not None:
+                    departed(self, message)
+            elif message.origin != errqueue.SO_EE_ORIGIN_LOCAL:
+                # (the host's own refusals, EMSGSIZE, were the send's error)
+                told = getattr(self.protocol, "networkError", None)
+                if told is not None:
+                    try:
+                        told(message)
+                    except Exception:
+                        self.log.failure("unexpected error handling {error}", error=message)
+            if self.socket is None:  # the protocol stopped the port
+                return
 
     def writeConnectionLost(self, reason) -> None:
         """Never: a UDP port's writes do not hang up."""
@@ -110,6 +138,7 @@ class UDPPort(udp.Port):
         return False
 
     def doRead(self) -> None:
+        self._network_said()
         received = self.protocol.datagramReceived
         for datagram, addr in self._received(self.socket.recvfrom, MAX_DATAGRAM):
             try:
@@ -118,22 +147,41 @@ class UDPPort(udp.Port):
                 self.log.failure("unexpected error handling {addr}", addr=addr)
 
 
-class MarkedPort(UDPPort):
-    """A UDPPort that also says the TOS byte (DSCP << 2 | ECN) each datagram
-    arrived with: ``protocol.datagramReceived(datagram, addr, tos)``, tos
-    None where the kernel did not say."""
+class ClientPort(UDPPort):
+    """The client's port: it hears what the network says of what it sends
+    (a port unreachable, a link too small, a time exceeded)."""
+
+    hears_network = True
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        errqueue.report_errors(skt)
+        return skt
+
+
+class MarkedPort(ClientPort):
+    """A client port that also says the TOS byte (DSCP << 2 | ECN) each
+    datagram arrived with, and when, by the kernel's stamp:
+    ``protocol.datagramReceived(datagram, addr, tos, arrived)`` (None where
+    the kernel did not say); and when each datagram it sent left:
+    ``protocol.departed(port, departure)``.  ``stamped``: whether the kernel
+    stamps them."""
+
+    stamped = False
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
         receive_marking(skt)
+        self.stamped = errqueue.stamp(skt)
         return skt
 
     def doRead(self) -> None:
+        self._network_said()  # departures first: a reply is matched with its own
         received = self.protocol.datagramReceived
         for datagram, ancdata, _, addr in self._received(
-            self.socket.recvmsg, MAX_DATAGRAM, MARKING_SPACE
+            self.socket.recvmsg, MAX_DATAGRAM, MARKING_SPACE + errqueue.STAMP_SPACE
         ):
             try:
-                received(datagram, addr[:2], arrived_with(ancdata))
+                received(datagram, addr[:2], arrived_with(ancdata), errqueue.stamp_of(ancdata))
             except Exception:
                 self.log.failure("unexpected error handling {addr}", addr=addr)

@@ -23,10 +23,10 @@ from socket import AF_INET, AF_INET6, inet_pton
 from typing import NamedTuple
 
 from udpupper import helpers
+from udpupper.defaults import DEFAULT_RATE
 from udpupper.options import Network, parse_networks
 
 DEFAULT_EXEMPT = "127.0.0.0/8,::1/128"
-DEFAULT_RATE = 200  # replies a second per prefix: NSD's default
 DEFAULT_RATE_TABLE = 65_536  # prefixes (and addresses) remembered
 # Prefixes not in the table taken in a second, all together: far more than
 # the clients new to a busy service each second, far fewer than a
