@@ -9,7 +9,7 @@ from collections.abc import Callable
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from udpupper.client.ping import MIN_SIZE
+from udpupper.client.wire import MIN_SIZE
 from udpupper.options import (
     OneLineUsageErrors,
     bounded,
@@ -72,7 +72,8 @@ class Options(OneLineUsageErrors, usage.Options):
         f"       {COMMAND} --ping [--host HOST] [--port PORT] [--count N] "
         "[--interval SECONDS] [--size BYTES] [--timeout SECONDS] [--ports N] [--dscp N] "
         "[--quiet] [--json]\n"
-        f"       {COMMAND} --ping --sweep [--host HOST] [--port PORT] [--timeout SECONDS]\n"
+        f"       {COMMAND} --ping --sweep [--host HOST] [--port PORT] [--timeout SECONDS] "
+        "[--json]\n"
         f"       {COMMAND} --serve-probes ENDPOINT [--probe-networks CIDR,...] "
         "[--max-probes N] [--max-count N] [--max-duration SECONDS] [--max-scrape-bytes N] "
         "[--probe-byte-rate N] [--probe-auth FILE]\n"
@@ -100,8 +101,8 @@ class Options(OneLineUsageErrors, usage.Options):
         [
             "json",
             "j",
-            "With --ping: one JSON object a line, for the start, each probe "
-            "event and the summary (JSON Lines), instead of ping's text.",
+            "With --ping (and --sweep): one JSON object a line, for the start, "
+            "each event and the summary (JSON Lines), instead of ping's text.",
         ],
         [
             "hash-password",
@@ -115,14 +116,14 @@ class Options(OneLineUsageErrors, usage.Options):
             "host",
             "H",
             "localhost",
-            "Server name or IPv4/IPv6 address (a name is resolved once, IPv4 first).",
+            "Server name or IPv4/IPv6 address, [IPv6] too (a name is resolved once, IPv4 first).",
         ],
         ["port", "p", 12000, "Server UDP port."],
         [
             "timeout",
             "t",
             1.0,
-            "Seconds to wait for a reply before asking again (with "
+            "Seconds to wait for a reply before asking again, at most 3600 (with "
             "--ping: before saying a probe has no answer yet).",
         ],
         ["retries", "r", 3, "How many times to ask again before reporting a line as unanswered."],
@@ -215,7 +216,7 @@ class Options(OneLineUsageErrors, usage.Options):
     ]
     checks = {
         "port": peer_port,
-        "timeout": positive_float,
+        "timeout": bounded(positive_float, 0.001, 3600),
         "retries": count,
         "window": bounded(count, 1, 1024),
     }
@@ -248,8 +249,8 @@ class Options(OneLineUsageErrors, usage.Options):
         given |= {flag for flag in ("quiet", "json", "sweep") if self[flag]}
         if given and not self["ping"]:
             raise usage.UsageError(f"--{sorted(given)[0]} is only for --ping")
-        if self["sweep"] and given - {"sweep"}:
-            raise usage.UsageError(f"--{sorted(given - {'sweep'})[0]} is not for --sweep")
+        if self["sweep"] and given - {"sweep", "json"}:
+            raise usage.UsageError(f"--{sorted(given - {'sweep', 'json'})[0]} is not for --sweep")
         probing = {name for name in self.probe_checks if self[name] is not None}
         if probing and not self["serve-probes"]:
             raise usage.UsageError(f"--{sorted(probing)[0]} is only for --serve-probes")

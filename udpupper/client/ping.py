@@ -1,10 +1,8 @@
 """``udpupper-client --ping``: probe a server's path as ``ping`` does.
 
-Each probe carries its sequence number in decimal, a token drawn at random
-for the run (upper case, so upper-casing leaves it as it is), then lower-case
-filler to the size asked for; the reply must be that probe upper-cased, so a
-server that only echoes (or mangles) is seen, and a stranger who cannot read
-the probes cannot forge a reply.  Lines and summary are ``ping``'s own,
+Each probe is :mod:`udpupper.client.wire`'s, and so is the reply it must
+get (the probe, its token included, upper-cased).  Lines and summary are
+``ping``'s own,
 so that people and scripts that read ``ping`` read this too; a third summary
 line says what irtt and sockperf do: jitter (IPDV, the mean absolute
 difference of the round trips of consecutive probes), percentiles, and
@@ -16,49 +14,21 @@ line instead (docs/client.md has the schema).
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 
+from udpupper.client import events
 from udpupper.client.summary import PingStats, format_ms
+from udpupper.client.wire import SLOTS, UDP_HEADER, WIRE_SEQ, Probe, new_token, probe
+from udpupper.errqueue import Departure, NetworkError, round_trip
 
-WIRE_SEQ = 10**7  # sequence numbers on the wire are modulo this: 7 digits
-SLOTS = 100_000  # probes remembered for late and duplicate replies; divides WIRE_SEQ
-TOKEN_LENGTH = 16  # characters of base32: 80 bits
-MIN_SIZE = 8 + TOKEN_LENGTH  # seven digits, a space and the token
-FILLER = b" udpupper ping probe"  # lower case: the reply shows the upper-casing
-UDP_HEADER = 8
 # After the last probe, once every probe is answered, wait this long at least
 # (and twice the longest round trip) for a duplicate of the last reply.
 DUPLICATE_GRACE = 0.01
-
-
-def new_token() -> bytes:
-    """A run's token: 80 random bits in base32, all upper case."""
-    return base64.b32encode(os.urandom(TOKEN_LENGTH * 5 // 8))
-
-
-def probe(seq: int, size: int, token: bytes = b"") -> bytes:
-    """The probe with sequence number ``seq``, ``size`` bytes long, carrying
-    ``token`` after the number."""
-    head = b"%d" % (seq % WIRE_SEQ) + (b" " + token if token else b"")
-    return (head + FILLER * (size // len(FILLER) + 1))[:size]
-
-
-@dataclass(eq=False)
-class Probe:
-    seq: int
-    sent_at: float
-    replies: int = 0
-    expired: bool = False
-    rtt: float | None = None  # of its first right reply
 
 
 class Ping(DatagramProtocol):
@@ -89,6 +59,7 @@ class Ping(DatagramProtocol):
         dscp: int | None = None,
         now: Callable[[], float] = time.perf_counter,
         token: bytes | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
         self.token = new_token() if token is None else token
@@ -102,6 +73,7 @@ class Ping(DatagramProtocol):
         self.json_lines = json_lines
         self.dscp = dscp  # what the probes are marked with (the caller marks them)
         self.now = now
+        self.wall = wall
         self.highest: int | None = None  # the highest sequence number answered
         self.stats = PingStats()
         # With several source ports, probe n goes from port n % ports: each
@@ -121,6 +93,11 @@ class Ping(DatagramProtocol):
         self.started: float | None = None
         self.ended: float | None = None
         self.when_done: Callable[[int], object] | None = None
+        # The probes each port sent, in order, by their number on it: the
+        # kernel's departure stamps name them so.
+        self.sent_on: dict[tuple[int, int], Probe] = {}
+        self.sends = [0] * ports
+        self.network_said: NetworkError | None = None  # what ended the run, if anything
 
     @property
     def status(self) -> int:
@@ -134,7 +111,10 @@ class Ping(DatagramProtocol):
     def _send_next(self) -> None:
         stats = self.stats
         seq = stats.transmitted
-        sent = Probe(seq, self.now())
+        now = self.now()
+        if self.sender is not None and seq:  # how late the timer fired
+            stats.timer_late.append(max(0.0, now - (self.last_sent + self.interval)))
+        sent = Probe(seq, now, self.wall())
         self.last_sent = sent.sent_at
         wire = seq % WIRE_SEQ
         self.probes.pop((wire - SLOTS) % WIRE_SEQ, None)
@@ -143,9 +123,10 @@ class Ping(DatagramProtocol):
         self.waiting.append(sent)
         self.unsettled += 1
         transport = self.transport
+        index = seq % self.ports
         if self.by_port:
-            self.by_port[seq % self.ports].transmitted += 1
-            transport = self.transports[seq % self.ports] if self.transports else transport
+            self.by_port[index].transmitted += 1
+            transport = self.transports[index] if self.transports else transport
         try:
             transport.write(probe(seq, self.size, self.token), self.server)
         except OSError as error:  # e.g. no route: it will time out too
@@ -155,6 +136,11 @@ class Ping(DatagramProtocol):
                 seq=seq,
                 error=str(error.strerror or error),
             )
+        else:
+            stats.send_calls.append(self.now() - now)
+            self.sent_on[(index, self.sends[index])] = sent
+            self.sent_on.pop((index, self.sends[index] - SLOTS), None)
+            self.sends[index] += 1
         if self.count is None or stats.transmitted < self.count:
             self.sender = self.clock.callLater(self.interval, self._send_next)
         else:
@@ -184,8 +170,35 @@ class Ping(DatagramProtocol):
                 self.last_settled = self.now()
                 self._event(f"no answer yet for seq={sent.seq}", "timeout", seq=sent.seq)
 
-    def datagramReceived(self, datagram: bytes, addr: tuple, tos: int | None = None) -> None:
-        """A datagram, and the TOS byte it arrived with where the port says."""
+    def departed(self, port, departure: Departure) -> None:
+        """The kernel's stamp of a probe leaving by ``port``."""
+        index = self.transports.index(port) if port in self.transports else 0
+        sent = self.sent_on.get((index, departure.index))
+        if sent is not None:
+            sent.left = departure.at
+
+    def networkError(self, error: NetworkError) -> None:  # noqa: N802 - the ports' name
+        """What the network said of a probe: said; and a port unreachable
+        (nothing will answer) ends the run at once."""
+        if error.to is not None and tuple(error.to) != tuple(self.server[:2]):
+            return  # of another socket's datagram: not ours to judge
+        self.stats.network_errors += 1
+        self._event(
+            error.describe(),
+            "network_error",
+            source=error.offender,
+            said=error.what,
+            mtu=error.info if error.too_big else None,
+        )
+        if error.final and self.when_done is not None:
+            self.network_said = error
+            self.finish()
+
+    def datagramReceived(
+        self, datagram: bytes, addr: tuple, tos: int | None = None, stamp: float | None = None
+    ) -> None:
+        """A datagram, the TOS byte it arrived with where the port says, and
+        the kernel's stamp of its arrival where it stamps them."""
         arrived = self.now()
         host = addr[0]
         size = len(datagram) + UDP_HEADER
@@ -210,7 +223,7 @@ class Ping(DatagramProtocol):
                 bytes=size,
             )
             return
-        rtt = arrived - sent.sent_at
+        rtt, timed = round_trip(stamp, sent.left, sent.sent_wall, arrived - sent.sent_at)
         sent.replies += 1
         text = f"{size} bytes from {host}: seq={sent.seq} time={format_ms(rtt)} ms"
         path = self.by_port[sent.seq % self.ports] if self.by_port else None
@@ -229,6 +242,7 @@ class Ping(DatagramProtocol):
             return
         stats = self.stats
         stats.add(rtt)
+        stats.timed[timed] = stats.timed.get(timed, 0) + 1
         if path is not None:
             path.add(rtt)
         sent.rtt = rtt
@@ -278,7 +292,7 @@ class Ping(DatagramProtocol):
         """Say ``text``, or with ``json_lines`` the event as one JSON object."""
         if self.json_lines:
             since = 0.0 if self.started is None else self.now() - self.started
-            self.say(json.dumps({"event": kind, "elapsed_s": round(since, 6), **fields}))
+            self.say(events.happened(kind, since, **fields))
         elif not self.quiet:
             self.say(text)
 
@@ -319,7 +333,7 @@ class Ping(DatagramProtocol):
             done, self.when_done = self.when_done, None
             done(self.status)
 
-    def summary(self, host: str) -> list[str]:
+    def summary(self, host: str, costs: bool = False) -> list[str]:
         """``ping``'s closing lines, timed from the first probe to the end;
         with ``json_lines``, one JSON object."""
         if self.started is None:
@@ -345,23 +359,21 @@ class Ping(DatagramProtocol):
                 },
             }
             return [
-                json.dumps(
-                    {
-                        "event": "summary",
-                        "host": host,
-                        "server": self.server[0],
-                        "port": self.server[1],
-                        "size": self.size,
-                        **self.stats.figures(elapsed),
-                        **marking,
-                        **paths,
-                    }
+                events.summary(
+                    host,
+                    self.server,
+                    size=self.size,
+                    **self.stats.figures(elapsed),
+                    **marking,
+                    **paths,
                 )
             ]
         dscp = [] if self.dscp is None else [self.stats.dscp_line(self.dscp)]
+        costs = [self.stats.costs_line()] if costs else []
         return (
             self.stats.summary(host, elapsed)
             + dscp
+            + costs
             + [
                 f"port {index + 1} of {self.ports}, from {self._source_port(index)}: "
                 + path.path_line()
@@ -376,15 +388,3 @@ class Ping(DatagramProtocol):
             else None
         )
         return get_host().port if get_host is not None else None
-
-
-class Forward(DatagramProtocol):
-    """The protocol of ``--ports``' other ports: what they read goes to the Ping."""
-
-    noisy = False
-
-    def __init__(self, pinger: Ping) -> None:
-        self.pinger = pinger
-
-    def datagramReceived(self, datagram: bytes, addr: tuple, tos: int | None = None) -> None:
-        self.pinger.datagramReceived(datagram, addr, tos)

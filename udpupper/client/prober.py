@@ -35,8 +35,9 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from udpupper.client.ping import MIN_SIZE, Ping
+from udpupper.client.ping import Ping
 from udpupper.client.summary import PingStats
+from udpupper.client.wire import MIN_SIZE
 from udpupper.dscp import mark
 from udpupper.scrape import Request, Response, ScrapeFactory, text
 from udpupper.transform import max_payload

@@ -225,7 +225,7 @@ class UpperClient(DatagramProtocol):
         if request.tries == 1:
             request.sent_at = self.clock.seconds()
             quick = self.resend_after()
-            if quick < self.timeout:
+            if quick < self.timeout and self.retries:  # --retries 0: never again
                 request.timer = self.clock.callLater(quick, self._resend, request)
         if request.timer is None:
             request.timer = self.clock.callLater(self.timeout, self._timed_out, request)
@@ -315,6 +315,19 @@ class UpperClient(DatagramProtocol):
                 f"rate limit or loop breaker, which holds back one in so many "
                 f"replies that repeat the one before)"
             )
+
+    def networkError(self, error) -> None:  # noqa: N802 - the ports' name
+        """What the network said of a line sent: where nothing will answer
+        (a port unreachable from the server), say so and end at once."""
+        if (
+            self.stopped
+            or not error.final
+            or (error.to is not None and tuple(error.to) != tuple(self.server[:2]))
+        ):
+            return
+        self.report(f"{format_address(self.server)}: {error.describe()}: no line can be answered")
+        self.unanswered += len(self.in_flight) + len(self.queue)
+        self.abort()
 
     def abort(self) -> None:
         """Give up: cancel every timer, send nothing more, finish with 1."""

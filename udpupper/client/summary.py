@@ -11,9 +11,12 @@ bounded memory, from :mod:`udpupper.latency`), and replies reordered
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from udpupper.latency import Latencies
+
+COSTS_KEPT = 4096
 
 
 def format_ms(seconds: float) -> str:
@@ -45,6 +48,13 @@ class PingStats:
     ipdv_sum: float = 0.0  # |rtt(n) - rtt(n - 1)| over answered neighbours
     ipdv_count: int = 0
     dscp_seen: dict[int, int] = field(default_factory=dict)  # replies by arriving DSCP
+    network_errors: int = 0  # what the network said (ICMP): with ``wrong``, "+N errors"
+    # How each round trip was timed: kernel, kernel arrival, client (errqueue.round_trip).
+    timed: dict[str, int] = field(default_factory=dict)
+    # Seconds a send call took, and how late its timer sent a probe: the last
+    # COSTS_KEPT of each (bounded, however long the run).
+    send_calls: deque[float] = field(default_factory=lambda: deque(maxlen=COSTS_KEPT))
+    timer_late: deque[float] = field(default_factory=lambda: deque(maxlen=COSTS_KEPT))
 
     def __post_init__(self) -> None:
         self.latencies = Latencies()  # bounded: 1% buckets, whatever the run
@@ -96,7 +106,47 @@ class PingStats:
             "rtt_p50_ms": ms(p50),
             "rtt_p90_ms": ms(p90),
             "rtt_p99_ms": ms(p99),
+            "network_errors": self.network_errors,
+            **self.client_costs(),
         }
+
+    def client_costs(self) -> dict:
+        """What the client's own timing cost, as irtt reports it: how the
+        round trips were timed, how long a send call took, and how late
+        its timer sent a probe (medians and maxima of the last COSTS_KEPT,
+        microseconds)."""
+
+        def us(values: deque[float], which: str) -> float | None:
+            if not values:
+                return None
+            ordered = sorted(values)
+            value = ordered[len(ordered) // 2] if which == "median" else ordered[-1]
+            return round(value * 1e6, 1)
+
+        return {
+            "timed": dict(sorted(self.timed.items())),
+            "send_call_median_us": us(self.send_calls, "median"),
+            "send_call_max_us": us(self.send_calls, "max"),
+            "timer_late_median_us": us(self.timer_late, "median"),
+            "timer_late_max_us": us(self.timer_late, "max"),
+        }
+
+    def costs_line(self) -> str:
+        """The client's own costs, in a line: how far to trust the figures."""
+        costs = self.client_costs()
+        timed = ", ".join(f"{count} {how}" for how, count in costs["timed"].items())
+        line = f"round trips timed by {timed or 'none'}"
+        if costs["send_call_median_us"] is not None:
+            line += (
+                f"; send call {costs['send_call_median_us']:g} us median, "
+                f"{costs['send_call_max_us']:g} max"
+            )
+        if costs["timer_late_median_us"] is not None:
+            line += (
+                f"; timer late {costs['timer_late_median_us']:g} us median, "
+                f"{costs['timer_late_max_us']:g} max"
+            )
+        return line
 
     @property
     def loss(self) -> float:
@@ -131,8 +181,8 @@ class PingStats:
         parts = [f"{self.transmitted} packets transmitted", f"{self.received} received"]
         if self.duplicates:
             parts.append(f"+{self.duplicates} duplicates")
-        if self.wrong:
-            parts.append(f"+{self.wrong} errors")
+        if self.wrong + self.network_errors:
+            parts.append(f"+{self.wrong + self.network_errors} errors")
         parts += [f"{self.loss:g}% packet loss", f"time {elapsed * 1000:.0f}ms"]
         lines = [f"--- {host} ping statistics ---", ", ".join(parts)]
         if self.received:

@@ -184,8 +184,9 @@ class WorkersTests(unittest.TestCase):
             except TimeoutError:
                 pass
         self.assertIn(answered, (2, 3))
-        figures = self.scrape_when(("udpupper_datagrams_received_total", 14),
-                                   ("udpupper_workers_alive", 2))
+        figures = self.scrape_when(
+            ("udpupper_datagrams_received_total", 14), ("udpupper_workers_alive", 2)
+        )
         self.assertEqual(figures["udpupper_datagrams_received_total"], 14)
         self.assertEqual(figures["udpupper_datagrams_replied_total"], 10 + answered)
         self.assertEqual(
