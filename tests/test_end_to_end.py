@@ -391,6 +391,9 @@ class ClientTests(DaemonTestCase):
             client.stdin.flush()
             self.assertEqual(client.stdout.readline(), b"ONE\n")  # it runs
             client.send_signal(number)
+            # Its input still open (communicate would close it: an end of
+            # input racing the signal): the signal alone ends it.
+            client.wait(timeout=30)
             _, stderr = client.communicate(timeout=30)
             self.assertEqual((client.returncode, stderr), (status, said), number)
 
@@ -404,19 +407,37 @@ class ClientTests(DaemonTestCase):
 
 @tiers.system
 class ClientWithoutServerTests(unittest.TestCase):
-    def test_dead_port_gives_up_in_time(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
-            closed.bind(("127.0.0.1", 0))
-            port = closed.getsockname()[1]
-        started = time.monotonic()
-        result = run_client(
-            "--port", str(port), "--timeout", "0.5", "--retries", "2", stdin=b"a\nb\nc\n"
-        )
-        elapsed = time.monotonic() - started
+    def test_silent_port_gives_up_in_time(self) -> None:
+        """A socket that reads nothing and answers nothing: only the
+        timeouts end the lines."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            port = silent.getsockname()[1]
+            started = time.monotonic()
+            result = run_client(
+                "--port", str(port), "--timeout", "0.5", "--retries", "2", stdin=b"a\nb\nc\n"
+            )
+            elapsed = time.monotonic() - started
         self.assertEqual((result.returncode, result.stdout), (1, b""))
         self.assertLess(elapsed, 3 * 0.5 + 1.0 + 1.0)  # + interpreter start-up
         self.assertEqual(len(result.stderr.splitlines()), 3, result.stderr)
         self.assertIn(b"line 3: no reply from 127.0.0.1:", result.stderr)
+
+    def test_closed_port_ends_at_once(self) -> None:
+        """The kernel's port unreachable: one line, at once, though each
+        line might have waited an hour."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        result = run_client("--port", str(port), "--timeout", "3600", stdin=b"a\nb\nc\n")
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertEqual(
+            result.stderr.decode().splitlines(),
+            [
+                f"udpupper-client: 127.0.0.1:{port}: From 127.0.0.1: port unreachable: "
+                "no line can be answered"
+            ],
+        )
 
     def test_textbook_style_server(self) -> None:
         """Our client against a blocking loop like the textbook's UDPServer.py."""
@@ -562,9 +583,11 @@ class WallClockStepTests(unittest.TestCase):
         library = next(iter(glob.glob("/usr/lib/*/faketime/libfaketime.so.1")), None)
         if library is None:
             raise unittest.SkipTest("libfaketime is not installed (apt-get install faketime)")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
-            dead.bind(("127.0.0.1", 0))
-            port = dead.getsockname()[1]
+        # Silent, not closed: a closed port's ICMP message would end it at once.
+        dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(dead.close)
+        dead.bind(("127.0.0.1", 0))
+        port = dead.getsockname()[1]
         folder = tempfile.mkdtemp()
         step = os.path.join(folder, "step")
         with open(step, "w") as offset:

@@ -48,10 +48,12 @@ SO_EE_ORIGIN_LOCAL, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6, SO_EE_ORIGIN_TIMESTAM
 # struct sock_extended_err: errno, origin, type, code, pad, info, data.
 EXTENDED_ERR = struct.Struct("=IBBBBII")
 TIMESPEC = struct.Struct("=qq")
-# Room for a datagram's control messages: the stamps (three timespecs), an
-# extended error and the address of whoever sent it, a marking.
+# Room for a datagram's control messages: the stamps (three timespecs); and
+# for an error, with them, the extended error and the address of whoever
+# sent it, after whatever else the socket asked for (the marking, the hop
+# limit: the kernel puts them first, and cuts what does not fit).
 STAMP_SPACE = socket.CMSG_SPACE(3 * TIMESPEC.size)
-ERROR_SPACE = socket.CMSG_SPACE(EXTENDED_ERR.size + 28) + STAMP_SPACE
+ERROR_SPACE = 512
 
 # What ICMP said, by (origin, type, code): a short name, and whether it
 # ends a probe (nothing will answer from there).

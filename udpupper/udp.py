@@ -10,6 +10,7 @@ server's come from the kernel).  The daemon's transport,
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Iterator
 from errno import ECONNREFUSED, EINTR
@@ -147,6 +148,20 @@ class UDPPort(udp.Port):
                 self.log.failure("unexpected error handling {addr}", addr=addr)
 
 
+# What an ICMP message about an earlier datagram leaves pending on a socket
+# that asks for them (IP_RECVERR): the next send call fails with it.
+PENDING = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EACCES,
+        errno.EMSGSIZE,
+        errno.EPROTO,
+    }
+)
+
+
 class ClientPort(UDPPort):
     """The client's port: it hears what the network says of what it sends
     (a port unreachable, a link too small, a time exceeded)."""
@@ -157,6 +172,18 @@ class ClientPort(UDPPort):
         skt = super().createInternetSocket()
         errqueue.report_errors(skt)
         return skt
+
+    def write(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        """Send; where the call fails with an error an ICMP message left
+        pending (about an earlier datagram: it is in the error queue, to be
+        read), this datagram was not sent: send it again, once.  The
+        failure cleared the error; a second is this datagram's own."""
+        try:
+            self.socket.sendto(datagram, addr)
+        except OSError as error:
+            if error.errno not in PENDING:
+                raise
+            self.socket.sendto(datagram, addr)
 
 
 class MarkedPort(ClientPort):

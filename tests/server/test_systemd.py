@@ -174,9 +174,12 @@ class InstalledRecipeTests(unittest.TestCase):
         port = free_port()
         server = subprocess.Popen(
             ["systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}", *command],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
+        self.addCleanup(server.stdout.close)
+        listening = server.stdout.readline()  # the socket is bound: send
+        self.assertIn(b"Listening on", listening)
 
         def stop() -> None:
             server.terminate()
@@ -187,14 +190,16 @@ class InstalledRecipeTests(unittest.TestCase):
                 server.wait()
 
         self.addCleanup(stop)
-        deadline = time.monotonic() + 30
-        while True:
+        # The first datagram starts the daemon, which answers it once up:
+        # wait for that answer (the deadline only catches a hang).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.settimeout(120)
+            peer.sendto(b"from the venv", ("127.0.0.1", port))
             try:
-                reply = exchange("127.0.0.1", port, b"from the venv", timeout=2)[0]
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
+                reply = peer.recvfrom(65_535)[0]
+            except TimeoutError:
+                stop()
+                self.fail(f"no answer; the daemon said: {server.stdout.read()[-2000:]!r}")
         self.assertEqual(reply, b"FROM THE VENV")
 
 

@@ -39,6 +39,7 @@ from udpupper.client.ping import Ping
 from udpupper.client.summary import PingStats
 from udpupper.client.wire import MIN_SIZE
 from udpupper.dscp import mark
+from udpupper.errqueue import NetworkError
 from udpupper.scrape import Request, Response, ScrapeFactory, text
 from udpupper.transform import max_payload
 from udpupper.twisted_privates import queue_stop_signals
@@ -195,8 +196,9 @@ def scrape_timeout(headers: dict[str, str]) -> float | None:
     return float(value) if NUMBER.match(value) else None
 
 
-def exposition(stats: PingStats, duration: float) -> bytes:
-    """What one probe measured, in Prometheus' text format."""
+def exposition(stats: PingStats, duration: float, ended_by: NetworkError | None = None) -> bytes:
+    """What one probe measured, in Prometheus' text format; ``ended_by``,
+    the ICMP message that ended it at once (a port unreachable), if any."""
     lines = []
 
     def gauge(name: str, value: float, meaning: str) -> None:
@@ -214,6 +216,18 @@ def exposition(stats: PingStats, duration: float) -> bytes:
         ("wrong", "Replies that were not a probe upper-cased"),
     ):
         gauge(f"udpupper_probe_{name}", getattr(stats, name), meaning)
+    gauge(
+        "udpupper_probe_network_errors",
+        stats.network_errors,
+        "ICMP messages about the probes (unreachable, too big, time exceeded)",
+    )
+    if ended_by is not None:
+        name = "udpupper_probe_ended_by_network"
+        lines += [
+            f"# HELP {name} The ICMP message that ended the probe at once, and who sent it",
+            f"# TYPE {name} gauge",
+            f'{name}{{said="{ended_by.what}",source="{ended_by.offender or ""}"}} 1',
+        ]
     jitter = stats.jitter
     if jitter is not None:
         gauge(
@@ -331,7 +345,11 @@ class Prober:
             port.stopListening()
             if not answer.called:
                 answer.callback(
-                    Response(200, exposition(pinger.stats, time.monotonic() - started), EXPOSITION)
+                    Response(
+                        200,
+                        exposition(pinger.stats, time.monotonic() - started, pinger.network_said),
+                        EXPOSITION,
+                    )
                 )
 
         pinger.when_done = done
@@ -358,13 +376,13 @@ def run_prober(reactor, endpoint: str, limits: Limits, check=None) -> int:
 
     def listening(port) -> None:
         address = port.getHost()
-        host = getattr(address, "host", "?")
-        scheme = "https" if endpoint.startswith("ssl:") else "http"
-        where = f"[{host}]" if ":" in host else host
-        print(
-            f"udpupper-client: serving probes at {scheme}://{where}:{address.port}/probe",
-            flush=True,
-        )
+        host = getattr(address, "host", None)
+        if host is None:  # a unix socket
+            where = f"unix:{getattr(address, 'name', b'?').decode(errors='replace')} /probe"
+        else:
+            scheme = "https" if endpoint.startswith("ssl:") else "http"
+            where = f"{scheme}://{f'[{host}]' if ':' in host else host}:{address.port}/probe"
+        print(f"udpupper-client: serving probes at {where}", flush=True)
 
     def failed(failure) -> None:
         print(

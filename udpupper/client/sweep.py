@@ -146,7 +146,15 @@ class Sweep(DatagramProtocol):
             if carries is not None and carries + 1 < self.refused:
                 self.refused = carries + 1
                 self.path_mtu = (error.info, error.offender)
-            if self.timer is None or (carries is not None and self.size <= carries):
+            if self.timer is None:
+                return
+            if not self.whole:
+                # Fragments too big for a link: the kernel, told its MTU,
+                # makes them smaller.  Send again now.
+                self.stop()
+                self._send()
+                return
+            if carries is not None and self.size <= carries:
                 return
             self._event(
                 f"{self.size} bytes: too big for the path: {error.describe()}",
