@@ -211,3 +211,36 @@ def hiding(test, module: str, program: str = "") -> dict[str, str]:
     with open(os.path.join(directory, "sitecustomize.py"), "w") as site:
         site.write(f"import sys\nif {only}:\n    sys.modules[{module!r}] = None\n")
     return {**os.environ, "PYTHONPATH": directory}
+
+
+ROOT = os.path.dirname(BENCH_DIR)
+# What a copy of the tree leaves out: builds, caches, the venv, the history.
+NOT_COPIED = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "build",
+    "_trial_temp*",
+    "*.so",
+    "*.egg-info",
+    ".hypothesis",
+    ".pytest_cache",
+    "__pycache__",
+    "dropin.cache",
+)
+
+
+def copy_of_the_tree(test) -> tuple[str, str]:
+    """A fresh copy of the project's sources in a folder removed when
+    ``test`` ends (pip builds in the tree it is given): (folder, copy)."""
+    folder = tempfile.mkdtemp(prefix="udpupper-tree-")
+    test.addCleanup(shutil.rmtree, folder, True)
+    tree = os.path.join(folder, "tree")
+    shutil.copytree(ROOT, tree, symlinks=True, ignore=NOT_COPIED)
+    return folder, tree
+
+
+def outside_environment() -> dict[str, str]:
+    """This environment without PYTHONPATH: what a user's shell has.  (trial
+    -j puts its own sys.path there, and a venv's pip then finds Twisted
+    already installed and installs no twistd.)"""
+    return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 
 from twisted.trial import unittest
 
 from tests import tiers
-from tests.netns import ROOT
+from tests.processes import copy_of_the_tree
 
 
 @tiers.system
 class DistributionTests(unittest.TestCase):
     def build(self, *command: str) -> str:
         """Build in a copy of the tree (no network: no build isolation)."""
-        folder = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, folder, True)
-        tree = os.path.join(folder, "tree")
-        shutil.copytree(
-            ROOT,
-            tree,
-            symlinks=True,
-            ignore=shutil.ignore_patterns(
-                ".venv",
-                ".git",
-                "build",
-                "_trial_temp*",
-                "*.so",
-                "*.egg-info",
-                ".hypothesis",
-                ".pytest_cache",
-                "__pycache__",
-                "dropin.cache",
-            ),
-        )
+        folder, tree = copy_of_the_tree(self)
         out = os.path.join(folder, "dist")
         result = subprocess.run(
             [sys.executable, *command, "-d" if "sdist" in command else "-w", out],

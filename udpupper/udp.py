@@ -162,6 +162,11 @@ PENDING = frozenset(
 )
 
 
+# Send errors that say "not now" (a full buffer, a signal): the timer that
+# sends again will do; any other is the host's "never", and ends a client mode.
+RETRY_LATER = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+
 class ClientPort(UDPPort):
     """The client's port: it hears what the network says of what it sends
     (a port unreachable, a link too small, a time exceeded)."""

@@ -399,17 +399,35 @@ class PingTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertLessEqual(len(pinger.probes), 100_000)
 
-    def test_a_send_that_fails_is_said_and_times_out(self) -> None:
-        pinger = self.make(count=1, timeout=1)
+    def test_a_send_the_host_refuses_ends_the_run_with_2(self) -> None:
+        """No route: said once, and the end (as ping's "other error"), not
+        a timeout a probe for ever."""
+        pinger = self.make(count=None, timeout=1)
 
         def refuse(datagram, addr):
             raise OSError(101, "Network is unreachable")
 
         pinger.transport.write = refuse
-        pinger.stats.transmitted = 0  # start again, with the failing transport
-        pinger.sender = None
-        pinger._send_next()
-        self.assertIn("seq=0: cannot send: Network is unreachable", self.lines)
+        self.clock.advance(1.0)  # the second probe
+        self.assertEqual(self.lines, ["seq=1: cannot send: Network is unreachable"])
+        self.assertEqual(self.statuses, [2])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_full_send_buffer_is_said_and_the_run_goes_on(self) -> None:
+        pinger = self.make(count=3, timeout=5)
+        writes = []
+
+        def full_once(datagram, addr):
+            writes.append(datagram)
+            if len(writes) == 1:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+
+        pinger.transport.write = full_once
+        self.clock.advance(1.0)
+        self.assertEqual(self.lines, ["seq=1: cannot send: Resource temporarily unavailable"])
+        self.clock.advance(1.0)
+        self.assertEqual(len(writes), 2)
+        self.assertEqual(self.statuses, [])
 
 
 def textbook_server() -> tuple[socket.socket, int]:

@@ -254,6 +254,25 @@ class ClientTests(unittest.TestCase):
         h.clock.advance(1.0)
         self.assertEqual(h.sent(), [b"x"])
 
+    def test_a_send_the_host_refuses_ends_at_once_in_one_line(self) -> None:
+        """No route, or broadcast without leave: never, not retried for
+        each line's timeouts; status 2, as ping's for "cannot send"."""
+        h = Harness(timeout=1.0)
+
+        class Refuses:
+            def write(self, datagram, addr):
+                raise PermissionError(13, "Permission denied")
+
+        h.client.transport = Refuses()
+        for line in (b"a", b"b", b"c"):
+            h.client.send_line(line)
+        h.client.end_input()
+        self.assertEqual(h.status, [2])
+        self.assertEqual(len(h.errors), 1, h.errors)
+        self.assertIn("cannot send to", h.errors[0])
+        self.assertIn("Permission denied: no line can be answered", h.errors[0])
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
 
 @tiers.unit
 class UnreliablePathTests(unittest.TestCase):

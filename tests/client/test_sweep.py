@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
 import subprocess
 
 from twisted.internet import task
@@ -203,6 +205,30 @@ class RealSweepTests(unittest.TestCase):
                 "(65535 with the IP and UDP headers)",
             ],
         )
+
+    def test_output_closed_early(self) -> None:
+        """``| head -1``: the sweep ends by SIGPIPE, as cat does, saying
+        nothing, and sends nothing more (it used to hang)."""
+        read, write = os.pipe()
+        client = subprocess.Popen(
+            [
+                *CLIENT,
+                "--ping",
+                "--sweep",
+                "--json",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=write,
+            stderr=subprocess.PIPE,
+        )
+        os.close(write)
+        with os.fdopen(read, "rb") as output:
+            output.readline()
+        stderr = client.communicate(timeout=60)[1]
+        self.assertEqual((client.returncode, stderr), (-signal.SIGPIPE, b""))
 
     def test_usage(self) -> None:
         for options in (

@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from tests import tiers
 from tests.netns import ROOT
-from tests.processes import TWISTD, Daemon
+from tests.processes import TWISTD, Daemon, copy_of_the_tree, outside_environment
 from tests.support import NO_IPV6, exchange, free_port
 from udpupper.server import systemd
 
@@ -133,28 +133,10 @@ class InstalledRecipeTests(unittest.TestCase):
     skip = None if shutil.which("systemd-socket-activate") else "no systemd-socket-activate"
 
     def test_the_units_exec_start_from_a_venv(self) -> None:
-        folder = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, folder, True)
+        folder, tree = copy_of_the_tree(self)
         venv = os.path.join(folder, "udpupper")
-        tree = os.path.join(folder, "tree")  # a copy: pip builds in the tree
-        shutil.copytree(
-            ROOT,
-            tree,
-            symlinks=True,
-            ignore=shutil.ignore_patterns(
-                ".venv",
-                ".git",
-                "build",
-                "_trial_temp*",
-                "*.so",
-                "*.egg-info",
-                ".hypothesis",
-                ".pytest_cache",
-                "__pycache__",
-                "dropin.cache",
-            ),
-        )
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+        clean = outside_environment()
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120, env=clean)
         installed = subprocess.run(
             [
                 os.path.join(venv, "bin", "pip"),
@@ -165,6 +147,7 @@ class InstalledRecipeTests(unittest.TestCase):
             ],
             capture_output=True,
             timeout=600,
+            env=clean,
         )
         if installed.returncode:
             raise unittest.SkipTest(f"cannot install here: {installed.stderr[-300:]!r}")
@@ -176,6 +159,7 @@ class InstalledRecipeTests(unittest.TestCase):
             ["systemd-socket-activate", "--datagram", "--listen", f"127.0.0.1:{port}", *command],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            env=clean,
         )
         self.addCleanup(server.stdout.close)
         listening = server.stdout.readline()  # the socket is bound: send

@@ -9,6 +9,14 @@ from collections.abc import Callable
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from udpupper.client.exits import (  # noqa: F401 - the modes' statuses, here too
+    EXIT_CANNOT_SEND,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT_CLOSED,
+    EXIT_UNANSWERED,
+    EXIT_USAGE,
+)
 from udpupper.client.wire import MIN_SIZE
 from udpupper.options import (
     OneLineUsageErrors,
@@ -22,11 +30,6 @@ from udpupper.passwords import read_users
 from udpupper.transform import MAX_IPV4_PAYLOAD, MAX_IPV6_PAYLOAD
 
 COMMAND = "udpupper-client"
-
-# Exit statuses: every line answered, some line not, bad command line or
-# host, interrupted (128 + SIGINT, as a shell reports it; 143 for SIGTERM).
-EXIT_OK, EXIT_UNANSWERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_OUTPUT_CLOSED = -1  # end as cat does when nobody reads: by SIGPIPE
 
 
 def prober_endpoint(description: str) -> tuple[str, bool]:

@@ -22,9 +22,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IUDPTranspor
 from twisted.internet.protocol import DatagramProtocol
 
 from udpupper.client import events
+from udpupper.client.exits import EXIT_CANNOT_SEND, EXIT_OK, EXIT_UNANSWERED
 from udpupper.client.summary import PingStats, format_ms
 from udpupper.client.wire import SLOTS, UDP_HEADER, WIRE_SEQ, Probe, new_token, probe
 from udpupper.errqueue import Departure, NetworkError, round_trip
+from udpupper.udp import RETRY_LATER
 
 # After the last probe, once every probe is answered, wait this long at least
 # (and twice the longest round trip) for a duplicate of the last reply.
@@ -98,11 +100,15 @@ class Ping(DatagramProtocol):
         self.sent_on: dict[tuple[int, int], Probe] = {}
         self.sends = [0] * ports
         self.network_said: NetworkError | None = None  # what ended the run, if anything
+        self.cannot_send = False  # the host refused a send: the run ended
 
     @property
     def status(self) -> int:
-        """``ping``'s exit status: 0 when some probe was answered, else 1."""
-        return 0 if self.stats.received else 1
+        """``ping``'s exit status: 0 when some probe was answered, else 1;
+        2 when the host refused to send one (as ``ping``'s "other error")."""
+        if self.cannot_send:
+            return EXIT_CANNOT_SEND
+        return EXIT_OK if self.stats.received else EXIT_UNANSWERED
 
     def start(self) -> None:
         self.started = self.now()
@@ -129,13 +135,17 @@ class Ping(DatagramProtocol):
             transport = self.transports[index] if self.transports else transport
         try:
             transport.write(probe(seq, self.size, self.token), self.server)
-        except OSError as error:  # e.g. no route: it will time out too
+        except OSError as error:
             self._event(
                 f"seq={seq}: cannot send: {error.strerror or error}",
                 "send_error",
                 seq=seq,
                 error=str(error.strerror or error),
             )
+            if error.errno not in RETRY_LATER:  # the host's "never": no route, say
+                self.cannot_send = True
+                self.finish()
+                return
         else:
             stats.send_calls.append(self.now() - now)
             self.sent_on[(index, self.sends[index])] = sent

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
+from udpupper.client.exits import EXIT_CANNOT_SEND
 from udpupper.transform import upper
+from udpupper.udp import RETRY_LATER
 
 PROMPT = b"Input lowercase sentence:"
 
@@ -246,8 +248,15 @@ class UpperClient(DatagramProtocol):
             return
         try:
             transport.write(request.line, self.server)
-        except OSError:
-            pass
+        except OSError as error:
+            if error.errno in RETRY_LATER:
+                return
+            self.report(
+                f"cannot send to {format_address(self.server)}: "
+                f"{error.strerror or error}: no line can be answered"
+            )
+            self.unanswered += len(self.in_flight) + len(self.queue)
+            self.abort(EXIT_CANNOT_SEND)
 
     def _timed_out(self, request: Request) -> None:
         request.timer = None
@@ -329,8 +338,9 @@ class UpperClient(DatagramProtocol):
         self.unanswered += len(self.in_flight) + len(self.queue)
         self.abort()
 
-    def abort(self) -> None:
-        """Give up: cancel every timer, send nothing more, finish with 1."""
+    def abort(self, status: int = 1) -> None:
+        """Give up: cancel every timer, send nothing more, finish with
+        ``status`` (1: lines unanswered; EXIT_CANNOT_SEND: the host refuses)."""
         self.stopped = True
         for request in self.in_flight:
             if request.timer is not None:
@@ -341,7 +351,7 @@ class UpperClient(DatagramProtocol):
         self.queue.clear()
         if self.when_done is not None:
             done, self.when_done = self.when_done, None
-            done(1)
+            done(status)
 
 
 def format_address(addr: tuple[str, int]) -> str:

@@ -26,15 +26,17 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IUDPTranspor
 from twisted.internet.protocol import DatagramProtocol
 
 from udpupper.client import events
+from udpupper.client.exits import EXIT_CANNOT_SEND, EXIT_OK, EXIT_UNANSWERED
 from udpupper.client.wire import MIN_SIZE, new_token, probe
 from udpupper.errqueue import NetworkError
+from udpupper.udp import RETRY_LATER
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT, IP_PMTUDISC_DO = 0, 2
 IPV6_DONTFRAG = getattr(socket, "IPV6_DONTFRAG", 62)
 # Exit statuses: some size answered; none; the sweep could not run (a send
 # the host refuses outright, a port unreachable).
-ANSWERED, NONE_ANSWERED, CANNOT_SEND = 0, 1, 2
+ANSWERED, NONE_ANSWERED, CANNOT_SEND = EXIT_OK, EXIT_UNANSWERED, EXIT_CANNOT_SEND
 
 
 def dont_fragment(sock: socket.socket, on: bool) -> None:
@@ -86,6 +88,7 @@ class Sweep(DatagramProtocol):
         self.path_mtu: tuple[int, str | None] | None = None  # named by a router: (MTU, who)
         self.failed: str | None = None  # why the sweep could not run
         self.timer: IDelayedCall | None = None
+        self.abandoned = False  # stopped from outside: send nothing more
         self.started = clock.seconds()
         self.when_done: Callable[[int], object] | None = None
 
@@ -104,6 +107,8 @@ class Sweep(DatagramProtocol):
         self._send()
 
     def _send(self) -> None:
+        if self.abandoned:
+            return
         self.sent += 1
         try:
             self.transport.write(probe(self.seq, self.size, self.token), self.server)
@@ -118,7 +123,7 @@ class Sweep(DatagramProtocol):
                 )
                 self._settle(False)
                 return
-            if error.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EINTR):
+            if error.errno in RETRY_LATER:
                 pass  # a full buffer: the timer asks again
             else:
                 self._cannot(f"cannot send to {self.server[0]}: {error.strerror or error}")
@@ -272,6 +277,13 @@ class Sweep(DatagramProtocol):
         if self.when_done is not None:
             done, self.when_done = self.when_done, None
             done(ANSWERED if self.answered else NONE_ANSWERED)
+
+    def abandon(self) -> None:
+        """End now, from outside (Ctrl-C, a closed output): nothing more is
+        sent, nothing more said to ``when_done``."""
+        self.abandoned = True
+        self.when_done = None
+        self.stop()
 
     def stop(self) -> None:
         if self.timer is not None and self.timer.active():

@@ -12,7 +12,14 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 
 from udpupper.client import events
-from udpupper.client.options import COMMAND, EXIT_OUTPUT_CLOSED, EXIT_USAGE, Options
+from udpupper.client.modes.output import Output
+from udpupper.client.options import (
+    COMMAND,
+    EXIT_CANNOT_SEND,
+    EXIT_OUTPUT_CLOSED,
+    EXIT_USAGE,
+    Options,
+)
 from udpupper.client.ping import Ping
 from udpupper.client.signals import on_stop
 from udpupper.client.target import interface_for, server_of
@@ -65,16 +72,12 @@ def run(reactor, options: Options) -> int:
     size = options["size"]
     outcome: dict[str, int] = {}
 
-    def say(line: str) -> None:
-        if "output_lost" in outcome:
-            return
-        try:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:  # | head -1: nobody reads us any more
-            outcome["output_lost"] = 1
-            outcome["status"] = EXIT_OUTPUT_CLOSED
-            pinger.finish()
+    def lost() -> None:  # | head -1: nobody reads us any more
+        outcome["status"] = EXIT_OUTPUT_CLOSED
+        pinger.finish()
+
+    output = Output(lost)
+    say = output.say
 
     def done(status: int) -> None:
         outcome.setdefault("status", status)
@@ -103,24 +106,31 @@ def run(reactor, options: Options) -> int:
         dscp=options["dscp"],
     )
     pinger.when_done = done
-    try:
-        for index in range(options["ports"]):
-            port = MarkedPort(
-                0, pinger if index == 0 else Forward(pinger), interface_for(family), reactor
-            )
-            port.startListening()
-            port.connect_socket(server)  # a stranger's forged reply never reaches it
-            if options["dscp"] is not None:
-                mark(port.socket, options["dscp"])
-            pinger.transports.append(port)
-    except (CannotListenError, OSError) as error:
-        cause = getattr(error, "socketError", error)
-        print(
-            f"{COMMAND}: cannot open {options['ports']} source ports: "
-            f"{getattr(cause, 'strerror', None) or cause}",
-            file=sys.stderr,
+    for index in range(options["ports"]):
+        port = MarkedPort(
+            0, pinger if index == 0 else Forward(pinger), interface_for(family), reactor
         )
-        return EXIT_USAGE
+        try:
+            port.startListening()
+        except (CannotListenError, OSError) as error:
+            cause = getattr(error, "socketError", error)
+            print(
+                f"{COMMAND}: cannot open {options['ports']} source ports: "
+                f"{getattr(cause, 'strerror', None) or cause}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        try:
+            port.connect_socket(server)  # a stranger's forged reply never reaches it
+        except OSError as error:  # broadcast without leave, no route: never
+            print(
+                f"{COMMAND}: cannot send to {server[0]}: {error.strerror or error}",
+                file=sys.stderr,
+            )
+            return EXIT_CANNOT_SEND
+        if options["dscp"] is not None:
+            mark(port.socket, options["dscp"])
+        pinger.transports.append(port)
     stamped = all(port.stamped for port in pinger.transports)
     note = rate_note(options["interval"])
     ip_header = 40 if family == socket.AF_INET6 else 20

@@ -7,7 +7,8 @@ import socket
 import sys
 
 from udpupper.client import events
-from udpupper.client.options import Options
+from udpupper.client.modes.output import Output
+from udpupper.client.options import EXIT_OUTPUT_CLOSED, Options
 from udpupper.client.signals import on_stop
 from udpupper.client.sweep import CANNOT_SEND, Sweep, dont_fragment
 from udpupper.client.target import interface_for, server_of
@@ -24,9 +25,14 @@ def run(reactor, options: Options) -> int:
     header = 48 if family == socket.AF_INET6 else 28
     outcome: dict[str, int] = {}
 
-    def say(line: str) -> None:
-        print(line, flush=True)
+    def lost() -> None:  # | head -1: nobody reads us any more
+        outcome["status"] = EXIT_OUTPUT_CLOSED
+        sweep.abandon()
+        if reactor.running:
+            reactor.stop()
 
+    output = Output(lost)
+    say = output.say
     port = ClientPort(0, None, interface_for(family), reactor)
     sweep = Sweep(
         server,
@@ -48,7 +54,7 @@ def run(reactor, options: Options) -> int:
 
     def interrupted(number: int) -> None:
         outcome.setdefault("status", 128 + number)
-        sweep.stop()
+        sweep.abandon()
         if reactor.running:
             reactor.stop()
 
@@ -69,6 +75,8 @@ def run(reactor, options: Options) -> int:
             f"SWEEP {host} ({server[0]}) port {server[1]}: the largest probe answered with "
             f"the DF bit set, {MIN_SIZE} to {maximum} bytes."
         )
+    if output.lost:
+        return EXIT_OUTPUT_CLOSED
     try:
         port.startListening()
         port.connect_socket(server)
@@ -81,5 +89,5 @@ def run(reactor, options: Options) -> int:
     on_stop(reactor, interrupted)
     reactor.callWhenRunning(sweep.start)
     reactor.run()
-    sweep.stop()
+    sweep.abandon()
     return outcome.get("status", 1)
