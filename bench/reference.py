@@ -32,6 +32,13 @@ def build_limit(directory: str) -> str | None:
     return binary
 
 
+def pinned(command: list[str], core: int) -> list[str]:
+    """``command`` run on ``core`` alone, where there are two cores and taskset."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
 def last_line(log: BinaryIO) -> str:
     """The last line a server wrote to ``log`` that is not blank, or ''."""
     log.seek(0)
@@ -47,9 +54,10 @@ TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 class Daemon:
     """``twistd -n udpupper OPTIONS`` in a subprocess, its log read line by line."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, prefix: list[str] | None = None) -> None:
+        """``prefix``: what runs it (``taskset -c 0``, say)."""
         self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "udpupper", *options],
+            [*(prefix or []), TWISTD, "-n", "--pidfile=", "udpupper", *options],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -7,6 +7,10 @@ for a share ``late``), or twice (a share ``duplicate``), or after a short
 random wait that reorders it with its neighbours (a share ``reorder``), or
 not at all (a share ``lose``).
 The choices come from a seeded generator, so a run can be repeated.
+
+Or, for two tools to be held to one path, the same path twice: each
+datagram, either way, waits the next of ``delays`` in turn (a known
+distribution), and every ``lose_every``-th is lost (a known loss).
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ class Relay:
         reorder: float = 0.05,
         lose: float = 0.0,
         seed: int = 1,
+        delays: list[float] | None = None,
+        lose_every: int = 0,
     ) -> None:
         self.server = server
         self.late, self.delay = late, delay
         self.duplicate, self.reorder, self.lose = duplicate, reorder, lose
         self.random = random.Random(seed)
+        self.delays, self.lose_every = delays, lose_every
+        self.turns = {"out": 0, "back": 0}  # datagrams each way, for the pattern
         self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.front.bind(("127.0.0.1", 0))
         self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -61,6 +69,9 @@ class Relay:
 
     def _schedule(self, sock: socket.socket, datagram: bytes, to: tuple) -> None:
         now = time.monotonic()
+        if self.delays is not None or self.lose_every:
+            self._follow_pattern(now, sock, datagram, to)
+            return
         draw = self.random.random()
         copies, wait = 1, 0.0
         if draw < self.late:
@@ -82,6 +93,18 @@ class Relay:
             heapq.heappush(
                 self.pending, (now + wait + copy * 0.001, self.sequence, sock, datagram, to)
             )
+
+    def _follow_pattern(self, now: float, sock: socket.socket, datagram: bytes, to: tuple) -> None:
+        way = "out" if sock is self.back else "back"
+        turn = self.turns[way]
+        self.turns[way] += 1
+        if self.lose_every and turn % self.lose_every == self.lose_every - 1:
+            self.counts["lost"] += 1
+            return
+        wait = self.delays[turn % len(self.delays)] if self.delays else 0.0
+        self.counts["late" if wait else "passed"] += 1
+        self.sequence += 1
+        heapq.heappush(self.pending, (now + wait, self.sequence, sock, datagram, to))
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()

@@ -50,7 +50,9 @@ while True:
         datagrams = recv_batch(fd, BATCH, wildcard, spin, False)
         if not datagrams:
             spin = 0
-            server.recv(0, socket.MSG_PEEK)  # block until the next one
+            # Block until the next one (a length of 1: CPython answers
+            # recv(0) itself, at once, without asking the kernel).
+            server.recv(1, socket.MSG_PEEK)
             continue
     except OSError:  # a client gone (ICMP unreachable): the daemon goes on too
         continue
