@@ -99,6 +99,70 @@ class ChartTests(unittest.TestCase):
 
 
 @tiers.unit
+class PlotLayoutTests(unittest.TestCase):
+    """The PNG's text: every label inside the picture, none over another,
+    the marks' names beside the plot and not on it, ticks as plain numbers."""
+
+    skip = None if histogram.plot_available() else histogram.PLOT_MISSING
+
+    CASES = {
+        # marks crowded together, and a far maximum at the right edge
+        "crowded": [100.0] * 500 + [101.0] * 400 + [102.0] * 90 + [103.0] * 9 + [250_000.0],
+        "wide": [float(10**exponent) for exponent in range(0, 7) for _ in range(10)],
+        "one value": [42.0] * 10,
+    }
+
+    def texts(self, figure) -> tuple[list, object, object]:
+        """The visible text boxes (with their text), the figure's box and the axes'."""
+        renderer = figure.canvas.get_renderer()
+        (axes,) = figure.axes
+        artists = [axes.title, axes.xaxis.label, axes.yaxis.label]
+        for axis, (low, high) in ((axes.xaxis, axes.get_xlim()), (axes.yaxis, axes.get_ylim())):
+            # the ticks drawn: those within the axis' limits
+            artists += [
+                tick.label1
+                for tick in axis.get_major_ticks()
+                if low <= tick.get_loc() <= high and tick.label1.get_text()
+            ]
+        legend = axes.get_legend()
+        artists += legend.get_texts() if legend else []
+        boxes = [
+            (artist.get_text(), artist.get_window_extent(renderer))
+            for artist in artists
+            if artist.get_visible() and artist.get_text()
+        ]
+        return boxes, figure.bbox, axes.get_window_extent(renderer)
+
+    def test_every_label_inside_and_none_over_another(self) -> None:
+        from matplotlib import pyplot
+
+        for name, values in self.CASES.items():
+            figure = histogram.figure_of(histogram.Histogram.of(sorted(values)), name)
+            self.addCleanup(pyplot.close, figure)
+            figure.canvas.draw()
+            boxes, frame, plot_area = self.texts(figure)
+            self.assertEqual((round(frame.width), round(frame.height)), histogram.PLOT_SIZE)
+            for text, box in boxes:
+                self.assertTrue(
+                    box.x0 >= 0 and box.y0 >= 0 and box.x1 <= frame.x1 and box.y1 <= frame.y1,
+                    f"{name}: {text!r} leaves the picture: {box}",
+                )
+                self.assertNotRegex(text, r"\$|10\^|×|e[+-]?\d", f"{name}: tick {text!r}")
+            for index, (text, box) in enumerate(boxes):
+                for other, other_box in boxes[index + 1 :]:
+                    self.assertFalse(box.overlaps(other_box), f"{name}: {text!r} over {other!r}")
+            legend = figure.axes[0].get_legend()
+            keys = [t.get_text() for t in legend.get_texts()]
+            self.assertEqual([key.split()[0] for key in keys], list(histogram.MARKS_SHOWN))
+            renderer = figure.canvas.get_renderer()
+            for text in legend.get_texts():
+                self.assertFalse(
+                    text.get_window_extent(renderer).overlaps(plot_area),
+                    f"{name}: {text.get_text()!r} on the plot",
+                )
+
+
+@tiers.unit
 class PlotOptionTests(unittest.TestCase):
     def parse(self, *argv: str) -> int:
         with redirect_stderr(io.StringIO()) as stderr, self.assertRaises(SystemExit) as ended:

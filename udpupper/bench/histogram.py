@@ -18,6 +18,7 @@ from itertools import accumulate
 
 STEPS = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 8.0)
 MARKS = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
+MARKS_SHOWN = (*(name for name, _ in MARKS), "max")  # in the chart, in order
 PLOT_MISSING = (
     "--plot needs matplotlib: in a checkout, pip install '.[plot]'; "
     "from a package index, pip install 'udpupper[plot]'"
@@ -155,45 +156,86 @@ def check_plot_path(path: str) -> str:
 
 
 PLOT_SIZE = (960, 540)  # pixels
+# Each mark's line: a colour of its own (none of them the bars' blue),
+# solid to dotted as the tail goes out, so that no label need sit on a line.
+MARK_STYLES = {
+    "p50": ("#1a1a1a", "-"),
+    "p90": ("#7b3294", "--"),
+    "p99": ("#d95f02", "--"),
+    "p99.9": ("#1b7837", "-."),
+    "max": ("#555555", ":"),
+}
 
 
-def plot(histogram: Histogram, path: str, title: str) -> None:
-    """The chart as a PNG of ``PLOT_SIZE``: log-scale latency, marks as lines."""
+def plain(value: float, _position=None) -> str:
+    """A tick as a plain number (300, 1,000, 0.5), never 3x10^2."""
+    if value <= 0:
+        return ""
+    return label(value)
+
+
+def figure_of(histogram: Histogram, title: str):
+    """The chart as a matplotlib Figure of ``PLOT_SIZE``: bars by log-scale
+    latency, each mark a vertical line named, with its value, in a key
+    beside the plot (not on it: there a label crosses the lines and bars
+    of its neighbours), ticks as plain numbers."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen needed
-    from matplotlib import pyplot
+    from matplotlib import pyplot, ticker
 
     dpi = 100
     figure, axes = pyplot.subplots(figsize=(PLOT_SIZE[0] / dpi, PLOT_SIZE[1] / dpi), dpi=dpi)
-    try:
-        lows, highs = histogram.edges[:-1], histogram.edges[1:]
-        axes.bar(
-            lows,
-            histogram.counts,
-            width=[high - low for low, high in zip(lows, highs)],
-            align="edge",
-            color="#4878a8",
-            edgecolor="white",
-            linewidth=0.5,
+    lows, highs = histogram.edges[:-1], histogram.edges[1:]
+    axes.bar(
+        lows,
+        histogram.counts,
+        width=[high - low for low, high in zip(lows, highs)],
+        align="edge",
+        color="#9ecae1",
+        edgecolor="white",
+        linewidth=0.5,
+    )
+    axes.set_xscale("log")
+    axes.set_yscale("log")  # so the tail's few replies show beside the peak
+    counts = [count for count in histogram.counts if count] or [1]
+    for axis, low, high in (
+        (axes.xaxis, histogram.edges[0], histogram.edges[-1]),
+        (axes.yaxis, min(counts), max(counts)),
+    ):
+        # 1, 2 and 5 a decade where there is room for them; past two
+        # decades, the powers of ten alone, or their labels collide.
+        crowded = math.log10(max(high, 1e-9) / max(low, 1e-9)) > 2
+        subs = (1.0,) if crowded else (1.0, 2.0, 5.0)
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+        axis.set_major_formatter(ticker.FuncFormatter(plain))
+        axis.set_minor_formatter(ticker.NullFormatter())
+    axes.set_xlabel("latency (µs, log scale)")
+    axes.set_ylabel("replies (log scale)")
+    axes.set_title(title)
+    for name, value in histogram.marks.items():
+        colour, style = MARK_STYLES.get(name, ("#555555", ":"))
+        axes.axvline(
+            value, color=colour, linestyle=style, linewidth=1.2, label=f"{name} {label(value)} µs"
         )
-        axes.set_xscale("log")
-        axes.set_yscale("log")  # so the tail's few replies show beside the peak
-        axes.set_xlabel("latency (µs, log scale)")
-        axes.set_ylabel("replies (log scale)")
-        axes.set_title(title)
-        for step, (name, value) in enumerate(histogram.marks.items()):
-            axes.axvline(value, color="#c0392b", linestyle="--", linewidth=0.8)
-            axes.annotate(
-                f" {name} {label(value)} µs",
-                (value, 0.97 - 0.06 * step),
-                xycoords=("data", "axes fraction"),
-                va="top",
-                ha="left",
-                fontsize=8,
-                color="#c0392b",
-            )
-        figure.tight_layout()
-        figure.savefig(path, format="png", dpi=dpi)
+    if histogram.marks:
+        axes.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            frameon=False,
+            fontsize=9,
+        )
+    figure.tight_layout()
+    return figure
+
+
+def plot(histogram: Histogram, path: str, title: str) -> None:
+    """The chart (:func:`figure_of`) as a PNG at ``path``."""
+    from matplotlib import pyplot
+
+    figure = figure_of(histogram, title)
+    try:
+        figure.savefig(path, format="png", dpi=100)
     finally:
         pyplot.close(figure)
