@@ -16,7 +16,7 @@ EDITABLE := --config-settings editable_mode=compat
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 TRIAL := $(BIN)/python -m twisted.trial
 
-.PHONY: run test check lint typecheck sanitize clean
+.PHONY: run test check lint typecheck sanitize dist clean
 
 run: $(VENV)/installed
 	$(BIN)/twistd -n --pidfile= udpupper --port $(PORT)
@@ -31,6 +31,11 @@ test: $(VENV)/installed-test
 # The fast tier, for every change: lint, and the unit and loopback tests.
 check: lint $(VENV)/installed-test
 	UDPUPPER_TIERS=unit,loopback $(TRIAL) -j2 tests
+
+# The release artefacts in dist/: an sdist and a wheel, checked, and the
+# wheel installed and run where there is no compiler (.ci/release).
+dist:
+	PYTHON=$(PYTHON) .ci/release dist
 
 lint: $(VENV)/installed-test
 	$(BIN)/ruff check .
@@ -84,5 +89,5 @@ sanitize: $(VENV)/installed-test
 	    tests/server/protections/test_loops.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info _trial_temp* .pytest_cache .hypothesis
 	find udpupper -name "*.so" -delete

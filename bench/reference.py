@@ -16,6 +16,32 @@ import time
 from typing import BinaryIO
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VENV_PYTHON = os.path.join(os.path.dirname(HERE), ".venv", "bin", "python")
+
+
+def in_the_venv() -> None:
+    """Where udpupper cannot be imported by the Python running this script
+    (``bench/compare`` run as it stands, by the system's python3), run it
+    again with the clone's venv (``make run`` or ``make test`` made it);
+    without one, end in one line saying how."""
+    try:
+        import udpupper  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return
+    script = sys.argv[0]
+    if os.path.exists(VENV_PYTHON) and not os.environ.get("UDPUPPER_BENCH_IN_VENV"):
+        os.environ["UDPUPPER_BENCH_IN_VENV"] = "1"  # once: never a loop
+        os.execv(VENV_PYTHON, [VENV_PYTHON, script, *sys.argv[1:]])
+    raise SystemExit(
+        f"{os.path.basename(script)}: udpupper is not installed for {sys.executable}: "
+        f"run `make test` once in the clone (it makes .venv), or run {script} with "
+        "the Python udpupper is installed in"
+    )
+
+
+in_the_venv()
 
 
 def build_limit(directory: str) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 
 from twisted.trial import unittest
 
@@ -98,6 +99,23 @@ class LayoutTests(unittest.TestCase):
                 with open(path, errors="replace") as source:
                     text = source.read()
                 self.assertNotRegex(text, r"(?m)^\s*(from tests[. ]|import tests)", path)
+
+    def test_every_bench_script_finds_the_venv_first(self) -> None:
+        """Each script imports bench/reference.py (which runs it again in
+        the clone's .venv where udpupper is not importable) before udpupper."""
+        folder = os.path.join(ROOT, "bench")
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path) or "." in name:
+                continue  # the scripts have no extension
+            with open(path) as source:
+                imports = re.findall(r"(?m)^(?:from (\S+) import|import (\S+))", source.read())
+            modules = [a or b for a, b in imports if (a or b) != "__future__"]
+            first_ours = next(
+                (index for index, module in enumerate(modules) if module.startswith("udpupper")),
+                len(modules),
+            )
+            self.assertIn("reference", modules[:first_ours], path)
 
     def test_no_module_past_400_lines(self) -> None:
         for name, path in modules().items():

@@ -11,7 +11,7 @@ import zipfile
 from twisted.trial import unittest
 
 from tests import tiers
-from tests.processes import copy_of_the_tree
+from tests.processes import ROOT, copy_of_the_tree
 
 
 @tiers.system
@@ -37,6 +37,13 @@ class DistributionTests(unittest.TestCase):
         )
         names = zipfile.ZipFile(wheel).namelist()
         self.assertIn("twisted/plugins/udpupper_plugin.py", names)
+        packages = {
+            os.path.relpath(folder, ROOT)
+            for folder, _, files in os.walk(os.path.join(ROOT, "udpupper"))
+            if "__init__.py" in files
+        }
+        for package in packages:  # every package, listed in setup.cfg
+            self.assertIn(f"{package}/__init__.py", names)
         for module in (
             "udpupper/server/tap.py",
             "udpupper/server/protections/ratelimit.py",
@@ -68,5 +75,11 @@ class DistributionTests(unittest.TestCase):
             "udpupper/server/protections/_loops.c",
             "udpupper/server/protections/_table.h",
             "contrib/nginx/transparent-routing",
+            "tests/client/test_ping.py",
+            "tests/server/protections/__init__.py",
+            "bench/compare",
+            "bench/servers/limit.c",
+            "Makefile",
         ):
             self.assertIn(expected, names)
+        self.assertFalse([name for name in names if "__pycache__" in name or name.endswith(".so")])

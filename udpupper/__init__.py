@@ -1,3 +1,3 @@
 """udpupper: a Twisted UDP daemon that answers every datagram in upper case."""
 
-__version__ = "1.2.0.dev0"
+__version__ = "1.2.0"

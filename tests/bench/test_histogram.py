@@ -175,7 +175,7 @@ class PlotOptionTests(unittest.TestCase):
         with mock.patch.object(histogram, "plot_available", return_value=False):
             self.assertEqual(self.parse("--plot", "out.png"), 2)
         self.assertIn("pip install '.[plot]'", self.stderr)
-        self.assertIn("pip install 'udpupper[plot]'", self.stderr)
+        self.assertIn("pip install matplotlib in its venv", self.stderr)
 
     def test_a_folder_that_is_not_there(self) -> None:
         self.assertEqual(self.parse("--plot", "/no/such/folder/out.png"), 2)

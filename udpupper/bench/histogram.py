@@ -21,7 +21,7 @@ MARKS = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
 MARKS_SHOWN = (*(name for name, _ in MARKS), "max")  # in the chart, in order
 PLOT_MISSING = (
     "--plot needs matplotlib: in a checkout, pip install '.[plot]'; "
-    "from a package index, pip install 'udpupper[plot]'"
+    "beside an installed wheel or sdist, pip install matplotlib in its venv"
 )
 
 
