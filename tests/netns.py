@@ -78,6 +78,7 @@ class Link:
         broadcast: bool = False,
         timeout: float = 2.0,
         burst: int = 0,
+        source: str = "",
     ) -> dict:
         """Send one datagram (or ``burst`` at once) from the client host; the
         reply and its source (the replies)."""
@@ -99,6 +100,8 @@ class Link:
             command.append("--broadcast")
         if burst:
             command += ["--burst", str(burst)]
+        if source:
+            command += ["--source", source]
         result = subprocess.run(
             command,
             capture_output=True,

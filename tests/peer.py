@@ -47,6 +47,7 @@ def main() -> None:
         print(json.dumps(reflect(args, family)))
         return
     with socket.socket(family, socket.SOCK_DGRAM) as peer:
+        peer.bind((args.source, 0))
         peer.settimeout(args.timeout)
         if args.broadcast:
             peer.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -116,6 +117,7 @@ def burst(args: argparse.Namespace, family: int) -> list[str]:
     """Send ``args.burst`` datagrams at once; the replies that come."""
     replies = []
     with socket.socket(family, socket.SOCK_DGRAM) as peer:
+        peer.bind((args.source, 0))
         peer.settimeout(args.timeout)
         for _ in range(args.burst):
             peer.sendto(args.payload.encode(), (args.host, args.port))

@@ -208,8 +208,20 @@ class TransparentNginxTests(NginxCase):
 
     skip = NginxCase.skip or why_not()
 
+    # Hosts of one /24 and of one /56 (each in a /64 of its own) on the
+    # client's side, besides the first client: the server reaches them all
+    # on its link.
+    PREFIX_HOSTS = {
+        "10.88.5.0/24": [f"10.88.5.{host}" for host in range(2, 14)],
+        "fd00:88:0:500::/56": [f"fd00:88:0:5{net:02x}::2" for net in range(2, 14)],
+    }
+
     def start(self, *options: str) -> None:
-        self.link = Link("ng", ["10.88.0.1/24", "fd00:88::1/64"], ["10.88.0.2/24", "fd00:88::2/64"])
+        extra = [f"{host}/24" for host in self.PREFIX_HOSTS["10.88.5.0/24"]]
+        extra += [f"{host}/64" for host in self.PREFIX_HOSTS["fd00:88:0:500::/56"]]
+        self.link = Link(
+            "ng", ["10.88.0.1/16", "fd00:88::1/48"], ["10.88.0.2/24", "fd00:88::2/64", *extra]
+        )
         self.addCleanup(self.link.remove)
         subprocess.run(
             [
@@ -260,6 +272,32 @@ class TransparentNginxTests(NginxCase):
             self.assertGreaterEqual(
                 sum(summaries[host, port]["received"] for port in (12001, 12002)), 1
             )
+
+    def test_a_prefix_meets_one_instance_and_its_rate_holds_across_them(self) -> None:
+        """Twelve hosts of one /24, then twelve of one /56 (twelve /64s), 10 requests
+        each at once: all of a prefix's reach one instance, which answers
+        the prefix its burst of 20 and what --rate refills meanwhile, as
+        one daemon would; by address, they spread over both instances and
+        each allowed the prefix its own burst."""
+        self.start("--rate", "10", "--burst", "20")
+        asked: dict[str, float] = {}
+        for prefix, hosts in self.PREFIX_HOSTS.items():
+            front = "fd00:88::1" if ":" in prefix else "10.88.0.1"
+            started = time.monotonic()
+            for host in hosts:
+                self.link.ask(front, 12000, "one prefix", burst=10, timeout=0.5, source=host)
+            asked[prefix] = time.monotonic() - started
+        summaries = {key: daemon.summary() for key, daemon in self.daemons.items()}
+        for family, prefix in (("127.0.0.1", "10.88.5.0/24"), ("::1", "fd00:88:0:500::/56")):
+            received = {port: summaries[family, port]["received"] for port in (12001, 12002)}
+            replied = sum(summaries[family, port]["replied"] for port in (12001, 12002))
+            # Each instance first answers the ready probes of nginx's start
+            # (none here: the caller asked from the client host) and then
+            # sees the prefix's 120 requests, or none of them.
+            self.assertEqual(sorted(received.values()), [0, 120], (prefix, summaries))
+            refill = 10 * asked[prefix]
+            self.assertGreaterEqual(replied, 20, (prefix, summaries))
+            self.assertLessEqual(replied, 20 + refill + 1, (prefix, asked, summaries))
 
     @long_run
     def test_a_loop_through_the_front_dies_within_its_budget(self) -> None:
