@@ -31,6 +31,8 @@ cancelled.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProducer
 from twisted.logger import Logger
@@ -64,6 +66,9 @@ class ScrapeProtocol(protocol.Protocol):
     """One connection: requests in, one at a time; answers out."""
 
     factory: ScrapeFactory
+    # A TCP (or TLS) transport: ITCPTransport, and a consumer and a producer
+    # too (registerProducer, pauseProducing), which ITransport does not say.
+    transport: Any
 
     def __init__(self) -> None:
         self.buffer = b""
@@ -235,7 +240,7 @@ class ScrapeFactory(protocol.Factory):
     does not say.
     """
 
-    protocol = ScrapeProtocol
+    protocol = ScrapeProtocol  # type: ignore[assignment]  # Factory's is loosely typed
     noisy = False
     log = Logger()
 

@@ -35,7 +35,7 @@ def adopt_socket(port: udp.Port, skt: socket.socket) -> None:
     ``startListening`` then uses (what ``adoptDatagramPort`` does itself).
     Checked 22.10 to 26.10; no upstream ticket.
     """
-    port._preexistingSocket = skt
+    port._preexistingSocket = skt  # type: ignore[assignment]  # Twisted types it None
 
 
 def observe_accept_log(
@@ -53,7 +53,7 @@ def observe_accept_log(
     if not isinstance(logger, Logger):
         return False
     observer = cast(ILogObserver, wrap(logger.observer))
-    listening_port._logger = Logger(namespace=logger.namespace, observer=observer)
+    setattr(listening_port, "_logger", Logger(namespace=logger.namespace, observer=observer))  # noqa: B010
     return True
 
 

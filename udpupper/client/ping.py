@@ -379,11 +379,11 @@ class Ping(DatagramProtocol):
                 )
             ]
         dscp = [] if self.dscp is None else [self.stats.dscp_line(self.dscp)]
-        costs = [self.stats.costs_line()] if costs else []
+        costing = [self.stats.costs_line()] if costs else []
         return (
             self.stats.summary(host, elapsed)
             + dscp
-            + costs
+            + costing
             + [
                 f"port {index + 1} of {self.ports}, from {self._source_port(index)}: "
                 + path.path_line()

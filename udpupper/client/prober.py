@@ -96,7 +96,8 @@ def limits_for(networks: list[Network], exposed: bool, **bounds) -> Limits:
 
 def names_loopback(network: Network) -> bool:
     return any(
-        network.version == loopback.version and network.subnet_of(loopback) for loopback in LOOPBACK
+        network.version == loopback.version and network.subnet_of(loopback)  # type: ignore[arg-type]
+        for loopback in LOOPBACK
     )
 
 

@@ -275,9 +275,9 @@ class MetricsService(service.Service):
         """Give the listener (a tcp or unix Port) an :class:`AcceptLog`."""
         self.port = port
         address = port.getHost()
-        host = getattr(address, "host", None)
+        host, number = getattr(address, "host", None), getattr(address, "port", "")
         where = (
-            f"http://{'[' + host + ']' if ':' in host else host}:{address.port}/metrics"
+            f"http://{'[' + host + ']' if ':' in host else host}:{number}/metrics"
             if host is not None
             else f"{self.description} (/metrics)"
         )

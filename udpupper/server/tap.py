@@ -286,6 +286,7 @@ def check_before_forking(config: Options, reactor) -> None:
     its one line on the terminal, before a pidfile is written; what fails
     later, in the background, twistd reports (:func:`exit_with`)."""
     parent = config.parent
+    assert parent is not None  # twistd's options: will_daemonize said so
     log_file = parent.get("logfile") or "twistd.log"  # twistd's, in the background
     if parent.get("syslog") or log_file == "-":
         log_file = None

@@ -131,7 +131,7 @@ def run(reactor, options: Options) -> int:
         if options["dscp"] is not None:
             mark(port.socket, options["dscp"])
         pinger.transports.append(port)
-    stamped = all(port.stamped for port in pinger.transports)
+    stamped = all(getattr(port, "stamped", False) for port in pinger.transports)
     note = rate_note(options["interval"])
     ip_header = 40 if family == socket.AF_INET6 else 20
     if options["json"]:

@@ -167,5 +167,5 @@ _loops = helpers.load("loops")
 if _loops is not None:
     LoopBreaker, echoes, sketch = _loops.LoopBreaker, _loops.echoes, _loops.sketch
 else:  # pragma: no cover - depends on the build
-    LoopBreaker = PythonLoopBreaker  # type: ignore[misc, assignment]
+    LoopBreaker = PythonLoopBreaker
     sketch, echoes = python_sketch, python_echoes

@@ -240,7 +240,13 @@ class Workers(Supervisor, service.Service):
         if self.protocols:
             self.all_ended = ended
             killer = self.terminate_all()
-            ended.addBoth(lambda result: (killer.active() and killer.cancel(), result)[1])
+
+            def cancel_the_killer(result: object) -> object:
+                if killer.active():
+                    killer.cancel()
+                return result
+
+            ended.addBoth(cancel_the_killer)
         else:
             ended.callback(None)
         ended.addCallback(self._say_totals)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
@@ -36,6 +38,12 @@ from twisted.python.failure import Failure
 from udpupper.kernel import socket_memory
 from udpupper.options import one_line
 from udpupper.server.workers.worker import COUNTS, COUNTS_FD, REPORT_FD, SOCKET_FD
+
+if TYPE_CHECKING:
+    from twisted.logger import Logger
+
+    from udpupper.server.workers.counters import WorkerCounters
+    from udpupper.server.workers.worker import SharedCounts
 
 SILENCE = 2.0  # seconds without news: the worker is hung, and replaced
 STARTUP_GRACE = 15.0  # seconds a new worker may take to send its first report
@@ -88,6 +96,24 @@ class Supervisor:
     ``counters``, ``log``, ``running``, ``stopping``; and answers
     ``reported`` (a report line) and ``served`` (a worker's first report).
     """
+
+    # What the parent service provides, declared for the type checker.
+    reactor: Any
+    names: list[str]
+    command: list[str]
+    env: dict[str, str]
+    sockets: list[socket.socket]
+    shared: dict[str, SharedCounts | None]
+    counters: WorkerCounters
+    log: Logger
+    running: bool | int
+    stopping: bool
+
+    def reported(self, name: str, line: bytes, hangup: bool = False) -> None:
+        raise NotImplementedError  # the parent's
+
+    def all_ended_maybe(self) -> None:
+        raise NotImplementedError  # the parent's
 
     def init_supervision(self) -> None:
         self.protocols: dict[str, WorkerProtocol] = {}
