@@ -139,9 +139,9 @@ class NginxTests(NginxCase):
         backends = [daemon.start() for daemon in daemons]
         front = free_port()
         self.start_nginx(front, backends)
-        for number in range(100):  # from 100 addresses: nginx hashes by address
+        for number in range(100):  # from 100 /24s: nginx hashes by prefix
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-                client.bind((f"127.0.0.{number + 2}", 0))
+                client.bind((f"127.0.{number + 1}.2", 0))
                 client.settimeout(5)
                 client.sendto(f"through nginx {number} ü".encode(), ("127.0.0.1", front))
                 reply, source = client.recvfrom(1000)
